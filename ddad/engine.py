@@ -1,0 +1,92 @@
+"""Batch images through the reconstruction sampler, loading the next batch while the UNet runs.
+
+Shared by the reconstruct stage and by ``ddad detect``: several images and all their ensemble
+members go through one forward pass; on CUDA the UNet runs in half precision, channels-last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from guided_diffusion.gaussian_diffusion import GaussianDiffusion
+from tqdm.auto import tqdm
+
+from ddad.reconstruct import Plan, reconstruct
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """One image's input and reconstructions (model range), with its cost."""
+
+    key: str
+    image: np.ndarray
+    reconstructions: np.ndarray
+    timesteps: np.ndarray
+    nfe: float
+    seconds: float
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Move to ``device`` in eval mode; channels-last on CUDA (faster convolutions there)."""
+    model = model.to(device).eval()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def run(
+    model: torch.nn.Module,
+    diffusion: GaussianDiffusion,
+    items: Sequence[tuple[str, Callable[[], np.ndarray]]],
+    plan: Plan,
+    *,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: torch.device | None = None,
+    progress: bool = True,
+    desc: str = "reconstruct",
+) -> Iterator[Reconstruction]:
+    """Yield one :class:`Reconstruction` per ``(key, load)`` item, in order.
+
+    ``batch_size`` counts samples per UNet pass (images x ensemble members); at least one image
+    goes in each batch. ``load()`` returns the image as [C, H, W] float32 in [-1, 1].
+    """
+    device = device or next(model.parameters()).device
+    per_batch = max(1, batch_size // plan.ensemble)
+    batches = [items[i : i + per_batch] for i in range(0, len(items), per_batch)]
+    bar = tqdm(total=len(items), desc=desc, unit="img", disable=not progress)
+
+    def load(batch: Sequence[tuple[str, Callable[[], np.ndarray]]]) -> np.ndarray:
+        return np.stack([loader() for _, loader in batch])
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load, batches[0]) if batches else None
+        for index, batch in enumerate(batches):
+            images = pending.result()
+            if index + 1 < len(batches):
+                pending = pool.submit(load, batches[index + 1])
+            start = time.perf_counter()
+            x = torch.from_numpy(images).to(device)
+            keys = [key for key, _ in batch]
+            with _autocast(device):
+                recon, t, passes = reconstruct(model, diffusion, x, keys, plan, seed)
+            recon = recon.float().cpu().numpy()
+            seconds = (time.perf_counter() - start) / len(batch)
+            for i, key in enumerate(keys):
+                yield Reconstruction(
+                    key, images[i], recon[i], t[i].numpy(), passes / len(batch), seconds
+                )
+            bar.update(len(batch))
+    bar.close()

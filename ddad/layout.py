@@ -1,0 +1,193 @@
+"""Which files of an MVTec-layout dataset are training images, test images and masks.
+
+    <root>/<category>/train/good/*                             defect-free training images
+    <root>/<category>/test/good/*                              defect-free test images (label 0)
+    <root>/<category>/test/<defect>/*                          defective test images (label 1)
+    <root>/<category>/ground_truth/<defect>/<stem>_mask.png    one mask per defective image
+
+The folders are read in place and never written. Masks are paired with images by name, never
+by list order, and may have any image suffix (a .png mask wins if there are several). Hidden
+files (names starting with a dot, such as macOS "._x.png") and files without an image suffix
+(Thumbs.db, notes) are skipped silently, as are masks without an image and folders in
+ground_truth without a test folder (such as ground_truth/good).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ddad.errors import DdadError
+from ddad.imageio import IMAGE_SUFFIXES, is_image_file, native_channels
+
+GOOD = "good"
+MASK_SUFFIX = "_mask"
+_LAYOUT_HINT = "see the layout <category>/train/good, <category>/test/<good|defect>"
+
+
+@dataclass(frozen=True)
+class TestImage:
+    """One test image: label 0 (good) or 1 (defective), its test folder name, its mask if any."""
+
+    __test__ = False  # a data class, not a pytest test class
+
+    path: Path
+    label: int
+    defect: str
+    mask: Path | None
+
+    @property
+    def key(self) -> str:
+        """'<defect>/<stem>': names the image uniquely within its category."""
+        return f"{self.defect}/{self.path.stem}"
+
+
+def list_categories(root: Path) -> list[str]:
+    """Sorted names of the folders under `root` that hold a train/ or test/ folder."""
+    if not root.is_dir():
+        raise DdadError(
+            f"dataset folder {root} does not exist; point it at the folder that holds one "
+            "folder per category"
+        )
+    return [
+        folder.name
+        for folder in _subfolders(root)
+        if (folder / "train").is_dir() or (folder / "test").is_dir()
+    ]
+
+
+def train_images(root: Path, category: str) -> list[Path]:
+    """Sorted image files of <category>/train/good."""
+    return _image_files(
+        root / category / "train" / GOOD, "put the defect-free training images there"
+    )
+
+
+def test_images(root: Path, category: str) -> list[TestImage]:
+    """Every test image of a category, sorted by (defect, stem); defects paired with their masks."""
+    test_folder = root / category / "test"
+    found: list[TestImage] = []
+    test_hint = "put defect-free test images in test/good and defective ones in test/<defect>"
+    for folder in _subfolders(test_folder, test_hint):
+        images = _image_files(folder)
+        _check_unique_stems(folder, images)
+        if folder.name == GOOD:
+            found += [TestImage(path, 0, GOOD, None) for path in images]
+            continue
+        mask_folder = root / category / "ground_truth" / folder.name
+        masks = _masks_by_stem(mask_folder)
+        found += [
+            TestImage(path, 1, folder.name, _mask_of(path, masks, mask_folder)) for path in images
+        ]
+    return sorted(found, key=lambda item: (item.defect, item.path.stem))
+
+
+test_images.__test__ = False  # a library function; keeps pytest from collecting it on import
+
+
+def validate_category(root: Path, category: str) -> None:
+    """Stop with one line if a category cannot be used: missing folders, no images, no masks.
+
+    A category without defective test images (or without good ones) is allowed: pixel metrics,
+    and image metrics that need both labels, then come out as nan.
+    """
+    found = list_categories(root)
+    if category not in found:
+        raise DdadError(
+            f"no category {category!r} under {root} (a category is a folder with train/ or "
+            f"test/ inside); found: {', '.join(found) or 'none'}"
+        )
+    _nonempty_train_images(root, category)
+    if not test_images(root, category):
+        raise DdadError(
+            f"{root / category / 'test'} holds no test images; put defect-free ones in "
+            "test/good and defective ones in test/<defect>"
+        )
+
+
+def split_train_val(
+    paths: Sequence[Path], val_count: int, seed: int
+) -> tuple[list[Path], list[Path]]:
+    """Hold out `val_count` images, chosen by `seed` alone: the input order does not matter.
+
+    At least one image always stays for training. Both lists come back sorted.
+    """
+    if val_count < 0:
+        raise ValueError(f"val_count must be >= 0, not {val_count}")
+    ordered = sorted(paths)
+    held_count = min(val_count, max(len(ordered) - 1, 0))
+    held = set(np.random.default_rng(seed).permutation(len(ordered))[:held_count].tolist())
+    train = [path for index, path in enumerate(ordered) if index not in held]
+    val = [path for index, path in enumerate(ordered) if index in held]
+    return train, val
+
+
+def dataset_channels(root: Path, category: str) -> int:
+    """1 if every training image is gray-like, else 3 (read from the file headers only)."""
+    images = _nonempty_train_images(root, category)
+    return 1 if all(native_channels(path) == 1 for path in images) else 3
+
+
+def _nonempty_train_images(root: Path, category: str) -> list[Path]:
+    images = train_images(root, category)
+    if not images:
+        raise DdadError(
+            f"{root / category / 'train' / GOOD} holds no images (looked for "
+            f"{', '.join(IMAGE_SUFFIXES)}); put the defect-free training images there"
+        )
+    return images
+
+
+def _subfolders(folder: Path, hint: str = _LAYOUT_HINT) -> list[Path]:
+    return sorted(path for path in _entries(folder, hint) if path.is_dir())
+
+
+def _image_files(folder: Path, hint: str = _LAYOUT_HINT) -> list[Path]:
+    return sorted(path for path in _entries(folder, hint) if path.is_file() and is_image_file(path))
+
+
+def _entries(folder: Path, hint: str) -> list[Path]:
+    """Visible entries of a folder that must exist; `hint` says how to fix a missing one."""
+    try:
+        return [path for path in folder.iterdir() if not path.name.startswith(".")]
+    except FileNotFoundError as err:
+        raise DdadError(f"folder {folder} is missing; {hint}") from err
+    except OSError as err:
+        raise DdadError(f"cannot list folder {folder}: {err.strerror or err}") from err
+
+
+def _check_unique_stems(folder: Path, images: list[Path]) -> None:
+    seen: dict[str, Path] = {}
+    for path in images:
+        if path.stem in seen:
+            raise DdadError(
+                f"{folder} holds two images named {path.stem} ({seen[path.stem].name}, "
+                f"{path.name}); keep one so that each test image has its own name"
+            )
+        seen[path.stem] = path
+
+
+def _masks_by_stem(mask_folder: Path) -> dict[str, Path]:
+    """Image stem -> mask file, from <stem>_mask.<suffix>; a missing folder holds no masks."""
+    if not mask_folder.is_dir():
+        return {}
+    candidates = sorted(
+        _image_files(mask_folder), key=lambda path: (path.suffix.lower() != ".png", path.name)
+    )
+    masks: dict[str, Path] = {}
+    for path in candidates:
+        if path.stem.endswith(MASK_SUFFIX):
+            masks.setdefault(path.stem.removesuffix(MASK_SUFFIX), path)
+    return masks
+
+
+def _mask_of(image: Path, masks: dict[str, Path], mask_folder: Path) -> Path:
+    if image.stem not in masks:
+        raise DdadError(
+            f"defective test image {image} has no mask; expected "
+            f"{mask_folder / (image.stem + MASK_SUFFIX + '.png')} (masks are paired by name)"
+        )
+    return masks[image.stem]

@@ -1,0 +1,26 @@
+"""From [0, 1] pixels to the model's [-1, 1] range, and back for display.
+
+``fixed`` is x*2-1 (the range OpenAI's model was trained on). ``minmax`` is the seed's
+per-image stretch of the whole tensor's range to [-1, 1]; it depends on the image content,
+defect included, and is kept only to reproduce the seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NORMALIZATIONS = ("fixed", "minmax")
+
+
+def to_model_range(image: np.ndarray, normalization: str = "fixed") -> np.ndarray:
+    """Map an image in [0, 1] to [-1, 1] (float32)."""
+    image = np.asarray(image, dtype=np.float32)
+    if normalization == "minmax":
+        low, high = float(image.min()), float(image.max())
+        image = (image - low) / (high - low) if high > low else np.zeros_like(image)
+    return image * 2 - 1
+
+
+def to_unit_range(image: np.ndarray) -> np.ndarray:
+    """Map [-1, 1] back to [0, 1] for display, clipped."""
+    return np.clip((np.asarray(image, dtype=np.float32) + 1) / 2, 0, 1)

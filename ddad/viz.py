@@ -1,0 +1,224 @@
+"""Pictures of the results: heat-map overlays, category overviews, ROC curves and AUROC bars.
+
+Pure functions over arrays that know nothing of params or folders. Figures are built as plain
+``matplotlib.figure.Figure`` objects and rendered by Agg, never through pyplot, so nothing opens a
+window or piles up in pyplot's global list. Display images are [H, W] or [H, W, C] (C = 1 or 3)
+in [0, 1]; anomaly maps are [H, W] in the score's own units.
+
+All images of a category share one map scale (``map_scale``), so colour means the same on every
+picture of that category: no colour at or below what held-out good images typically reach, full
+colour at the level the most anomalous test images reach.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from PIL import Image
+
+HEAT_CMAP = matplotlib.colormaps["jet"]
+OVERLAY_ALPHA = 0.6  # heat colour share where the map reaches the top of the scale
+DPI = 80
+OVERVIEW_COLUMNS = 8
+OVERVIEW_TILES = 48
+TILE_INCHES = 1.0
+MAX_PNG_BYTES = 150_000
+PALETTE_SIZES = (256, 128, 64, 32)
+SCALE_TOP_PERCENTILE = 90.0  # of per-image map peaks: the top tenth of test images saturates
+BAR_METRICS = ("img_auc", "pixel_auc", "aupro")
+MASK_COLOUR = "white"
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One small picture of an overview: an overlay, its ground truth outline and a caption."""
+
+    overlay: np.ndarray
+    mask: np.ndarray
+    caption: str
+
+
+def map_scale(good_scores: np.ndarray, maps: np.ndarray) -> tuple[float, float]:
+    """A category's shared (vmin, vmax) for its anomaly maps.
+
+    vmin is the median image score of the held-out good (validation) images: the level a normal
+    image typically peaks at, so colour starts where a map leaves the normal range. vmax is the
+    90th percentile of the test maps' per-image peaks, so the most anomalous tenth saturates and one
+    outlier does not wash out the rest. Without good scores vmin falls back to the median test
+    pixel. vmax is never below vmin.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    good_scores = np.asarray(good_scores, dtype=np.float64)
+    vmin = float(np.median(good_scores)) if good_scores.size else float(np.median(maps))
+    peaks = maps.reshape(len(maps), -1).max(axis=1)
+    vmax = float(np.percentile(peaks, SCALE_TOP_PERCENTILE))
+    return vmin, max(vmin, vmax)
+
+
+def map_levels(amap: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """The map on the shared scale, in [0, 1]; with vmin == vmax, 1 exactly where it exceeds it."""
+    amap = np.nan_to_num(np.asarray(amap, dtype=np.float64))
+    if vmax <= vmin:
+        return (amap > vmax).astype(np.float32)
+    return np.clip((amap - vmin) / (vmax - vmin), 0, 1).astype(np.float32)
+
+
+def heatmap_overlay(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
+    """The image in its own colours with the heat map blended in as strongly as the map is high.
+
+    Returns an RGB float32 image [H, W, 3] in [0, 1].
+    """
+    level = map_levels(amap, vmin, vmax)[..., None]
+    heat = HEAT_CMAP(level[..., 0])[..., :3]
+    alpha = OVERLAY_ALPHA * level
+    return np.clip(as_rgb(image) * (1 - alpha) + heat * alpha, 0, 1).astype(np.float32)
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """A gray [H, W] / [H, W, 1] or colour [H, W, 3] image as [H, W, 3] float32 in [0, 1]."""
+    image = np.clip(np.asarray(image, dtype=np.float32), 0, 1)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 3):
+        raise ValueError(f"expected an [H, W], [H, W, 1] or [H, W, 3] image, got {image.shape}")
+    return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+
+
+def overlay_sheet(
+    image: np.ndarray,
+    reconstruction: np.ndarray,
+    amap: np.ndarray,
+    mask: np.ndarray,
+    title: str,
+    vmin: float,
+    vmax: float,
+    threshold: float | None = None,
+) -> Figure:
+    """One image read left to right: input | reconstruction | map | overlay | ground truth.
+
+    ``threshold`` (an image-score threshold), when given, is appended to the title so a reader
+    can tell whether the image would be called anomalous.
+    """
+    fig = Figure(figsize=(12, 2.9), layout="constrained")
+    axes = fig.subplots(1, 5)
+    _show(axes[0], as_rgb(image), "input")
+    _show(axes[1], as_rgb(reconstruction), "reconstruction")
+    axes[2].imshow(amap, cmap=HEAT_CMAP, vmin=vmin, vmax=vmax)
+    _decorate(axes[2], f"anomaly map [{vmin:.3g}, {vmax:.3g}]")
+    _show(axes[3], heatmap_overlay(image, amap, vmin, vmax), "overlay")
+    _outline(axes[3], mask)
+    axes[4].imshow(np.asarray(mask, dtype=np.float32), cmap="gray", vmin=0, vmax=1)
+    _decorate(axes[4], "ground truth")
+    suffix = "" if threshold is None else f" | threshold {threshold:.4g}"
+    fig.suptitle(title + suffix, fontsize=10)
+    return fig
+
+
+def evenly_spaced(items: Sequence, limit: int) -> list:
+    """At most ``limit`` items spread evenly over the sequence, order kept (all when it fits)."""
+    if len(items) <= limit:
+        return list(items)
+    picks = np.linspace(0, len(items) - 1, limit).round().astype(int)
+    return [items[i] for i in picks]
+
+
+def category_overview(
+    tiles: Sequence[Tile], title: str, columns: int = OVERVIEW_COLUMNS, limit: int = OVERVIEW_TILES
+) -> Figure:
+    """A grid of small overlays, ground truth outlined; at most ``limit``, spread over the input."""
+    tiles = evenly_spaced(tiles, limit)
+    used_columns = max(1, min(columns, len(tiles)))
+    rows = max(1, math.ceil(len(tiles) / used_columns))
+    fig = Figure(
+        figsize=(used_columns * TILE_INCHES, rows * (TILE_INCHES + 0.2) + 0.4),
+        layout="constrained",
+    )
+    for index, tile in enumerate(tiles):
+        axis = fig.add_subplot(rows, used_columns, index + 1)
+        axis.imshow(tile.overlay)
+        _outline(axis, tile.mask)
+        _decorate(axis, tile.caption, fontsize=6)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]]) -> Figure:
+    """Image-level ROC curves, one per category, each labelled with its AUROC."""
+    fig = Figure(figsize=(5.5, 5), layout="constrained")
+    axis = fig.add_subplot()
+    colours = matplotlib.colormaps["tab20"]
+    for index, (name, (fpr, tpr, auc)) in enumerate(curves.items()):
+        axis.plot(fpr, tpr, color=colours(index % 20), lw=1.2, label=f"{name} ({auc:.3f})")
+    axis.plot([0, 1], [0, 1], color="gray", ls="--", lw=0.8)
+    axis.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate")
+    axis.set_title("image-level ROC (AUROC)", fontsize=10)
+    if curves:
+        axis.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def auroc_bars(table: pd.DataFrame) -> Figure:
+    """Grouped bars of the AUROC-like metrics per category, with their mean as the last group."""
+    metrics = [m for m in BAR_METRICS if m in table.columns]
+    groups = [*table["category"].astype(str), "mean"]
+    width = 0.8 / max(1, len(metrics))
+    positions = np.arange(len(groups))
+    fig = Figure(figsize=(max(6.0, 0.7 * len(groups) + 1.5), 3.8), layout="constrained")
+    axis = fig.add_subplot()
+    for index, metric in enumerate(metrics):
+        values = table[metric].to_numpy(dtype=np.float64)
+        mean = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+        offset = (index - (len(metrics) - 1) / 2) * width
+        axis.bar(positions + offset, [*values, mean], width, label=f"{metric} (mean {mean:.3f})")
+    axis.axvline(len(groups) - 1.5, color="gray", lw=0.8)
+    axis.set_xticks(positions, groups, rotation=45, ha="right", fontsize=8)
+    axis.set(ylim=(0, 1.05), ylabel="area under curve")
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(fontsize=7, loc="lower left")
+    return fig
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = DPI, max_bytes: int = MAX_PNG_BYTES) -> None:
+    """Write ``fig`` as a palette PNG of figsize x dpi pixels, under ``max_bytes`` where it can.
+
+    Busy pictures (48 textured thumbnails) do not compress well, so the palette shrinks from 256
+    colours until the file fits; the smallest palette is written even when it does not.
+    """
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    with Image.open(buffer) as rendered:
+        rgb = rendered.convert("RGB")
+    for colours in PALETTE_SIZES:
+        encoded = io.BytesIO()
+        rgb.quantize(colours, method=Image.Quantize.FASTOCTREE).save(
+            encoded, format="png", optimize=True
+        )
+        if encoded.tell() <= max_bytes:
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encoded.getvalue())
+
+
+def _show(axis: Axes, rgb: np.ndarray, title: str) -> None:
+    axis.imshow(rgb, vmin=0, vmax=1)
+    _decorate(axis, title)
+
+
+def _decorate(axis: Axes, title: str, fontsize: int = 9) -> None:
+    axis.set_title(title, fontsize=fontsize)
+    axis.set_axis_off()
+
+
+def _outline(axis: Axes, mask: np.ndarray) -> None:
+    mask = np.asarray(mask, dtype=np.float32)
+    if mask.any():
+        axis.contour(mask, levels=[0.5], colors=MASK_COLOUR, linewidths=0.8)

@@ -1,0 +1,89 @@
+"""evaluate: per-category and mean metrics, results.csv, metrics.json and ROC plot data.
+
+results.csv keeps the seed's four columns first (category, category_type, img_auc, pixel_auc).
+metrics.json holds each category, the mean over all, and the mean per category type, so that
+`dvc metrics show` and `dvc metrics diff` read as a table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ddad import metrics
+from stages.common import METRICS_DIR, PLOTS_DIR, RUNS_DIR, read_manifest, run_stage, write_json
+
+SEED_COLUMNS = ["category", "category_type", "img_auc", "pixel_auc"]
+
+
+def category_metrics(category: str, wanted: list[str]) -> dict[str, float]:
+    """The asked-for metrics of one category from its scores and maps."""
+    scores = pd.read_csv(RUNS_DIR / category / "score" / "scores.csv")
+    test = scores[scores["split"] == "test"]
+    labels, values = test["label"].to_numpy(), test["score"].to_numpy()
+    with np.load(RUNS_DIR / category / "score" / "maps.npz") as maps:
+        masks, amaps = maps["masks"], maps["maps"]
+    compute = {
+        "img_auc": lambda: metrics.image_auroc(labels, values),
+        "pixel_auc": lambda: metrics.pixel_auroc(masks, amaps),
+        "aupro": lambda: metrics.aupro(masks, amaps),
+        "img_f1max": lambda: metrics.f1_max(labels, values),
+        "pixel_ap": lambda: metrics.pixel_ap(masks, amaps),
+    }
+    return {name: compute[name]() for name in wanted}
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float:
+    values = [r[key] for r in rows if not math.isnan(r[key])]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def main(params: dict[str, Any], argv: list[str]) -> None:
+    manifest = read_manifest()
+    wanted = params["evaluate"]["metrics"]
+    rows = []
+    for category in params["data"]["categories"]:
+        summary = json.loads((RUNS_DIR / category / "recon" / "summary.json").read_text())
+        row = {"category": category, "category_type": manifest["categories"][category]["type"]}
+        row.update(category_metrics(category, wanted))
+        row["nfe_per_image"] = summary["nfe_per_image"]
+        row["seconds_per_image"] = summary["seconds_per_image"]
+        rows.append(row)
+        scores = pd.read_csv(RUNS_DIR / category / "score" / "scores.csv")
+        test = scores[scores["split"] == "test"]
+        fpr, tpr = metrics.roc_points(test["label"].to_numpy(), test["score"].to_numpy())
+        write_json(
+            PLOTS_DIR / "roc" / f"{category}.json",
+            [{"fpr": float(f), "tpr": float(t)} for f, t in zip(fpr, tpr, strict=True)],
+        )
+    table = pd.DataFrame(rows).sort_values(["category_type", "category"])
+    columns = SEED_COLUMNS + [c for c in table.columns if c not in SEED_COLUMNS]
+    METRICS_DIR.mkdir(exist_ok=True)
+    table[[c for c in columns if c in table.columns]].to_csv(
+        METRICS_DIR / "results.csv", index=False, float_format="%.6f"
+    )
+    numeric = wanted + ["nfe_per_image", "seconds_per_image"]
+    report: dict[str, Any] = {"mean": {k: _mean(rows, k) for k in numeric}}
+    for kind in sorted({r["category_type"] for r in rows}):
+        report[f"mean_{kind}"] = {
+            k: _mean([r for r in rows if r["category_type"] == kind], k) for k in wanted
+        }
+    report["categories"] = {r["category"]: {k: r[k] for k in numeric} for r in rows}
+    write_json(METRICS_DIR / "metrics.json", _rounded(report))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 6)
+    return value
+
+
+if __name__ == "__main__":
+    run_stage(main)

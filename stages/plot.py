@@ -1,0 +1,187 @@
+"""plot: the pictures a person opens first, under plots/images/.
+
+Per category: overlay sheets of the most telling test images (<category>/<defect>_<stem>.png:
+the highest-scoring good images, i.e. the likeliest false alarms, then defects alternating best
+and worst detected) and <category>_overview.png of its test images. Over all categories:
+roc.png, auroc.png, and example.png, the clearest detected defect, for the README. The folder is
+emptied first, so no picture outlives the run that drew it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from tqdm import tqdm
+
+from ddad import viz
+from ddad.errors import DdadError
+from ddad.metrics import best_threshold
+from ddad.preprocess import to_unit_range
+from ddad.store import ResultStore
+from stages.common import METRICS_DIR, PLOTS_DIR, RUNS_DIR, run_stage
+
+IMAGES_DIR = PLOTS_DIR / "images"
+GOOD_SHARE = 1 / 3  # of the overlay sheets, at most, spent on the highest-scoring good images
+
+
+@dataclass(frozen=True)
+class Category:
+    """What the pictures of one category are drawn from."""
+
+    name: str
+    store: ResultStore
+    test: pd.DataFrame  # test rows of scores.csv, in maps.npz order
+    maps: np.ndarray
+    masks: np.ndarray
+    vmin: float
+    vmax: float
+    threshold: float | None  # image-score threshold of best F1 on the test set
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A defective image up for example.png: detected when its map peaks inside its mask."""
+
+    peak_inside: bool
+    score: float
+    category: Category
+    index: int
+
+
+def _require(path: Path) -> Path:
+    if not path.is_file():
+        raise DdadError(f"{path}: missing; run `dvc repro` so the earlier stages write it")
+    return path
+
+
+def load_category(name: str) -> Category:
+    """A category's scores, maps and stored reconstructions, with its shared map scale."""
+    recon = RUNS_DIR / name / "recon"
+    summary = json.loads(_require(recon / "summary.json").read_text())
+    scores = pd.read_csv(_require(RUNS_DIR / name / "score" / "scores.csv"))
+    with np.load(_require(RUNS_DIR / name / "score" / "maps.npz")) as stored:
+        keys, maps, masks = stored["keys"].astype(str), stored["maps"], stored["masks"]
+    test = scores[scores["split"] == "test"].set_index("key").loc[keys].reset_index()
+    good = scores.loc[scores["split"] == "validation", "score"].to_numpy()
+    vmin, vmax = viz.map_scale(good, maps)
+    labels, values = test["label"].to_numpy(), test["score"].to_numpy()
+    threshold = best_threshold(labels, values) if labels.any() else None
+    store = ResultStore(recon, summary["digest"])
+    return Category(name, store, test, maps, masks, vmin, vmax, threshold)
+
+
+def pick_overlays(test: pd.DataFrame, count: int) -> list[int]:
+    """Row positions worth a sheet: top good images, then defects alternating top and bottom."""
+    ranked = test.sort_values("score", ascending=False, kind="stable")
+    good = ranked.index[ranked["label"] == 0].tolist()
+    defects = ranked.index[ranked["label"] != 0].tolist()
+    spread = [defects[k // 2] if k % 2 == 0 else defects[-1 - k // 2] for k in range(len(defects))]
+    chosen_good = good[: max(int(count * GOOD_SHARE), count - len(spread))]
+    return chosen_good + spread[: count - len(chosen_good)]
+
+
+def peak_inside(amap: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether the map's highest pixel lies on the ground-truth defect."""
+    return bool(np.asarray(mask).flat[int(np.argmax(amap))])
+
+
+def _display(chw: np.ndarray) -> np.ndarray:
+    return to_unit_range(chw).transpose(1, 2, 0)
+
+
+def sheet(category: Category, index: int, prefix: str = "") -> Figure:
+    """The overlay sheet of one test image."""
+    row = category.test.iloc[index]
+    result = category.store.load(row["key"])
+    title = f"{prefix}{row['key']} | label {int(row['label'])} | score {row['score']:.4g}"
+    return viz.overlay_sheet(
+        _display(result["image"]),
+        _display(result["reconstructions"][0]),
+        category.maps[index],
+        category.masks[index],
+        title,
+        category.vmin,
+        category.vmax,
+        category.threshold,
+    )
+
+
+def overview(category: Category) -> Figure:
+    """Small overlays of the category's test images (spread over at most 48)."""
+    positions = viz.evenly_spaced(range(len(category.test)), viz.OVERVIEW_TILES)
+    tiles = []
+    for index in positions:
+        row = category.test.iloc[index]
+        image = _display(category.store.load(row["key"])["image"])
+        overlay = viz.heatmap_overlay(image, category.maps[index], category.vmin, category.vmax)
+        caption = f"{row['defect']} {row['score']:.3g}"
+        tiles.append(viz.Tile(overlay, category.masks[index], caption))
+    scale = f"map scale [{category.vmin:.3g}, {category.vmax:.3g}]"
+    return viz.category_overview(tiles, f"{category.name}: test images, {scale}")
+
+
+def sheet_path(category: str, key: str) -> Path:
+    """plots/images/<category>/<defect>_<stem>.png for a key test/<defect>/<stem>."""
+    _, defect, stem = key.split("/")
+    return IMAGES_DIR / category / f"{defect}_{stem}.png"
+
+
+def candidates(category: Category) -> list[Candidate]:
+    """The category's defective images, each with whether its map peaks inside its mask."""
+    return [
+        Candidate(
+            peak_inside(category.maps[row.Index], category.masks[row.Index]),
+            float(row.score),
+            category,
+            row.Index,
+        )
+        for row in category.test.itertuples()
+        if row.label
+    ]
+
+
+def summary_figures(categories: list[str]) -> tuple[Figure, Figure]:
+    """ROC curves and AUROC bars from evaluate's outputs."""
+    table = pd.read_csv(_require(METRICS_DIR / "results.csv"))
+    aucs = dict(zip(table["category"].astype(str), table["img_auc"], strict=True))
+    curves = {}
+    for name in categories:
+        points = json.loads(_require(PLOTS_DIR / "roc" / f"{name}.json").read_text())
+        fpr = np.array([p["fpr"] for p in points])
+        tpr = np.array([p["tpr"] for p in points])
+        curves[name] = (fpr, tpr, float(aucs.get(name, float("nan"))))
+    return viz.roc_figure(curves), viz.auroc_bars(table)
+
+
+def main(params: dict[str, Any], argv: list[str]) -> None:
+    names = list(params["data"]["categories"])
+    count = params["plot"]["overlays_per_category"]
+    shutil.rmtree(IMAGES_DIR, ignore_errors=True)
+    IMAGES_DIR.mkdir(parents=True)
+    pool: list[Candidate] = []
+    for name in tqdm(names, desc="plot", unit="category"):
+        category = load_category(name)
+        for index in pick_overlays(category.test, count):
+            path = sheet_path(name, category.test.at[index, "key"])
+            viz.save_figure(sheet(category, index), path)
+        viz.save_figure(overview(category), IMAGES_DIR / f"{name}_overview.png")
+        pool.extend(candidates(category))
+    roc, bars = summary_figures(names)
+    viz.save_figure(roc, IMAGES_DIR / "roc.png")
+    viz.save_figure(bars, IMAGES_DIR / "auroc.png")
+    if pool:
+        best = max(pool, key=lambda c: (c.peak_inside, c.score))
+        figure = sheet(best.category, best.index, prefix=f"{best.category.name}: ")
+        viz.save_figure(figure, IMAGES_DIR / "example.png")
+    print(f"plot: {len(list(IMAGES_DIR.rglob('*.png')))} pictures in {IMAGES_DIR}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

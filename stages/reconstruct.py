@@ -1,0 +1,116 @@
+"""reconstruct@<category>: noise every test image (and the held-out good images) to t and denoise.
+
+Per-image results go to runs/<category>/recon/<settings digest>/ as they finish, so a killed run
+resumes where it stopped and a result made with other settings is never reused.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ddad.engine import prepare_model, run
+from ddad.layout import test_images
+from ddad.models import file_digest, load_trained
+from ddad.reconstruct import Plan
+from ddad.store import ResultStore
+from stages.common import (
+    RUNS_DIR,
+    TRAINED_DIR,
+    category_info,
+    load_model_input,
+    load_test_mask,
+    read_manifest,
+    resolve_device,
+    run_stage,
+    timesteps_for,
+    write_json,
+)
+
+
+def plan_for(params: dict[str, Any], category: str) -> Plan:
+    """The category's reconstruction plan from params."""
+    rec = params["reconstruct"]
+    return Plan(
+        timesteps=timesteps_for(params, category),
+        sampler=rec["sampler"],
+        steps=rec["steps"],
+        ensemble=rec["ensemble"],
+        jitter=rec["jitter"],
+        off_by_one=rec["off_by_one"],
+        conditioning=rec["conditioning"],
+    )
+
+
+def main(params: dict[str, Any], argv: list[str]) -> None:
+    category = argv[0]
+    manifest = read_manifest()
+    category_info(manifest, category)
+    root = Path(manifest["root"])
+    device = resolve_device(params["device"])
+    model, diffusion, meta = load_trained(TRAINED_DIR / category)
+    plan = plan_for(params, category)
+    data = {k: params["data"][k] for k in ("image_size", "resize", "normalization", "mask_resize")}
+    settings = {
+        "model": file_digest(TRAINED_DIR / category / "model.pt"),
+        "data": data,
+        "plan": plan.__dict__,
+        "seed": params["reconstruct"]["seed"],
+        "device": device.type,
+    }
+    store = ResultStore.open(RUNS_DIR / category / "recon", settings)
+    channels = meta["channels"]
+    tests = {f"test/{item.key}": item for item in test_images(root, category)}
+    vals = {f"val/{Path(p).stem}": root / p for p in meta["validation_images"]}
+    paths = {key: item.path for key, item in tests.items()} | vals
+    store.prune(set(paths))
+    todo = [k for k in paths if not store.has(k)]
+    print(
+        f"reconstruct@{category}: {len(paths)} images ({len(paths) - len(todo)} already done), "
+        f"{plan.sampler} from t={plan.timesteps}, ensemble {plan.ensemble}, device {device}",
+        file=sys.stderr,
+    )
+    items = [(k, lambda p=paths[k]: load_model_input(p, channels, params)) for k in todo]
+    results = run(
+        prepare_model(model, device),
+        diffusion,
+        items,
+        plan,
+        seed=params["reconstruct"]["seed"],
+        batch_size=params["reconstruct"]["batch_size"],
+        device=device,
+        desc=f"reconstruct@{category}",
+    )
+    for result in results:
+        extra = {}
+        if result.key in tests:
+            item = tests[result.key]
+            extra = {"label": np.int64(item.label), "mask": load_test_mask(item, params)}
+        store.save(
+            result.key,
+            image=result.image,
+            reconstructions=result.reconstructions.astype(np.float16),
+            timesteps=result.timesteps,
+            nfe=np.float64(result.nfe),
+            seconds=np.float64(result.seconds),
+            **extra,
+        )
+    costs = [store.load(k) for k in tests]
+    write_json(
+        RUNS_DIR / category / "recon" / "summary.json",
+        {
+            "digest": store.digest,
+            "device": device.type,
+            "nfe_per_image": float(np.mean([float(c["nfe"]) for c in costs])),
+            "seconds_per_image": float(np.mean([float(c["seconds"]) for c in costs])),
+            "test": sorted(tests),
+            "validation": sorted(vals),
+        },
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

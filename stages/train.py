@@ -1,0 +1,109 @@
+"""train@<category>: fit the diffusion model on train/good only, holding a few images out.
+
+The held-out images are written into the checkpoint's metadata: reconstruct uses them as good
+validation images (for score normalisation and the detection threshold), never as training data.
+With train.steps 0 the fetched weights pass through untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ddad.layout import split_train_val, train_images
+from ddad.models import build_diffusion, build_model, load_weights, read_checkpoint, save_checkpoint
+from ddad.train import TrainConfig, train_diffusion
+from stages.common import (
+    PLOTS_DIR,
+    PRETRAINED_DIR,
+    TRAINED_DIR,
+    category_info,
+    load_model_input,
+    model_channels,
+    read_manifest,
+    run_stage,
+    write_json,
+)
+
+
+def _starting_model(
+    preset: str, channels: int, size: int, seed: int
+) -> tuple[torch.nn.Module, Path | None]:
+    """The preset's model with the fetched weights (or a seeded random start), and their file."""
+    torch.manual_seed(seed)
+    model = build_model(preset, channels, size)
+    marker = json.loads((PRETRAINED_DIR / "preset.json").read_text())
+    if not marker["weights"]:
+        return model, None
+    path = PRETRAINED_DIR / marker["weights"]
+    load_weights(model, read_checkpoint(path), path)
+    return model, path
+
+
+def _stack(paths: list[Path], channels: int, params: dict[str, Any]) -> torch.Tensor:
+    return torch.from_numpy(np.stack([load_model_input(p, channels, params) for p in paths]))
+
+
+def main(params: dict[str, Any], argv: list[str]) -> None:
+    category = argv[0]
+    manifest = read_manifest()
+    info = category_info(manifest, category)
+    root = Path(manifest["root"])
+    tp, data = params["train"], params["data"]
+    channels = model_channels(params, info["channels"])
+    fit, held_out = split_train_val(train_images(root, category), tp["val_images"], tp["seed"])
+    model, pretrained = _starting_model(
+        params["model"]["preset"], channels, data["image_size"], tp["seed"]
+    )
+    curve: list[dict[str, float]] = []
+    if tp["steps"]:
+        config = TrainConfig(
+            steps=tp["steps"],
+            batch_size=tp["batch_size"],
+            lr=tp["lr"],
+            ema=tp["ema"],
+            t_range=tuple(tp["t_range"]),
+            crop=tp["crop"],
+            flips=tuple(tp["flips"]),
+            seed=tp["seed"],
+        )
+        print(f"train@{category}: {len(fit)} images, {len(held_out)} held out, {tp['steps']} steps")
+        images = _stack(fit, channels, params)
+        validation = _stack(held_out, channels, params)
+        model, log = train_diffusion(
+            model, build_diffusion(params["model"]["preset"]), images, config, validation
+        )
+        val = dict(log.validation)
+        curve = [
+            {"step": s, "loss": v, **({"val_loss": val[s]} if s in val else {})}
+            for s, v in log.train
+        ]
+    meta = {
+        "category": category,
+        "preset": params["model"]["preset"],
+        "channels": channels,
+        "image_size": data["image_size"],
+        "trained_steps": tp["steps"],
+        "validation_images": [str(p.relative_to(root)) for p in held_out],
+    }
+    out = TRAINED_DIR / category
+    shutil.rmtree(out, ignore_errors=True)
+    if tp["steps"] == 0 and pretrained:
+        out.mkdir(parents=True)
+        os.link(pretrained, out / "model.pt")
+    else:
+        save_checkpoint(model, out / "model.pt")
+    write_json(out / "meta.json", meta)
+    write_json(PLOTS_DIR / "train" / f"{category}.json", curve)
+    print(f"train@{category}: saved {out / 'model.pt'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    run_stage(main)

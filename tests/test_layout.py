@@ -1,0 +1,192 @@
+"""MVTec folders are read in place: masks paired by name, odd files skipped, clear errors."""
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from ddad.errors import DdadError
+from ddad.layout import (
+    TestImage,
+    dataset_channels,
+    list_categories,
+    split_train_val,
+    test_images,
+    train_images,
+    validate_category,
+)
+
+CAT = "widget"
+
+
+def _image(path: Path, mode: str = "L") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, (4, 4)).save(path)
+    return path
+
+
+def _category(root: Path, train=("a.png", "b.png"), good=("g.png",), defects=None) -> Path:
+    """A small category: train/good, test/good, and test/<defect> with masks named alike."""
+    for name in train:
+        _image(root / CAT / "train" / "good" / name)
+    for name in good:
+        _image(root / CAT / "test" / "good" / name)
+    for defect, names in (defects if defects is not None else {"crack": ["c.png"]}).items():
+        for name in names:
+            _image(root / CAT / "test" / defect / name)
+            _image(root / CAT / "ground_truth" / defect / f"{Path(name).stem}_mask.png")
+    return root / CAT
+
+
+def test_masks_pair_by_name_not_by_sorted_order(tmp_path):
+    category = _category(tmp_path, defects={"crack": ["1.png", "10.png", "2.jpg"]})
+    masks = category / "ground_truth" / "crack"
+    # An orphan mask that sorts between the others would shift a zip of sorted lists.
+    _image(masks / "11_mask.png")
+    (masks / "2_mask.png").rename(masks / "2_mask.BMP")
+    defective = [item for item in test_images(tmp_path, CAT) if item.label == 1]
+    assert [(item.path.name, item.mask.name) for item in defective] == [
+        ("1.png", "1_mask.png"),
+        ("10.png", "10_mask.png"),
+        ("2.jpg", "2_mask.BMP"),
+    ]
+
+
+def test_png_mask_wins_over_other_suffixes(tmp_path):
+    category = _category(tmp_path)
+    _image(category / "ground_truth" / "crack" / "c_mask.jpg")
+    (item,) = [item for item in test_images(tmp_path, CAT) if item.label == 1]
+    assert item.mask.name == "c_mask.png"
+
+
+def test_missing_mask_names_image_and_expected_mask(tmp_path):
+    category = _category(tmp_path)
+    _image(category / "test" / "crack" / "lonely.png")
+    expected = category / "ground_truth" / "crack" / "lonely_mask.png"
+    with pytest.raises(DdadError) as caught:
+        test_images(tmp_path, CAT)
+    message = str(caught.value)
+    assert str(category / "test" / "crack" / "lonely.png") in message
+    assert f"expected {expected}" in message
+
+
+def test_labels_keys_order_and_good_masks(tmp_path):
+    _category(
+        tmp_path, good=("g2.png", "g1.png"), defects={"scratch": ["s.png"], "crack": ["c.png"]}
+    )
+    items = test_images(tmp_path, CAT)
+    assert [item.key for item in items] == ["crack/c", "good/g1", "good/g2", "scratch/s"]
+    assert [item.label for item in items] == [1, 0, 0, 1]
+    assert [item.mask is None for item in items] == [False, True, True, False]
+    assert isinstance(items[0], TestImage) and items[0].defect == "crack"
+
+
+def test_stray_ground_truth_good_and_hidden_files_are_ignored(tmp_path):
+    category = _category(tmp_path)
+    _image(category / "ground_truth" / "good" / "g_mask.png")
+    (category / "test" / "good" / "._g.png").write_bytes(b"\x00\x05AppleDouble")
+    (category / "test" / ".ipynb_checkpoints").mkdir()
+    (category / "test" / "readme.txt").write_text("notes")
+    (category / "test" / "good" / "Thumbs.db").write_bytes(b"x")
+    items = test_images(tmp_path, CAT)
+    assert [(item.key, item.mask) for item in items if item.label == 0] == [("good/g", None)]
+    assert [item.key for item in items] == ["crack/c", "good/g"]
+
+
+def test_train_images_keep_images_only_sorted_any_suffix_case(tmp_path):
+    category = _category(tmp_path, train=("b.png", "a.JPG", "c.tiff"))
+    good = category / "train" / "good"
+    (good / ".DS_Store").write_bytes(b"\x00")
+    (good / "._a.png").write_bytes(b"\x00")
+    (good / "Thumbs.db").write_bytes(b"\x00")
+    (good / "notes.txt").write_text("x")
+    (good / "more.png").mkdir()
+    assert [path.name for path in train_images(tmp_path, CAT)] == ["a.JPG", "b.png", "c.tiff"]
+
+
+def test_two_test_images_with_one_stem_are_refused(tmp_path):
+    category = _category(tmp_path)
+    _image(category / "test" / "crack" / "c.jpg")
+    with pytest.raises(DdadError, match=r"crack holds two images named c \(c\.jpg, c\.png\)"):
+        test_images(tmp_path, CAT)
+
+
+def test_list_categories(tmp_path):
+    _image(tmp_path / "bottle" / "train" / "good" / "a.png")
+    (tmp_path / "anchor" / "test").mkdir(parents=True)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / ".cache" / "train").mkdir(parents=True)
+    (tmp_path / "readme.txt").write_text("x")
+    assert list_categories(tmp_path) == ["anchor", "bottle"]
+    with pytest.raises(DdadError, match=r"dataset folder .*nowhere does not exist"):
+        list_categories(tmp_path / "nowhere")
+
+
+def test_validate_accepts_a_complete_category_and_one_without_defects(tmp_path):
+    _category(tmp_path)
+    validate_category(tmp_path, CAT)
+    _category(tmp_path / "plain", defects={})
+    validate_category(tmp_path / "plain", CAT)
+
+
+def test_validate_names_a_missing_category_and_the_ones_found(tmp_path):
+    _category(tmp_path)
+    with pytest.raises(DdadError, match=r"no category 'gadget' under .*; found: widget$"):
+        validate_category(tmp_path, "gadget")
+
+
+def test_validate_needs_train_images(tmp_path):
+    category = _category(tmp_path, train=())
+    with pytest.raises(DdadError, match=r"train/good is missing"):
+        validate_category(tmp_path, CAT)
+    (category / "train" / "good").mkdir(parents=True)
+    (category / "train" / "good" / ".DS_Store").write_bytes(b"\x00")
+    with pytest.raises(DdadError, match=r"train/good holds no images \(looked for \.png"):
+        validate_category(tmp_path, CAT)
+
+
+def test_validate_needs_test_images(tmp_path):
+    category = _category(tmp_path, good=(), defects={})
+    with pytest.raises(DdadError, match=r"test is missing; put defect-free test images"):
+        validate_category(tmp_path, CAT)
+    (category / "test" / "good").mkdir(parents=True)
+    with pytest.raises(DdadError, match=r"test holds no test images"):
+        validate_category(tmp_path, CAT)
+
+
+def test_validate_reports_a_missing_mask(tmp_path):
+    category = _category(tmp_path)
+    (category / "ground_truth" / "crack" / "c_mask.png").unlink()
+    with pytest.raises(DdadError, match=r"c\.png has no mask"):
+        validate_category(tmp_path, CAT)
+
+
+def _paths(count: int) -> list[Path]:
+    return [Path(f"{index:03d}.png") for index in range(count)]
+
+
+def test_split_is_seeded_and_independent_of_input_order():
+    paths = _paths(20)
+    train, val = split_train_val(paths, 5, seed=1)
+    assert (train, val) == split_train_val(list(reversed(paths)), 5, seed=1)
+    assert len(val) == 5 and len(train) == 15
+    assert sorted(train + val) == paths and train == sorted(train) and val == sorted(val)
+    assert split_train_val(paths, 5, seed=2)[1] != val
+
+
+def test_split_keeps_at_least_one_training_image():
+    assert split_train_val(_paths(3), 10, seed=0)[0] != []
+    assert len(split_train_val(_paths(3), 10, seed=0)[1]) == 2
+    assert split_train_val([], 2, seed=0) == ([], [])
+    assert split_train_val(_paths(3), 0, seed=0) == (_paths(3), [])
+    with pytest.raises(ValueError, match="val_count"):
+        split_train_val(_paths(3), -1, seed=0)
+
+
+def test_dataset_channels(tmp_path):
+    category = _category(tmp_path)
+    assert dataset_channels(tmp_path, CAT) == 1
+    _image(category / "train" / "good" / "p.png", "P")
+    assert dataset_channels(tmp_path, CAT) == 1  # the default palette is gray
+    _image(category / "train" / "good" / "z.png", "RGB")
+    assert dataset_channels(tmp_path, CAT) == 3

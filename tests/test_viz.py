@@ -1,0 +1,238 @@
+"""The pictures: figure layouts, overlay values, PNG sizes, and the plot stage on a fake run."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from ddad import viz
+from ddad.errors import DdadError
+from ddad.store import ResultStore
+from stages import plot
+
+SIZE = 16
+
+
+def gray_and_rgb(rng):
+    return [rng.random((SIZE, SIZE)), rng.random((SIZE, SIZE, 1)), rng.random((SIZE, SIZE, 3))]
+
+
+def test_overlay_is_rgb_in_unit_range_for_gray_and_colour():
+    rng = np.random.default_rng(0)
+    amap = rng.normal(size=(SIZE, SIZE)) * 5
+    for image in gray_and_rgb(rng):
+        out = viz.heatmap_overlay(image, amap, -1.0, 1.0)
+        assert out.shape == (SIZE, SIZE, 3)
+        assert out.dtype == np.float32
+        assert 0 <= out.min() and out.max() <= 1
+
+
+def test_overlay_leaves_image_alone_below_scale_and_colours_above():
+    image = np.full((SIZE, SIZE), 0.5)
+    amap = np.zeros((SIZE, SIZE))
+    amap[:4] = 10.0
+    out = viz.heatmap_overlay(image, amap, 1.0, 2.0)
+    np.testing.assert_allclose(out[4:], 0.5)
+    assert np.ptp(out[0, 0]) > 0.2  # coloured, no longer gray
+
+
+def test_constant_map_with_equal_bounds_does_not_crash():
+    image = np.zeros((SIZE, SIZE, 3))
+    amap = np.full((SIZE, SIZE), 3.0)
+    np.testing.assert_array_equal(viz.map_levels(amap, 3.0, 3.0), 0)
+    assert np.isfinite(viz.heatmap_overlay(image, amap, 3.0, 3.0)).all()
+    fig = viz.overlay_sheet(image, image, amap, np.zeros((SIZE, SIZE), bool), "t", 3.0, 3.0)
+    assert len(fig.axes) == 5
+
+
+def test_levels_with_equal_bounds_mark_what_exceeds_them():
+    levels = viz.map_levels(np.array([[1.0, 2.0, 3.0]]), 2.0, 2.0)
+    np.testing.assert_array_equal(levels, [[0, 0, 1]])
+
+
+def test_map_scale_starts_at_typical_good_peak():
+    maps = np.zeros((10, 4, 4))
+    maps[:, 0, 0] = np.arange(10)  # per-image peaks 0..9
+    vmin, vmax = viz.map_scale(np.array([1.0, 2.0, 6.0]), maps)
+    assert vmin == 2.0
+    assert vmax == pytest.approx(8.1)
+    assert viz.map_scale(np.array([50.0]), maps) == (50.0, 50.0)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_overlay_sheet_has_five_panels_and_titles(channels, tmp_path):
+    rng = np.random.default_rng(1)
+    image = rng.random((SIZE, SIZE, channels))
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[3:8, 3:8] = True
+    fig = viz.overlay_sheet(image, image, rng.random((SIZE, SIZE)), mask, "key", 0.2, 0.9, 0.5)
+    assert len(fig.axes) == 5
+    assert fig.get_suptitle() == "key | threshold 0.5"
+    path = tmp_path / "sheet.png"
+    viz.save_figure(fig, path, dpi=50)
+    with Image.open(path) as png:
+        assert png.size == (600, 145)
+
+
+def test_overview_draws_one_axis_per_tile_up_to_the_limit(tmp_path):
+    rng = np.random.default_rng(2)
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[2:5, 2:5] = True
+    tiles = [viz.Tile(rng.random((SIZE, SIZE, 3)), mask, f"hole {i}") for i in range(11)]
+    fig = viz.category_overview(tiles, "cat")
+    assert len(fig.axes) == 11
+    assert [a.get_title() for a in viz.category_overview(tiles, "cat", limit=3).axes] == [
+        "hole 0",
+        "hole 5",
+        "hole 10",
+    ]
+    path = tmp_path / "overview.png"
+    viz.save_figure(fig, path, dpi=40)
+    with Image.open(path) as png:
+        assert png.size == (320, 112)
+
+
+def test_save_figure_shrinks_the_palette_of_busy_pictures(tmp_path):
+    fig = viz.overlay_sheet(*[np.random.default_rng(4).random((64, 64))] * 4, "noise", 0, 1)
+    viz.save_figure(fig, tmp_path / "rich.png", dpi=30)
+    viz.save_figure(fig, tmp_path / "lean.png", dpi=30, max_bytes=1)
+    with Image.open(tmp_path / "rich.png") as rich, Image.open(tmp_path / "lean.png") as lean:
+        assert rich.mode == lean.mode == "P"
+        assert len(rich.getcolors()) > 32 >= len(lean.getcolors())
+
+
+def test_roc_and_bars_one_axis_with_mean(tmp_path):
+    curves = {"a": (np.array([0, 0.5, 1]), np.array([0, 0.9, 1]), 0.7), "b": ([0, 1], [0, 1], 0.5)}
+    roc = viz.roc_figure(curves)
+    assert len(roc.axes) == 1
+    assert [t.get_text() for t in roc.axes[0].get_legend().get_texts()] == [
+        "a (0.700)",
+        "b (0.500)",
+    ]
+    table = pd.DataFrame(
+        {"category": ["a", "b"], "img_auc": [0.8, 0.6], "pixel_auc": [0.9, np.nan], "x": [1, 2]}
+    )
+    bars = viz.auroc_bars(table)
+    axis = bars.axes[0]
+    assert len(bars.axes) == 1
+    assert [t.get_text() for t in axis.get_xticklabels()] == ["a", "b", "mean"]
+    assert len(axis.patches) == 6
+    assert axis.patches[2].get_height() == pytest.approx(0.7)
+    assert [t.get_text() for t in axis.get_legend().get_texts()] == [
+        "img_auc (mean 0.700)",
+        "pixel_auc (mean 0.900)",
+    ]
+    viz.save_figure(bars, tmp_path / "bars.png")
+    with Image.open(tmp_path / "bars.png") as png:
+        assert png.size == (480, 304)
+
+
+def test_evenly_spaced_keeps_ends_and_order():
+    assert viz.evenly_spaced(list("abcdefghij"), 4) == ["a", "d", "g", "j"]
+    assert viz.evenly_spaced(range(3), 48) == [0, 1, 2]
+
+
+def test_pick_overlays_top_good_then_defects_alternating_top_and_bottom():
+    test = pd.DataFrame(
+        {
+            "label": [0, 0, 0, 0, 1, 1, 1, 1, 1],
+            "score": [0.1, 0.4, 0.3, 0.2, 0.9, 0.5, 0.8, 0.6, 0.7],
+        }
+    )
+    assert plot.pick_overlays(test, 6) == [1, 2, 4, 5, 6, 7]
+    assert plot.pick_overlays(test, 0) == []
+    only_good = test[test["label"] == 0]
+    assert plot.pick_overlays(only_good, 3) == [1, 2, 3]
+    assert plot.pick_overlays(test, 8) == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def make_category(root, name, channels, boost, rng):
+    """A fake reconstruct + score + evaluate output for one category, 6 test and 2 good images."""
+    keys = [f"test/good/{i:03d}" for i in range(3)] + [f"test/hole/{i:03d}" for i in range(3)]
+    store = ResultStore.open(root / "runs" / name / "recon", {"fake": name})
+    maps, masks, rows = [], [], []
+    for i, key in enumerate(keys):
+        label = int("hole" in key)
+        mask = np.zeros((SIZE, SIZE), bool)
+        amap = rng.random((SIZE, SIZE)).astype(np.float32)
+        if label:
+            mask[4:9, 4:9] = True
+            amap[6 if i != 5 else 12, 6] = 5.0 + i + boost  # the last defect peaks off its mask
+        image = rng.uniform(-1, 1, (channels, SIZE, SIZE)).astype(np.float32)
+        store.save(
+            key,
+            image=image,
+            reconstructions=np.stack([image, image]).astype(np.float16),
+            timesteps=np.array([10, 10]),
+            label=np.int64(label),
+            mask=mask,
+        )
+        maps.append(amap)
+        masks.append(mask)
+        rows.append({"key": key, "split": "test", "label": label, "defect": key.split("/")[1]})
+        rows[-1]["score"] = float(amap.max())
+    for stem in ("v0", "v1"):
+        rows.append({"key": f"val/{stem}", "split": "validation", "label": 0, "defect": "good"})
+        rows[-1]["score"] = 0.95
+    summary = {"digest": store.digest, "test": keys, "validation": ["val/v0", "val/v1"]}
+    (root / "runs" / name / "recon" / "summary.json").write_text(json.dumps(summary))
+    score_dir = root / "runs" / name / "score"
+    score_dir.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(score_dir / "scores.csv", index=False)
+    np.savez_compressed(score_dir / "maps.npz", keys=np.array(keys), maps=maps, masks=masks)
+    roc = [{"fpr": 0.0, "tpr": 0.0}, {"fpr": 0.0, "tpr": 1.0}, {"fpr": 1.0, "tpr": 1.0}]
+    (root / "plots" / "roc").mkdir(parents=True, exist_ok=True)
+    (root / "plots" / "roc" / f"{name}.json").write_text(json.dumps(roc))
+
+
+def test_plot_stage_writes_every_picture_and_removes_stale_ones(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    monkeypatch.chdir(tmp_path)
+    make_category(tmp_path, "gray", 1, 0.0, rng)
+    make_category(tmp_path, "colour", 3, 1.0, rng)
+    (tmp_path / "metrics").mkdir()
+    pd.DataFrame(
+        {"category": ["gray", "colour"], "category_type": "texture", "img_auc": [1.0, 0.9]}
+    ).to_csv(tmp_path / "metrics" / "results.csv", index=False)
+    stale = tmp_path / "plots" / "images" / "old" / "stale.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"")
+    titles = {}
+    real_save = viz.save_figure
+
+    def recording_save(fig, path, dpi=viz.DPI):
+        titles[path.as_posix()] = fig.get_suptitle()
+        real_save(fig, path, dpi)
+
+    monkeypatch.setattr(viz, "save_figure", recording_save)
+    params = {"data": {"categories": ["gray", "colour"]}, "plot": {"overlays_per_category": 2}}
+    plot.main(params, [])
+    written = sorted(p.relative_to("plots/images").as_posix() for p in plot.IMAGES_DIR.rglob("*"))
+    assert written == [
+        "auroc.png",
+        "colour",
+        "colour/hole_000.png",
+        "colour/hole_002.png",
+        "colour_overview.png",
+        "example.png",
+        "gray",
+        "gray/hole_000.png",
+        "gray/hole_002.png",
+        "gray_overview.png",
+        "roc.png",
+    ]
+    # colour's hole_002 scores highest but peaks off its mask; its hole_001 is next
+    assert titles["plots/images/example.png"].startswith("colour: test/hole/001 | label 1")
+    for path in plot.IMAGES_DIR.rglob("*.png"):
+        with Image.open(path) as png:
+            png.verify()
+        assert path.stat().st_size < 150_000
+
+
+def test_plot_stage_names_the_missing_input(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = {"data": {"categories": ["nope"]}, "plot": {"overlays_per_category": 1}}
+    with pytest.raises(DdadError, match=r"^runs/nope/recon/summary.json: missing; run `dvc repro`"):
+        plot.main(params, [])
