@@ -24,9 +24,14 @@ def zscore_image_scores(train: np.ndarray, test: np.ndarray) -> np.ndarray:
     return z.reshape(len(test), -1).max(axis=1)
 
 
+def _read(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image, dtype=np.float32) / 255.0
+
+
 def _load_images(paths: list[Path]) -> np.ndarray:
-    images = [np.asarray(Image.open(path), dtype=np.float32) / 255.0 for path in paths]
-    stacked = np.stack(images)
+    """N×H×W×C floats in [0, 1]; grayscale gets a channel axis."""
+    stacked = np.stack([_read(path) for path in paths])
     return stacked[..., None] if stacked.ndim == 3 else stacked
 
 

@@ -18,7 +18,12 @@ IMAGE_SCORES = ("max", "topk_mean")
 
 
 def gaussian_kernel(sigma: float, size: int = 0) -> torch.Tensor:
-    """1-D normalised Gaussian; ``size`` 0 picks 2*ceil(3 sigma)+1 taps."""
+    """1-D normalised Gaussian; ``size`` 0 picks 2*ceil(3 sigma)+1 taps.
+
+    The size must be odd: an even kernel has no centre tap and would shift the map by half a pixel.
+    """
+    if size and size % 2 == 0:
+        raise ValueError(f"kernel size must be 0 or odd, not {size}")
     size = size or 2 * math.ceil(3 * sigma) + 1
     x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     kernel = torch.exp(-0.5 * (x / sigma) ** 2)

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ _NOISE_STD = 0.012
 _GAIN_RANGE = (0.88, 1.12)
 _VISIBLE_STEP = 24  # 8-bit change that counts as visible when checking a defect
 _MIN_VISIBLE_FRACTION = 0.3  # of the pixels the whole shape would cover
-_MIN_VISIBLE_PIXELS = 6
+_MIN_VISIBLE_PIXELS = 6  # at the reference size
 _MAX_ATTEMPTS = 100
 _SPLIT_CODES = {"train": 0, "test_good": 1, "test_defect": 2}
 
@@ -94,11 +95,14 @@ def _render_stripes(rng: np.random.Generator, size: int) -> _Scene:
 
 
 def _render_tiles(rng: np.random.Generator, size: int) -> _Scene:
-    """A checkerboard of two tile colours with grout lines, jittered in offset and angle."""
+    """Large checkerboard tiles in two colours with soft grout lines, jittered in offset and angle.
+
+    Few, soft edges keep the pattern easy for a small model to reproduce.
+    """
     scale = size / _REFERENCE_SIZE
     angle = rng.uniform(-0.06, 0.06)
-    period = 16.0 * scale * rng.uniform(0.97, 1.03)
-    half_grout = 1.0 * scale
+    period = 21.0 * scale * rng.uniform(0.97, 1.03)
+    half_grout = 1.5 * scale
     y, x = _grid(size)
     u = (x * np.cos(angle) - y * np.sin(angle)) / period + rng.uniform(0.0, 1.0)
     v = (x * np.sin(angle) + y * np.cos(angle)) / period + rng.uniform(0.0, 1.0)
@@ -106,7 +110,7 @@ def _render_tiles(rng: np.random.Generator, size: int) -> _Scene:
     to_edge = period * np.minimum(
         np.minimum(u % 1.0, 1.0 - u % 1.0), np.minimum(v % 1.0, 1.0 - v % 1.0)
     )
-    grout_share = _coverage(half_grout - to_edge)
+    grout_share = np.clip((half_grout - to_edge) / (1.5 * scale) + 0.5, 0.0, 1.0)
     palette = {
         "terracotta": np.array([0.78, 0.45, 0.30]),
         "cream": np.array([0.85, 0.80, 0.66]),
@@ -120,7 +124,7 @@ def _render_tiles(rng: np.random.Generator, size: int) -> _Scene:
 def _render_washer(rng: np.random.Generator, size: int) -> _Scene:
     """A flat brass washer with a darker inner bevel and a key notch, shifted and rotated."""
     scale = size / _REFERENCE_SIZE
-    centre = size / 2 + rng.uniform(-7.0, 7.0, size=2) * scale
+    centre = size / 2 + rng.uniform(-8.0, 8.0, size=2) * scale
     outer, inner, bevel = 21.0 * scale, 7.0 * scale, 3.0 * scale
     notch_half_width, notch_depth = 2.0 * scale, 4.0 * scale
     turn = rng.uniform(0.0, 2 * np.pi)
@@ -135,7 +139,7 @@ def _render_washer(rng: np.random.Generator, size: int) -> _Scene:
     palette = {
         "background": np.array([0.16, 0.20, 0.26]),
         "brass": np.array([0.80, 0.68, 0.42]),
-        "bevel": np.array([0.52, 0.43, 0.27]),
+        "bevel": np.array([0.44, 0.35, 0.21]),
     }
     part = _mix(palette["brass"], palette["bevel"], bevel_share)
     image = _mix(palette["background"], part, body)
@@ -200,7 +204,9 @@ def _walk(start: np.ndarray, heading: float, steps: np.ndarray, turns: np.ndarra
     return np.vstack([start, start + np.cumsum(moves, axis=0)])
 
 
-def _shape_coverage(kind: str, rng: np.random.Generator, size: int, centre: np.ndarray):
+def _shape_coverage(
+    kind: str, rng: np.random.Generator, size: int, centre: np.ndarray
+) -> np.ndarray:
     """Coverage (H×W in [0, 1]) of one defect shape of the given kind around a centre."""
     scale = size / _REFERENCE_SIZE
     if kind == "scratch":
@@ -220,7 +226,7 @@ def _shape_coverage(kind: str, rng: np.random.Generator, size: int, centre: np.n
         offsets = rng.uniform(-4.0, 4.0, size=(3, 2)) * scale
         return _discs_coverage(size, centre + offsets, rng.uniform(3.0, 5.5, size=3) * scale)
     if kind == "particle":
-        side = int(rng.integers(3, 6) * scale)
+        side = max(2, round(rng.integers(3, 6) * scale))
         top, left = (np.floor(centre) - side // 2).astype(int)
         coverage = np.zeros((size, size))
         coverage[max(top, 0) : top + side, max(left, 0) : left + side] = 1.0
@@ -257,6 +263,7 @@ def render_defect_pair(
     scene = _CATEGORIES[category].render(rng, image_size)
     gain, noise = _camera(rng, scene)
     good = _finish(scene.image, gain, noise)
+    least = max(3, round(_MIN_VISIBLE_PIXELS * (image_size / _REFERENCE_SIZE) ** 2))
     for _ in range(_MAX_ATTEMPTS):
         centre = scene.sites[rng.integers(len(scene.sites))]
         intended = _shape_coverage(kind, rng, image_size, centre)
@@ -269,7 +276,7 @@ def render_defect_pair(
         change = np.abs(defective.astype(int) - good.astype(int))
         change = change.max(axis=-1) if change.ndim == 3 else change
         visible = np.count_nonzero(change >= _VISIBLE_STEP)
-        if visible >= max(_MIN_VISIBLE_PIXELS, _MIN_VISIBLE_FRACTION * (intended >= 0.5).sum()):
+        if visible >= max(least, _MIN_VISIBLE_FRACTION * (intended >= 0.5).sum()):
             return good, defective, change > 0
     raise RuntimeError(f"no visible {kind} on {category} after {_MAX_ATTEMPTS} attempts")
 
@@ -281,12 +288,13 @@ def _image_rng(seed: int, category: str, split: str, index: int) -> np.random.Ge
 
 
 def _save_png(path: Path, pixels: np.ndarray) -> None:
+    """Write H×W uint8 as 'L' and H×W×3 as 'RGB'."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels, mode="L" if pixels.ndim == 2 else "RGB").save(path)
+    Image.fromarray(pixels).save(path)
 
 
 def _write_category(
-    folder: Path, category: str, seed: int, size: int, counts: dict[str, int], bar: tqdm
+    category: str, seed: int, size: int, counts: dict[str, int], bar: tqdm, folder: Path
 ) -> None:
     for split, subfolder in (("train", "train/good"), ("test_good", "test/good")):
         for index in range(counts[split]):
@@ -355,10 +363,5 @@ def generate_dataset(
         with tqdm(
             total=sum(counts.values()), desc=f"synthetic {category}", disable=not progress
         ) as bar:
-            _replace_atomically(
-                root,
-                category,
-                lambda folder, c=category, b=bar: _write_category(
-                    folder, c, seed, image_size, counts, b
-                ),
-            )
+            write = partial(_write_category, category, seed, image_size, counts, bar)
+            _replace_atomically(root, category, write)

@@ -178,10 +178,13 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
     for key, t in levels.items():
         if rec["sampler"] == "ddim" and rec["steps"] > t + 1:
             raise _fail("reconstruct.steps", rec["steps"], f"1..{t + 1} (steps from {key} = {t})")
-        if rec["jitter"] and int((1 + rec["jitter"]) * t) > 999:
+        if rec["jitter"] and int((1 + rec["jitter"]) * t) > 1000:  # draws stay below this
             raise _fail(
                 "reconstruct.jitter", rec["jitter"], f"a jitter that keeps {key} below 1000"
             )
+    taps = params["score"]["kernel_size"]
+    if taps and taps % 2 == 0:
+        raise _fail("score.kernel_size", taps, "0 (auto) or an odd size")
     low, high = params["train"]["t_range"]
     if low > high:
         raise _fail("train.t_range", [low, high], "[low, high] with low <= high")

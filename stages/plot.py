@@ -3,7 +3,7 @@
 Per category: overlay sheets of the most telling test images (<category>/<defect>_<stem>.png:
 the highest-scoring good images, i.e. the likeliest false alarms, then defects alternating best
 and worst detected) and <category>_overview.png of its test images. Over all categories:
-roc.png, auroc.png, and example.png, the clearest detected defect, for the README. The folder is
+roc.png, auroc.png, and plots/example.png (committed), the clearest detected defect, for the README. The folder is
 emptied first, so no picture outlives the run that drew it.
 """
 
@@ -179,7 +179,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     if pool:
         best = max(pool, key=lambda c: (c.peak_inside, c.score))
         figure = sheet(best.category, best.index, prefix=f"{best.category.name}: ")
-        viz.save_figure(figure, IMAGES_DIR / "example.png")
+        viz.save_figure(figure, PLOTS_DIR / "example.png")
     print(f"plot: {len(list(IMAGES_DIR.rglob('*.png')))} pictures in {IMAGES_DIR}")
 
 

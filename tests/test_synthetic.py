@@ -135,3 +135,21 @@ def test_unknown_category_names_the_valid_ones(tmp_path: Path) -> None:
     with pytest.raises(DdadError, match=valid):
         generate_dataset(tmp_path, ["stripes", "bottle"], **SMALL)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [({"seed": -1}, "seed -1 is negative"), ({"image_size": 16}, "image_size 16 is too small")],
+)
+def test_bad_seed_or_size_is_a_one_line_error(tmp_path: Path, option: dict, message: str) -> None:
+    with pytest.raises(DdadError, match=message):
+        generate_dataset(tmp_path, ["tiles"], **{**SMALL, **option})
+
+
+def test_other_sizes_scale_the_scene(tmp_path: Path) -> None:
+    generate_dataset(tmp_path, list(SYNTHETIC_CATEGORIES), image_size=32, **SMALL)
+    masks = sorted(tmp_path.glob("*/ground_truth/*/*.png"))
+    assert len(masks) == 3 * 8
+    for path in masks:
+        mask = np.asarray(Image.open(path))
+        assert mask.shape == (32, 32) and np.count_nonzero(mask) >= 3

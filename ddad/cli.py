@@ -1,0 +1,386 @@
+"""The ``ddad`` command: ``bench`` (seed vs current speed), ``detect`` (inspect images) and
+``baseline`` (the per-pixel z-score baseline's AUROC).
+
+Settings the pipeline also uses (reconstruction plan, scoring, preprocessing, device) are read
+from params.yaml in the current folder when it is there, so ``ddad detect`` scores images the
+way the pipeline scored the images its threshold comes from. Every bad value, from a flag or
+from params.yaml, stops the command with one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+import yaml
+
+from ddad import bench
+from ddad.baseline import zscore_auroc
+from ddad.detect import (
+    DEFAULT_PLAN,
+    Detector,
+    ScoreSettings,
+    dataset_root,
+    overlay_names,
+    resolve_device,
+    save_overlay,
+)
+from ddad.errors import DdadError
+from ddad.imageio import is_image_file, read_image
+from ddad.layout import list_categories
+from ddad.models import PRESETS, build_diffusion, build_model, check_preset, load_trained
+from ddad.preprocess import NORMALIZATIONS
+from ddad.reconstruct import SAMPLERS, Plan
+from ddad.scoring import ERRORS, IMAGE_SCORES
+
+PARAMS_FILE = Path("params.yaml")
+TRAINED_DIR = Path("models/trained")
+DETECT_OUT = Path("runs/detect")
+DATA_DIR = Path("data/images")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class _UsageError(Exception):
+    """A bad command line, reported like any other user error."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message.removeprefix("argument "))
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    span = f"in {low}..{high}" if high is not None else f">= {low}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be an integer {span}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _number(
+    low: float = -math.inf, high: float = math.inf, open_low: bool = False
+) -> Callable[[str], float]:
+    span = "a finite number"
+    if math.isfinite(low) and math.isfinite(high):
+        span = f"a number in {'(' if open_low else '['}{low:g}, {high:g}]"
+    elif math.isfinite(low):
+        span = f"a number {'>' if open_low else '>='} {low:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        inside = low < value if open_low else low <= value
+        if not (math.isfinite(value) and inside and value <= high):
+            raise argparse.ArgumentTypeError(f"must be {span}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise argparse.ArgumentTypeError(f"must be one of {', '.join(options)}, got {text!r}")
+        return text
+
+    return parse
+
+
+def _boolean(text: str) -> bool:
+    if text not in ("True", "False"):
+        raise argparse.ArgumentTypeError(f"must be true or false, got {text!r}")
+    return text == "True"
+
+
+def _read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """params.yaml as a dict; empty when the command runs outside a ddad project."""
+    if not path.is_file():
+        return {}
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        reason = " ".join(str(getattr(exc, "problem", exc)).split())
+        raise DdadError(f"{path}: not valid YAML ({reason}); fix it or run elsewhere") from None
+    if not isinstance(loaded, dict):
+        raise DdadError(f"{path}: expected a mapping of sections; see the project's params.yaml")
+    return loaded
+
+
+def _setting(params: dict[str, Any], key: str, parse: Callable, default: Any) -> Any:
+    """params.yaml's value at dotted ``key``, checked with ``parse``; ``default`` when absent."""
+    node: Any = params
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    try:
+        return parse(str(node))
+    except argparse.ArgumentTypeError as exc:
+        raise DdadError(f"{PARAMS_FILE}: {key}: {exc}") from None
+
+
+def _plan(params: dict[str, Any], flags: dict[str, Any], category: str | None = None) -> Plan:
+    """The reconstruction plan: flags first, then params.yaml ``reconstruct``, then defaults."""
+
+    def pick(name: str, parse: Callable, default: Any) -> Any:
+        if flags.get(name) is not None:
+            return flags[name]
+        return _setting(params, f"reconstruct.{name}", parse, default)
+
+    timesteps = pick("timesteps", _integer(1, 999), DEFAULT_PLAN.timesteps)
+    if category and flags.get("timesteps") is None:
+        key = f"timesteps_per_category.{category}"
+        timesteps = _setting(params, f"reconstruct.{key}", _integer(1, 999), timesteps)
+    plan = Plan(
+        timesteps=timesteps,
+        sampler=pick("sampler", _choice(*SAMPLERS), DEFAULT_PLAN.sampler),
+        steps=pick("steps", _integer(1, 999), DEFAULT_PLAN.steps),
+        ensemble=pick("ensemble", _integer(1), DEFAULT_PLAN.ensemble),
+        jitter=pick("jitter", _number(0, 0.5), DEFAULT_PLAN.jitter),
+        off_by_one=pick("off_by_one", _boolean, DEFAULT_PLAN.off_by_one),
+        conditioning=pick("conditioning", _number(0, 1), DEFAULT_PLAN.conditioning),
+    )
+    if plan.jitter and int((1 + plan.jitter) * plan.timesteps) > 999:
+        raise DdadError(
+            f"reconstruct.jitter {plan.jitter:g} takes t={plan.timesteps} past 999; "
+            "lower the jitter or the timesteps"
+        )
+    return plan
+
+
+def _batch_size(params: dict[str, Any], flag: int | None) -> int:
+    return flag or _setting(params, "reconstruct.batch_size", _integer(1), 64)
+
+
+def _device(params: dict[str, Any], flag: str | None) -> torch.device:
+    return resolve_device(flag or _setting(params, "device", _choice(*DEVICES), "auto"))
+
+
+def resolve_model_dir(value: str, trained_dir: Path = TRAINED_DIR) -> Path:
+    """``--model``: a folder holding meta.json, or a category name under models/trained."""
+    for candidate in (Path(value), trained_dir / value):
+        if (candidate / "meta.json").is_file():
+            return candidate
+    known = sorted(p.name for p in trained_dir.glob("*") if (p / "meta.json").is_file())
+    raise DdadError(
+        f"--model: {value!r} is neither a folder with meta.json nor a category under "
+        f"{trained_dir} (found: {', '.join(known) or 'none'}); run `dvc repro` to train one"
+    )
+
+
+def _bench_subject(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any]:
+    """The model and images to time: a trained one with its test images, or a random preset."""
+    if args.model:
+        if args.channels or args.image_size:
+            raise DdadError("--channels/--image-size: not used with --model (meta.json fixes them)")
+        model_dir = resolve_model_dir(args.model)
+        model, diffusion, meta = load_trained(model_dir)
+        preset, channels, size = meta["preset"], meta["channels"], meta["image_size"]
+        category, root = meta.get("category", model_dir.name), dataset_root()
+        if root and (root / category / "test").is_dir():
+            images = bench.category_images(
+                root, category, args.images, channels, size, **_preprocessing(params)
+            )
+            source = f"test images of {category}"
+        else:
+            images = bench.random_images(args.images, channels, size)
+            source = f"random images in [-1, 1] (no test images of {category} found)"
+    else:
+        preset = args.preset or _setting(params, "model.preset", _choice(*PRESETS), "tiny")
+        channels = int(args.channels or 3)
+        size = args.image_size or PRESETS[preset].image_size
+        size = size or _setting(params, "data.image_size", _integer(8, 4096), 64)
+        check_preset(preset, size)
+        model, diffusion = build_model(preset, channels, size), build_diffusion(preset)
+        images = bench.random_images(args.images, channels, size)
+        source = "random images in [-1, 1] (random weights)"
+    return {
+        "model": model,
+        "diffusion": diffusion,
+        "images": images,
+        "about": {
+            "preset": preset,
+            "channels": channels,
+            "image_size": size,
+            "image_source": source,
+        },
+    }
+
+
+def _bench(args: argparse.Namespace) -> int:
+    params = _read_params()
+    flags = {k: getattr(args, k) for k in ("sampler", "steps", "ensemble", "timesteps")}
+    plan = _plan(params, flags)
+    device = _device(params, args.device)
+    subject = _bench_subject(args, params)
+    report = bench.benchmark(
+        subject["model"],
+        subject["diffusion"],
+        subject["images"],
+        device,
+        plan,
+        _batch_size(params, args.batch_size),
+        seed_share=args.seed_share,
+    )
+    report |= subject["about"]
+    print(bench.format_report(report))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def _preprocessing(params: dict[str, Any]) -> dict[str, str]:
+    return {
+        "resize": _setting(
+            params, "data.resize", _choice("bicubic", "bilinear", "nearest"), "bicubic"
+        ),
+        "normalization": _setting(params, "data.normalization", _choice(*NORMALIZATIONS), "fixed"),
+    }
+
+
+def _score_settings(params: dict[str, Any]) -> ScoreSettings:
+    d = ScoreSettings()
+    return ScoreSettings(
+        sigma=_setting(params, "score.sigma", _number(0), d.sigma),
+        kernel_size=_setting(params, "score.kernel_size", _integer(0), d.kernel_size),
+        error=_setting(params, "score.error", _choice(*ERRORS), d.error),
+        image_score=_setting(params, "score.image_score", _choice(*IMAGE_SCORES), d.image_score),
+        top_fraction=_setting(params, "score.top_fraction", _number(0, 1, True), d.top_fraction),
+    )
+
+
+def _checked_images(paths: Sequence[Path]) -> None:
+    """Fail before any model work if an input is missing or cannot be decoded."""
+    for path in paths:
+        if not path.is_file():
+            raise DdadError(f"image {path}: no such file; check the path")
+        read_image(path)
+
+
+def _good_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise DdadError(f"--good-dir: {folder} is not a folder; point it at defect-free images")
+    images = sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+    if not images:
+        raise DdadError(f"--good-dir: {folder} holds no images; put defect-free images there")
+    return images
+
+
+def _detect(args: argparse.Namespace) -> int:
+    params = _read_params()
+    model_dir = resolve_model_dir(args.model)
+    category = json.loads((model_dir / "meta.json").read_text()).get("category", model_dir.name)
+    settings = {
+        "plan": _plan(params, {}, category),
+        "score": _score_settings(params),
+        "device": _device(params, args.device),
+        "batch_size": _batch_size(params, None),
+        "seed": _setting(params, "reconstruct.seed", _integer(0), 0),
+        **_preprocessing(params),
+    }
+    if args.out.exists() and not args.out.is_dir():
+        raise DdadError(f"--out: {args.out} is a file; give a folder for the overlay pictures")
+    _checked_images(args.images)
+    good = _good_images(args.good_dir) if args.good_dir else None
+    _checked_images(good or [])
+    detector = Detector.load(model_dir, threshold=args.threshold, good_images=good, **settings)
+    threshold = detector.threshold
+    print(f"model {model_dir}: threshold {threshold:.4g} ({detector.threshold_source})")
+    results = detector.score(args.images)
+    for result, name in zip(results, overlay_names(args.images), strict=True):
+        verdict = "DEFECT" if result.is_defect else "OK"
+        print(f"{verdict:<6} {result.path}  score {result.score:.4g}  threshold {threshold:.4g}")
+        save_overlay(args.out / name, detector.overlay(result))
+    flagged = sum(r.is_defect for r in results)
+    print(f"{flagged} of {len(results)} images DEFECT; heat-map overlays in {args.out}/")
+    return 0
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    categories = args.category or list_categories(args.data)
+    if not categories:
+        raise DdadError(f"--data: {args.data} holds no categories (folders with train/ or test/)")
+    width = max(len("category"), *(len(c) for c in categories))
+    print(f"{'category':<{width}}  img_auc  (per-pixel z-score baseline, {args.data})")
+    for category in categories:
+        print(f"{category:<{width}}  {zscore_auroc(args.data, category):.4f}")
+    return 0
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ddad", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    timing = commands.add_parser("bench", help="time the seed's reconstruction against today's")
+    source = timing.add_mutually_exclusive_group()
+    source.add_argument("--model", help="trained category folder, or its name under models/trained")
+    source.add_argument("--preset", type=_choice(*PRESETS), help="random-weight model preset")
+    timing.add_argument("--channels", type=_choice("1", "3"), help="with --preset (default 3)")
+    timing.add_argument("--image-size", type=_integer(8, 4096), help="with --preset")
+    timing.add_argument("--images", type=_integer(1), default=8, help="images to time (default 8)")
+    timing.add_argument(
+        "--seed-share",
+        type=_number(0, 1, open_low=True),
+        default=0.02,
+        help="share of the seed's UNet passes to time, the rest extrapolated (default 0.02)",
+    )
+    timing.add_argument("--sampler", type=_choice(*SAMPLERS))
+    timing.add_argument("--steps", type=_integer(1, 999))
+    timing.add_argument("--ensemble", type=_integer(1))
+    timing.add_argument("--timesteps", type=_integer(1, 999))
+    timing.add_argument("--batch-size", type=_integer(1))
+    timing.add_argument("--device", type=_choice(*DEVICES))
+    timing.add_argument("--json", type=Path, help="also write the report here")
+    timing.set_defaults(handler=_bench)
+
+    detect = commands.add_parser("detect", help="score images and call each OK or DEFECT")
+    detect.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    detect.add_argument("--model", required=True, help="trained category folder or name")
+    detect.add_argument("--out", type=Path, default=DETECT_OUT, help=f"default {DETECT_OUT}")
+    learn = detect.add_mutually_exclusive_group()
+    learn.add_argument("--threshold", type=_number(), help="image-score threshold to use")
+    learn.add_argument("--good-dir", type=Path, help="defect-free images to learn it from")
+    detect.add_argument("--device", type=_choice(*DEVICES))
+    detect.set_defaults(handler=_detect)
+
+    baseline = commands.add_parser("baseline", help="image AUROC of a per-pixel z-score baseline")
+    baseline.add_argument("--data", type=Path, default=DATA_DIR, help=f"default {DATA_DIR}")
+    baseline.add_argument("--category", nargs="+", help="default: every category under --data")
+    baseline.set_defaults(handler=_baseline)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ddad command; 0 when it ran, 2 for bad input (one line on stderr)."""
+    try:
+        args = _build_parser().parse_args(argv)
+        return args.handler(args)
+    except (_UsageError, DdadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

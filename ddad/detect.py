@@ -1,0 +1,338 @@
+"""Inspect new images with a trained model: score each one and call it OK or DEFECT.
+
+The threshold is learned from defect-free images only, because a factory rarely has labelled
+defects when it starts inspecting. By default it comes from what the pipeline already did: the
+scores of the held-out good images in runs/<category>/score/scores.csv, else a fresh calibration
+on the held-out images the model's meta.json lists. Those scores are only comparable when
+``ddad detect`` reconstructs and scores with the settings the pipeline used, so the CLI reads
+them from the same params.yaml; run ``dvc repro`` after changing it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from guided_diffusion.gaussian_diffusion import GaussianDiffusion
+from PIL import Image
+
+from ddad.engine import Reconstruction, prepare_model, run
+from ddad.errors import DdadError
+from ddad.imageio import read_image, resize_image
+from ddad.models import load_trained
+from ddad.preprocess import to_model_range, to_unit_range
+from ddad.reconstruct import Plan
+from ddad.scoring import anomaly_map, image_score
+from ddad.viz import heatmap_overlay
+
+RUNS_DIR = Path("runs")
+MANIFEST = Path("data/dataset.json")
+DEFAULT_PLAN = Plan(timesteps=250, sampler="ddim", steps=5, ensemble=4)
+THRESHOLD_STDS = 3.0
+OVERLAY_MIN_SIDE = 256
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """How a map and an image score come from the reconstructions (params.yaml ``score``)."""
+
+    sigma: float = 1.4
+    kernel_size: int = 7
+    error: str = "squared"
+    image_score: str = "max"
+    top_fraction: float = 0.01
+
+
+@dataclass(frozen=True)
+class Result:
+    """One inspected image: its score and verdict, and the pictures behind them.
+
+    ``image`` and ``reconstruction`` (the ensemble mean) are [H, W, C] in [0, 1] at model size;
+    ``amap`` is [H, W] in score units.
+    """
+
+    path: Path
+    score: float
+    is_defect: bool
+    amap: np.ndarray
+    image: np.ndarray
+    reconstruction: np.ndarray
+
+
+def threshold_from_good(scores: Sequence[float] | np.ndarray) -> float:
+    """The image-score threshold learned from defect-free images' scores.
+
+    Rule: mean + 3 standard deviations (population std), never below the largest score. If good
+    scores were roughly normal, 3 std flags about one good image in 740 (a false alarm)
+    while staying close to the good range, so that small defects still rise above it. The floor
+    guarantees that no image the threshold was learned from is flagged; it only binds with more
+    than ten scores, one of them far out (with n scores none exceeds mean + sqrt(n-1) std).
+    One score, or equal scores, give that score. An image is a defect when its score is
+    strictly above the threshold.
+    """
+    values = np.asarray(scores, dtype=np.float64).ravel()
+    if values.size == 0:
+        raise ValueError("threshold_from_good needs at least one good image's score")
+    if not np.isfinite(values).all():
+        raise ValueError("threshold_from_good got a score that is nan or infinite")
+    return float(max(values.mean() + THRESHOLD_STDS * values.std(), values.max()))
+
+
+def overlay_scale(good_scores: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(vmin, vmax) for the heat map: colour starts at the typical good score, full at threshold.
+
+    Without good scores colour starts at 0. vmin never exceeds the threshold, so full colour
+    always means "as high as a defect".
+    """
+    vmin = float(np.median(good_scores)) if len(good_scores) else 0.0
+    return min(vmin, threshold), threshold
+
+
+def overlay_names(paths: Sequence[Path]) -> list[str]:
+    """A PNG name per input, from its stem; repeated stems get -2, -3... in input order."""
+    seen: dict[str, int] = {}
+    names = []
+    for path in paths:
+        count = seen.get(path.stem, 0) + 1
+        seen[path.stem] = count
+        names.append(f"{path.stem}.png" if count == 1 else f"{path.stem}-{count}.png")
+    return names
+
+
+def resolve_device(wanted: str | torch.device) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is an error."""
+    if isinstance(wanted, torch.device):
+        return wanted
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise DdadError("device: cuda was asked for but no CUDA device is visible; use auto or cpu")
+    if wanted == "auto":
+        wanted = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(wanted)
+
+
+def model_input(
+    path: Path, channels: int, size: int, resize: str = "bicubic", normalization: str = "fixed"
+) -> np.ndarray:
+    """An image file as the model sees it: [C, H, W] float32 in [-1, 1] at ``size``."""
+    image = resize_image(read_image(path, channels), size, resize)
+    return to_model_range(image, normalization).transpose(2, 0, 1).copy()
+
+
+def dataset_root(manifest: Path = MANIFEST) -> Path | None:
+    """The dataset folder fetch_data recorded, or None when there is no manifest."""
+    if not manifest.is_file():
+        return None
+    return Path(json.loads(manifest.read_text())["root"])
+
+
+def validation_scores(scores_csv: Path) -> np.ndarray:
+    """Scores of the held-out good images (rows with split == validation); empty if none."""
+    if not scores_csv.is_file():
+        return np.empty(0)
+    table = pd.read_csv(scores_csv)
+    if not {"split", "score"} <= set(table.columns):
+        raise DdadError(
+            f"{scores_csv}: expected columns split and score; run `dvc repro` to rewrite it"
+        )
+    return table.loc[table["split"] == "validation", "score"].to_numpy(dtype=np.float64)
+
+
+def save_overlay(path: Path, rgb: np.ndarray, min_side: int = OVERLAY_MIN_SIDE) -> None:
+    """Write an [H, W, 3] image in [0, 1] as PNG, enlarged (pixels kept sharp) to ``min_side``."""
+    picture = Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8))
+    factor = max(1, -(-min_side // min(picture.size)))
+    picture = picture.resize(
+        (picture.width * factor, picture.height * factor), Image.Resampling.NEAREST
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path)
+
+
+def _display(chw: np.ndarray) -> np.ndarray:
+    return to_unit_range(chw).transpose(1, 2, 0)
+
+
+class Detector:
+    """A trained model with its reconstruction and scoring settings and a decision threshold."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        diffusion: GaussianDiffusion,
+        *,
+        channels: int,
+        image_size: int,
+        plan: Plan = DEFAULT_PLAN,
+        score: ScoreSettings | None = None,
+        resize: str = "bicubic",
+        normalization: str = "fixed",
+        device: str | torch.device = "auto",
+        batch_size: int = 64,
+        seed: int = 0,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = prepare_model(model, self.device)
+        self.diffusion = diffusion
+        self.channels = channels
+        self.image_size = image_size
+        self.plan = plan
+        self.settings = score or ScoreSettings()
+        self.resize = resize
+        self.normalization = normalization
+        self.batch_size = batch_size
+        self.seed = seed
+        self.threshold: float | None = None
+        self.threshold_source = "not set"
+        self.good_scores = np.empty(0)
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: Path,
+        threshold: float | None = None,
+        plan: Plan | None = None,
+        score: ScoreSettings | None = None,
+        device: str | torch.device = "auto",
+        *,
+        good_images: Sequence[Path] | None = None,
+        resize: str = "bicubic",
+        normalization: str = "fixed",
+        batch_size: int = 64,
+        seed: int = 0,
+        runs_dir: Path = RUNS_DIR,
+        manifest: Path = MANIFEST,
+    ) -> Detector:
+        """A detector for the model in ``model_dir`` (models/trained/<category>/).
+
+        The threshold is, in order: ``threshold`` as given; calibrated on ``good_images``; learned
+        from the held-out good images' scores in runs/<category>/score/scores.csv; calibrated on
+        the held-out images meta.json lists, under the dataset root the manifest names.
+        ``threshold_source`` says which.
+        """
+        model, diffusion, meta = load_trained(Path(model_dir))
+        detector = cls(
+            model,
+            diffusion,
+            channels=meta["channels"],
+            image_size=meta["image_size"],
+            plan=plan or DEFAULT_PLAN,
+            score=score,
+            resize=resize,
+            normalization=normalization,
+            device=device,
+            batch_size=batch_size,
+            seed=seed,
+        )
+        if threshold is not None:
+            detector.threshold, detector.threshold_source = float(threshold), "given"
+        elif good_images is not None:
+            detector.calibrate(good_images)
+        else:
+            detector._learn_default_threshold(Path(model_dir), meta, runs_dir, manifest)
+        return detector
+
+    def calibrate(self, good_paths: Sequence[Path], source: str | None = None) -> float:
+        """Learn the threshold from defect-free images (``threshold_from_good``); return it."""
+        paths = [Path(p) for p in good_paths]
+        if not paths:
+            raise DdadError("calibrate: no good images given; pass at least one defect-free image")
+        scores = np.array([value for value, _, _ in self._scored(paths)])
+        folders = sorted({str(p.parent) for p in paths})
+        where = folders[0] if len(folders) == 1 else f"{len(folders)} folders"
+        return self._set_threshold(
+            scores, source or f"calibrated on {len(paths)} good images in {where}"
+        )
+
+    def score(self, paths: Sequence[Path]) -> list[Result]:
+        """Score each image against the threshold, in input order."""
+        if self.threshold is None:
+            raise DdadError(
+                "the detector has no threshold; pass threshold= or call calibrate(good images)"
+            )
+        results = []
+        for path, (value, amap, recon) in zip(paths, self._scored(paths), strict=True):
+            results.append(
+                Result(
+                    path=Path(path),
+                    score=value,
+                    is_defect=value > self.threshold,
+                    amap=amap,
+                    image=_display(recon.image),
+                    reconstruction=_display(recon.reconstructions.mean(axis=0)),
+                )
+            )
+        return results
+
+    def overlay(self, result: Result) -> np.ndarray:
+        """The image with its heat map, on the scale ``overlay_scale`` gives ([H, W, 3])."""
+        if self.threshold is None:
+            raise DdadError("the detector has no threshold; calibrate it before drawing overlays")
+        vmin, vmax = overlay_scale(self.good_scores, self.threshold)
+        return heatmap_overlay(result.image, result.amap, vmin, vmax)
+
+    def _scored(self, paths: Sequence[Path]) -> Iterator[tuple[float, np.ndarray, Reconstruction]]:
+        """(image score, anomaly map, reconstruction) per path, in order."""
+        items = [
+            (
+                str(path),
+                lambda p=Path(path): model_input(
+                    p, self.channels, self.image_size, self.resize, self.normalization
+                ),
+            )
+            for path in paths
+        ]
+        for recon in run(
+            self.model,
+            self.diffusion,
+            items,
+            self.plan,
+            seed=self.seed,
+            batch_size=self.batch_size,
+            device=self.device,
+            progress=False,
+        ):
+            s = self.settings
+            amap = anomaly_map(
+                torch.from_numpy(recon.image),
+                torch.from_numpy(recon.reconstructions),
+                sigma=s.sigma,
+                kernel_size=s.kernel_size,
+                error=s.error,
+            ).numpy()
+            yield image_score(amap, s.image_score, s.top_fraction), amap, recon
+
+    def _set_threshold(self, good_scores: np.ndarray, source: str) -> float:
+        self.good_scores = np.asarray(good_scores, dtype=np.float64)
+        self.threshold = threshold_from_good(self.good_scores)
+        self.threshold_source = source
+        return self.threshold
+
+    def _learn_default_threshold(
+        self, model_dir: Path, meta: dict, runs_dir: Path, manifest: Path
+    ) -> None:
+        category = meta.get("category", model_dir.name)
+        scores_csv = runs_dir / category / "score" / "scores.csv"
+        scores = validation_scores(scores_csv)
+        if scores.size:
+            source = f"{scores.size} held-out good images' scores in {scores_csv}"
+            self._set_threshold(scores, source)
+            return
+        root = dataset_root(manifest)
+        listed = [root / p for p in meta.get("validation_images", [])] if root else []
+        present = [p for p in listed if p.is_file()]
+        if not present:
+            raise DdadError(
+                f"{model_dir}: no threshold: neither {scores_csv} nor the held-out good images "
+                f"of meta.json under {root or manifest} exist; give a threshold (--threshold X) "
+                "or defect-free images to learn it from (--good-dir DIR)"
+            )
+        self.calibrate(
+            present,
+            f"calibrated on {len(present)} held-out good images listed in "
+            f"{model_dir / 'meta.json'}",
+        )

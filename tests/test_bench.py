@@ -1,0 +1,159 @@
+"""The bench: NFE arithmetic, extrapolation, the seed's pass budget, the report and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from guided_diffusion.gaussian_diffusion import GaussianDiffusion
+
+from ddad import bench
+from ddad.bench import (
+    SEED_PLAN,
+    expected_nfe,
+    extrapolate,
+    format_report,
+    matmul_peak,
+    pass_budget,
+    procedure_summary,
+    time_seed,
+)
+from ddad.cli import main
+from ddad.models import build_diffusion
+from ddad.reconstruct import Plan
+
+
+class ZeroNoise(torch.nn.Module):
+    """A UNet stand-in that predicts no noise: the sampler's bookkeeping without the cost."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+@pytest.fixture
+def quick_peak(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Measure the matmul peak for 0.05 s instead of 1 s."""
+    monkeypatch.setattr(bench, "matmul_peak", lambda device, seconds=1.0: matmul_peak(device, 0.05))
+
+
+@pytest.fixture(scope="module")
+def diffusion() -> GaussianDiffusion:
+    return build_diffusion("tiny")
+
+
+def test_seed_costs_about_4000_passes_per_image() -> None:
+    # 16 members, t uniform in 225..274, t passes each with the off-by-one start at t-1
+    assert expected_nfe(SEED_PLAN) == 16 * 249.5
+    assert expected_nfe(Plan(250, sampler="ddpm", ensemble=16, off_by_one=True)) == 4000
+    assert expected_nfe(Plan(250, sampler="ddpm", ensemble=16)) == 16 * 251
+
+
+def test_expected_nfe_averages_over_the_start_steps_the_plan_draws() -> None:
+    generators = [torch.Generator().manual_seed(i) for i in range(200)]
+    drawn = torch.cat([SEED_PLAN.member_timesteps(g) for g in generators])
+    assert set(drawn.tolist()) == set(range(225, 275))
+
+
+def test_expected_nfe_of_short_samplers() -> None:
+    assert expected_nfe(Plan(250, sampler="ddim", steps=5, ensemble=4)) == 20
+    assert expected_nfe(Plan(3, sampler="ddim", steps=10, ensemble=2)) == 8
+    assert expected_nfe(Plan(250, sampler="one_step", ensemble=4)) == 4
+
+
+def test_pass_budget_and_extrapolation() -> None:
+    assert pass_budget(31936, 0.02) == 639
+    assert pass_budget(100, 1e-9) == 1
+    assert pass_budget(3992.5, 1.0) == 3993
+    assert extrapolate(2.0, 10, 4000) == 800.0
+
+
+def test_procedure_summary_relates_time_passes_and_flops() -> None:
+    row = procedure_summary(
+        seconds_per_image=2.0, nfe_per_image=20, flops_per_pass=1e9, peak_flops=1e11
+    )
+    assert row["images_per_second"] == 0.5
+    assert row["achieved_flops"] == 1e10
+    assert row["peak_fraction"] == 0.1
+
+
+def test_time_seed_runs_exactly_the_budgeted_share(diffusion: GaussianDiffusion) -> None:
+    images = np.zeros((2, 1, 8, 8), dtype=np.float32)
+    timed = time_seed(ZeroNoise(), diffusion, images, torch.device("cpu"), share=0.02)
+    total = 2 * expected_nfe(SEED_PLAN)
+    assert timed["passes_timed"] == pass_budget(total, 0.02) == 160
+    assert timed["extrapolated"] and timed["nfe_per_image"] == expected_nfe(SEED_PLAN)
+    assert timed["share"] == pytest.approx(160 / total)
+
+
+def test_time_seed_in_full_counts_every_member_pass(diffusion: GaussianDiffusion) -> None:
+    images = np.zeros((1, 1, 8, 8), dtype=np.float32)
+    timed = time_seed(ZeroNoise(), diffusion, images, torch.device("cpu"), share=1.0)
+    assert not timed["extrapolated"] and timed["share"] == 1.0
+    assert 16 * 225 <= timed["passes_timed"] <= 16 * 274
+    assert timed["nfe_per_image"] == timed["passes_timed"]
+
+
+def _report(extrapolated: bool, memory: dict | None) -> dict:
+    row = procedure_summary(1.0, 4000, 1e9, 1e11)
+    return {
+        "seed": row
+        | {"extrapolated": extrapolated, "share": 0.02, "passes_timed": 80, "passes_total": 4000.0},
+        "default": procedure_summary(0.01, 20, 1e9, 1e11),
+        "speedup": 100.0,
+        "device": "cuda" if memory else "cpu",
+        "peak_dtype": "float32",
+        "peak_memory_bytes": memory,
+        "seed_plan": "ddpm",
+        "default_plan": "ddim",
+        "batch_size": 64,
+        "images": 1,
+        "preset": "tiny",
+        "channels": 1,
+        "image_size": 16,
+        "image_source": "random images",
+    }
+
+
+def test_report_says_when_the_seed_was_extrapolated() -> None:
+    text = format_report(_report(extrapolated=True, memory=None))
+    assert "EXTRAPOLATED: 80 of 4,000 UNet passes timed (share 0.02)" in text
+    assert "100.0x" in text and "peak memory" not in text
+    assert "EXTRAPOLATED" not in format_report(_report(extrapolated=False, memory=None))
+
+
+def test_report_shows_peak_memory_per_procedure_on_cuda() -> None:
+    text = format_report(_report(True, {"seed": 3 * 2**20, "default": 40 * 2**20}))
+    lines = text.splitlines()
+    assert lines[-3].rstrip().endswith("peak memory")
+    assert lines[-2].endswith("3 MiB") and lines[-1].endswith("40 MiB")
+
+
+def test_matmul_peak_is_measured_in_float32_on_cpu() -> None:
+    flops, dtype = matmul_peak(torch.device("cpu"), seconds=0.05)
+    assert dtype == "float32" and flops > 1e6
+
+
+@pytest.mark.usefixtures("quick_peak")
+def test_bench_command_writes_the_json_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["bench", "--preset", "tiny", "--channels", "1", "--image-size", "16", "--images", "2"]
+    argv += ["--seed-share", "0.001", "--steps", "2", "--ensemble", "1", "--json", "out/b.json"]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "out" / "b.json").read_text())
+    seed_keys = {"nfe_per_image", "seconds_per_image", "images_per_second", "extrapolated", "share"}
+    assert seed_keys <= set(report["seed"])
+    default_keys = {"nfe_per_image", "seconds_per_image", "images_per_second", "flops_per_pass"}
+    default_keys |= {"achieved_flops", "peak_flops", "peak_fraction"}
+    assert default_keys <= set(report["default"])
+    assert report["seed"]["extrapolated"] is True and report["seed"]["nfe_per_image"] == 3992
+    assert report["default"]["nfe_per_image"] == 2
+    assert report["default"]["flops_per_pass"] > 0 and 0 < report["default"]["peak_fraction"]
+    assert report["speedup"] > 1
+    assert report["peak_memory_bytes"] is None and report["device"] == "cpu"
+    assert (report["preset"], report["image_size"]) == ("tiny", 16)
+    assert "EXTRAPOLATED" in capsys.readouterr().out

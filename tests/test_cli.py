@@ -1,0 +1,170 @@
+"""The ddad command: exit codes, one-line errors, detect's output and files, baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_bench import quick_peak  # noqa: F401 (a fixture)
+from test_detect import tiny_model_dir, write_gray
+
+from ddad.cli import main
+
+FAST_PARAMS = "reconstruct:\n  timesteps: 20\n  steps: 1\n  ensemble: 1\n"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder with a tiny trained model (models/trained/toy) and fast params, as the cwd."""
+    monkeypatch.chdir(tmp_path)
+    tiny_model_dir(tmp_path)
+    (tmp_path / "params.yaml").write_text(FAST_PARAMS)
+    return tmp_path
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_detect_prints_a_verdict_per_image_and_writes_overlays(
+    project: Path, capsys: pytest.CaptureFixture
+) -> None:
+    images = [str(write_gray(project / "in" / f"{i}.png", 0.5, seed=i)) for i in range(2)]
+    code, out, _ = _run(["detect", *images, "--model", "toy", "--threshold", "0"], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "model models/trained/toy: threshold 0 (given)"
+    assert lines[1].startswith(f"DEFECT {images[0]}  score ")
+    assert lines[1].endswith("  threshold 0")
+    assert lines[2].startswith(f"DEFECT {images[1]}  score ")
+    assert lines[3] == "2 of 2 images DEFECT; heat-map overlays in runs/detect/"
+    assert sorted(p.name for p in (project / "runs" / "detect").iterdir()) == ["0.png", "1.png"]
+
+
+def test_detect_says_ok_below_the_threshold(project: Path, capsys: pytest.CaptureFixture) -> None:
+    image = str(write_gray(project / "img.png", 0.5))
+    argv = ["detect", image, "--model", "toy", "--threshold", "1e9", "--out", "pics"]
+    code, out, _ = _run(argv, capsys)
+    assert code == 0
+    assert out.splitlines()[1].startswith(f"OK     {image}  score ")
+    assert (project / "pics" / "img.png").is_file()
+
+
+def test_detect_learns_the_threshold_from_a_good_folder(
+    project: Path, capsys: pytest.CaptureFixture
+) -> None:
+    for i in range(3):
+        write_gray(project / "good" / f"{i}.png", 0.5, seed=i)
+    image = str(write_gray(project / "img.png", 0.5))
+    code, out, _ = _run(["detect", image, "--model", "toy", "--good-dir", "good"], capsys)
+    assert code == 0
+    assert "(calibrated on 3 good images in good)" in out.splitlines()[0]
+
+
+def test_detect_without_a_threshold_source_says_what_to_pass(
+    project: Path, capsys: pytest.CaptureFixture
+) -> None:
+    image = str(write_gray(project / "img.png", 0.5))
+    code, out, err = _run(["detect", image, "--model", "toy"], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "--threshold X" in err and "--good-dir DIR" in err
+
+
+def test_missing_image_exits_2_naming_it(project: Path, capsys: pytest.CaptureFixture) -> None:
+    code, _, err = _run(
+        ["detect", "nope/missing.png", "--model", "toy", "--threshold", "1"], capsys
+    )
+    assert code == 2
+    assert err == "error: image nope/missing.png: no such file; check the path\n"
+    assert not (project / "runs").exists()
+
+
+def test_corrupt_image_exits_2(project: Path, capsys: pytest.CaptureFixture) -> None:
+    (project / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    code, _, err = _run(["detect", "bad.png", "--model", "toy", "--threshold", "1"], capsys)
+    assert code == 2 and "bad.png" in err and err.count("\n") == 1
+
+
+def test_unknown_model_lists_the_trained_ones(project: Path, capsys: pytest.CaptureFixture) -> None:
+    code, _, err = _run(["detect", "x.png", "--model", "ghost", "--threshold", "1"], capsys)
+    assert code == 2
+    assert "--model: 'ghost'" in err and "(found: toy)" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bench", "--steps", "x"], "error: --steps: must be an integer in 1..999, got 'x'\n"),
+        (
+            ["bench", "--steps", "1000"],
+            "error: --steps: must be an integer in 1..999, got '1000'\n",
+        ),
+        (
+            ["bench", "--seed-share", "0"],
+            "error: --seed-share: must be a number in (0, 1], got '0'\n",
+        ),
+        (
+            ["bench", "--device", "tpu"],
+            "error: --device: must be one of auto, cpu, cuda, got 'tpu'\n",
+        ),
+        (
+            ["detect", "a.png", "--model", "toy", "--threshold", "nan"],
+            "error: --threshold: must be a finite number, got 'nan'\n",
+        ),
+        (["detect", "a.png"], "error: the following arguments are required: --model\n"),
+        ([], "error: the following arguments are required: COMMAND\n"),
+    ],
+)
+def test_bad_flags_are_one_line_and_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    code, _, err = _run(argv, capsys)
+    assert (code, err) == (2, message)
+
+
+def test_bad_params_value_names_the_key(project: Path, capsys: pytest.CaptureFixture) -> None:
+    (project / "params.yaml").write_text("reconstruct:\n  ensemble: 0\n")
+    code, _, err = _run(["detect", "a.png", "--model", "toy", "--threshold", "1"], capsys)
+    assert code == 2
+    assert err == "error: params.yaml: reconstruct.ensemble: must be an integer >= 1, got '0'\n"
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = _run(["detect", "--help"], capsys)
+    assert code == 0 and "--good-dir" in out
+
+
+def test_baseline_prints_image_auroc_per_category(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    for i in range(4):
+        write_gray(tmp_path / "toy" / "train" / "good" / f"{i}.png", 0.4, seed=i)
+        write_gray(tmp_path / "toy" / "test" / "good" / f"{i}.png", 0.4, seed=10 + i)
+        write_gray(tmp_path / "toy" / "test" / "burn" / f"{i}.png", 0.95, seed=20 + i)
+    code, out, _ = _run(["baseline", "--data", str(tmp_path)], capsys)
+    assert code == 0
+    assert out.splitlines()[1] == "toy       1.0000"
+
+
+def test_baseline_on_a_missing_folder_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code, _, err = _run(["baseline", "--data", str(tmp_path / "none")], capsys)
+    assert code == 2 and str(tmp_path / "none") in err
+
+
+@pytest.mark.usefixtures("quick_peak")
+def test_bench_times_a_trained_model_at_its_own_size(
+    project: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code, _, err = _run(["bench", "--model", "toy", "--image-size", "32"], capsys)
+    assert code == 2 and "--channels/--image-size: not used with --model" in err
+    code, out, _ = _run(
+        ["bench", "--model", "toy", "--images", "1", "--seed-share", "1e-4"], capsys
+    )
+    assert code == 0
+    assert out.startswith("bench: tiny, 1 channel(s), 16x16, 1 random images in [-1, 1] (no test")
+    assert "ddim 1 step from t=20, ensemble 1" in out

@@ -1,0 +1,172 @@
+"""Detector: the threshold rule, where the threshold comes from, and OK/DEFECT verdicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from ddad.detect import (
+    Detector,
+    overlay_names,
+    overlay_scale,
+    save_overlay,
+    threshold_from_good,
+)
+from ddad.errors import DdadError
+from ddad.models import build_model, save_checkpoint
+from ddad.reconstruct import Plan
+
+FAST_PLAN = Plan(timesteps=20, sampler="ddim", steps=1, ensemble=1)
+SIZE = 16
+
+
+def write_gray(path: Path, value: float, seed: int = 0) -> Path:
+    """A 20x20 gray PNG around ``value`` (resized to the model's 16 on reading)."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(rng.normal(value, 0.05, (20, 20)), 0, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.round(pixels * 255).astype(np.uint8), mode="L").save(path)
+    return path
+
+
+def tiny_model_dir(folder: Path, validation_images: list[str] | None = None) -> Path:
+    """A random-weight tiny 1-channel 16x16 model saved the way the train stage saves one."""
+    torch.manual_seed(0)
+    model_dir = folder / "models" / "trained" / "toy"
+    save_checkpoint(build_model("tiny", 1, SIZE), model_dir / "model.pt")
+    meta = {
+        "category": "toy",
+        "preset": "tiny",
+        "channels": 1,
+        "image_size": SIZE,
+        "validation_images": validation_images or [],
+    }
+    (model_dir / "meta.json").write_text(json.dumps(meta))
+    return model_dir
+
+
+def test_threshold_of_one_score_or_equal_scores_is_that_score() -> None:
+    assert threshold_from_good([0.25]) == 0.25
+    assert threshold_from_good([0.5, 0.5, 0.5]) == 0.5
+
+
+def test_threshold_is_mean_plus_three_std() -> None:
+    scores = np.array([1.0, 2.0, 3.0])
+    assert threshold_from_good(scores) == pytest.approx(2.0 + 3 * np.sqrt(2 / 3))
+
+
+def test_threshold_never_falls_below_the_largest_good_score() -> None:
+    scores = [0.0] * 20 + [1.0]  # mean + 3 std is about 0.69 here
+    assert threshold_from_good(scores) == 1.0
+
+
+def test_threshold_separates_synthetic_good_from_shifted_scores() -> None:
+    rng = np.random.default_rng(0)
+    good = rng.normal(1.0, 0.1, 200)
+    threshold = threshold_from_good(good[:50])
+    assert (good[50:] <= threshold).mean() > 0.98
+    assert (good[50:] + 1.0 > threshold).all()
+
+
+@pytest.mark.parametrize("scores", [[], [0.1, float("nan")], [float("inf")]])
+def test_threshold_refuses_empty_or_non_finite_scores(scores: list[float]) -> None:
+    with pytest.raises(ValueError):
+        threshold_from_good(scores)
+
+
+def test_overlay_scale_starts_at_the_median_good_score_and_saturates_at_the_threshold() -> None:
+    assert overlay_scale(np.array([1.0, 2.0, 9.0]), 5.0) == (2.0, 5.0)
+    assert overlay_scale(np.empty(0), 5.0) == (0.0, 5.0)
+    assert overlay_scale(np.array([7.0]), 5.0) == (5.0, 5.0)
+
+
+def test_overlay_names_keep_repeated_stems_apart() -> None:
+    paths = [Path("a/x.png"), Path("b/x.jpg"), Path("y.png"), Path("c/x.png")]
+    assert overlay_names(paths) == ["x.png", "x-2.png", "y.png", "x-3.png"]
+
+
+def test_save_overlay_enlarges_small_pictures(tmp_path: Path) -> None:
+    save_overlay(tmp_path / "o.png", np.full((16, 16, 3), 0.5, dtype=np.float32))
+    with Image.open(tmp_path / "o.png") as saved:
+        assert saved.size == (256, 256)
+        assert saved.mode == "RGB"
+
+
+def test_verdict_follows_the_threshold(tmp_path: Path) -> None:
+    image = write_gray(tmp_path / "img.png", 0.5)
+    detector = Detector.load(tiny_model_dir(tmp_path), threshold=0.0, plan=FAST_PLAN, device="cpu")
+    assert detector.threshold_source == "given"
+    (first,) = detector.score([image])
+    assert first.score > 0 and first.is_defect
+    assert first.amap.shape == (SIZE, SIZE)
+    assert first.image.shape == first.reconstruction.shape == (SIZE, SIZE, 1)
+    assert 0 <= first.reconstruction.min() and first.reconstruction.max() <= 1
+    detector.threshold = first.score / 2
+    assert detector.score([image])[0].is_defect
+    detector.threshold = first.score * 2
+    (again,) = detector.score([image])
+    assert again.score == first.score and not again.is_defect
+    assert detector.overlay(again).shape == (SIZE, SIZE, 3)
+
+
+def test_calibrate_learns_the_rule_from_good_images(tmp_path: Path) -> None:
+    good = [write_gray(tmp_path / "good" / f"{i}.png", 0.5, seed=i) for i in range(3)]
+    detector = Detector.load(tiny_model_dir(tmp_path), threshold=1.0, plan=FAST_PLAN, device="cpu")
+    scores = [r.score for r in detector.score(good)]
+    assert detector.calibrate(good) == pytest.approx(threshold_from_good(scores))
+    assert detector.threshold_source == f"calibrated on 3 good images in {tmp_path / 'good'}"
+    assert not any(r.is_defect for r in detector.score(good))
+
+
+def test_scoring_without_a_threshold_says_how_to_get_one(tmp_path: Path) -> None:
+    detector = Detector.load(tiny_model_dir(tmp_path), threshold=1.0, plan=FAST_PLAN, device="cpu")
+    detector.threshold = None
+    with pytest.raises(DdadError, match="calibrate"):
+        detector.score([write_gray(tmp_path / "img.png", 0.5)])
+
+
+def test_default_threshold_comes_from_the_pipelines_validation_scores(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    csv = runs / "toy" / "score" / "scores.csv"
+    csv.parent.mkdir(parents=True)
+    rows = {"key": ["test/a", "val/b", "val/c"], "split": ["test", "validation", "validation"]}
+    pd.DataFrame(rows | {"score": [9.0, 0.1, 0.3]}).to_csv(csv, index=False)
+    detector = Detector.load(tiny_model_dir(tmp_path), plan=FAST_PLAN, device="cpu", runs_dir=runs)
+    assert detector.threshold == pytest.approx(threshold_from_good([0.1, 0.3]))
+    assert "scores.csv" in detector.threshold_source
+    assert detector.threshold_source.startswith("2 held-out good images' scores")
+
+
+def test_default_threshold_calibrates_on_meta_validation_images(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for name in ("001", "002"):
+        write_gray(root / "toy" / "train" / "good" / f"{name}.png", 0.5, seed=int(name))
+    manifest = tmp_path / "dataset.json"
+    manifest.write_text(json.dumps({"root": str(root)}))
+    listed = ["toy/train/good/001.png", "toy/train/good/002.png"]
+    detector = Detector.load(
+        tiny_model_dir(tmp_path, listed),
+        plan=FAST_PLAN,
+        device="cpu",
+        runs_dir=tmp_path / "runs",
+        manifest=manifest,
+    )
+    assert detector.threshold is not None and detector.threshold > 0
+    assert detector.threshold_source.startswith("calibrated on 2 held-out good images listed in")
+
+
+def test_no_threshold_source_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(DdadError, match=r"no threshold.*--threshold X.*--good-dir DIR"):
+        Detector.load(
+            tiny_model_dir(tmp_path),
+            plan=FAST_PLAN,
+            device="cpu",
+            runs_dir=tmp_path / "runs",
+            manifest=tmp_path / "missing.json",
+        )

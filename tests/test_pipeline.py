@@ -1,0 +1,225 @@
+"""The real pipeline under `dvc repro` on a tiny throw-away project: it runs, it is up to date
+afterwards, a changed knob makes exactly its stages stale, and a killed run resumes exactly."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# One thread per stage: on a few shared cores, torch's spinning threads slow small models 10x.
+ENV = os.environ | {
+    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    "DVC_NO_ANALYTICS": "1",
+    "OMP_NUM_THREADS": "1",
+}
+TINY = {
+    "data": {
+        "categories": ["stripes"],
+        "synthetic": {"seed": 0, "train": 12, "test_good": 4, "test_defect": 6},
+        "image_size": 16,
+    },
+    "train": {"steps": 2, "batch_size": 4, "crop": 0, "val_images": 2},
+    "reconstruct": {"ensemble": 1, "steps": 2, "batch_size": 2},
+}
+SLOW_RECONSTRUCT = {"reconstruct": {"sampler": "ddpm", "timesteps": 30}}  # 31 passes per image
+TIMINGS = "seconds_per_image"  # wall-clock, the one value two runs cannot share
+
+
+def _merged(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merged(base[key], value) if isinstance(value, dict) and key in base else value
+    return out
+
+
+def _run(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [str(BIN / args[0]), *args[1:]],
+        cwd=project,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and result.returncode:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def _set_params(project: Path, *changes: dict) -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for change in (TINY, *changes):
+        params = _merged(params, change)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_project(folder: Path, *changes: dict) -> Path:
+    """A fresh git + DVC project holding the pipeline's code and tiny params."""
+    folder.mkdir(parents=True)
+    shutil.copy(REPO / "dvc.yaml", folder)
+    for package in ("stages", "ddad"):
+        shutil.copytree(REPO / package, folder / package, ignore=shutil.ignore_patterns("__py*"))
+    subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
+    _run(folder, "dvc", "init", "-q")
+    _set_params(folder, *changes)
+    return folder
+
+
+def _stale(project: Path) -> set[str]:
+    """Stages `dvc status` calls changed."""
+    return set(json.loads(_run(project, "dvc", "status", "--json").stdout or "{}"))
+
+
+def _ran(repro: subprocess.CompletedProcess) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", repro.stdout + repro.stderr)
+
+
+def _metrics(project: Path) -> dict:
+    """metrics.json without its timing entries."""
+
+    def drop(node):
+        if isinstance(node, dict):
+            return {k: drop(v) for k, v in node.items() if k != TIMINGS}
+        return node
+
+    return drop(json.loads((project / "metrics" / "metrics.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    project = make_project(tmp_path_factory.mktemp("e2e") / "project")
+    _run(project, "dvc", "repro")
+    return project
+
+
+def test_repro_writes_metrics_and_leaves_nothing_to_do(finished):
+    metrics = json.loads((finished / "metrics" / "metrics.json").read_text())
+    assert set(metrics["mean"]) == {
+        "img_auc",
+        "pixel_auc",
+        "aupro",
+        "img_f1max",
+        "pixel_ap",
+        "nfe_per_image",
+        "seconds_per_image",
+    }
+    assert metrics["mean"]["nfe_per_image"] == 2.0
+    assert 0 <= metrics["categories"]["stripes"]["img_auc"] <= 1
+    assert (finished / "plots" / "images").is_dir()
+    status = _run(finished, "dvc", "status")
+    assert "up to date" in status.stdout
+    assert _stale(finished) == set()
+
+
+@pytest.mark.parametrize(
+    "change, stale",
+    [
+        ({"score": {"sigma": 2.0}}, {"score@stripes"}),
+        ({"reconstruct": {"timesteps_per_category": {"stripes": 200}}}, {"reconstruct@stripes"}),
+        ({"train": {"lr": 0.002}}, {"train@stripes"}),
+        ({"evaluate": {"metrics": ["img_auc"]}}, {"evaluate"}),
+    ],
+)
+def test_a_changed_knob_makes_its_own_stage_stale(finished, change, stale):
+    """`dvc status` names the stages whose own inputs changed; the ones after them follow on
+    `dvc repro` once their inputs (the changed outputs) differ."""
+    _set_params(finished, change)
+    try:
+        assert _stale(finished) == stale
+    finally:
+        _set_params(finished)
+
+
+@pytest.mark.slow
+def test_two_categories_rerun_only_what_changed(tmp_path):
+    project = make_project(tmp_path / "two", {"data": {"categories": ["stripes", "washer"]}})
+    _run(project, "dvc", "repro")
+    two = {"data": {"categories": ["stripes", "washer"]}}
+    _set_params(project, two, {"score": {"sigma": 2.0}})
+    assert _stale(project) == {"score@stripes", "score@washer"}
+    assert _ran(_run(project, "dvc", "repro")) == [
+        "score@stripes",
+        "score@washer",
+        "evaluate",
+        "plot",
+    ]
+    override = {"reconstruct": {"timesteps_per_category": {"stripes": 200}}}
+    _set_params(project, two, {"score": {"sigma": 2.0}}, override)
+    # Known limitation: dvc.yaml tracks the whole reconstruct section for every category, so one
+    # category's override marks all of them stale; the others then reuse every stored result.
+    assert _stale(project) == {"reconstruct@stripes", "reconstruct@washer"}
+    repro = _run(project, "dvc", "repro")
+    assert _ran(repro)[:2] == ["reconstruct@stripes", "reconstruct@washer"]
+    assert "reconstruct@stripes: 12 images (0 already done), ddim from t=200" in repro.stderr
+    assert "reconstruct@washer: 12 images (12 already done), ddim from t=250" in repro.stderr
+
+
+def _result_files(project: Path) -> list[Path]:
+    return sorted((project / "runs" / "stripes" / "recon").glob("*/*.npz"))
+
+
+def _killed_during_reconstruct(project: Path, done: int) -> None:
+    """Start `dvc repro`, SIGKILL it and its stage once ``done`` results are stored."""
+    with open(project / "killed.log", "w") as log:
+        repro = subprocess.Popen(
+            [str(BIN / "dvc"), "repro"],
+            cwd=project,
+            env=ENV,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while len(_result_files(project)) < done:
+            assert repro.poll() is None, "dvc repro ended before it could be interrupted"
+            assert time.monotonic() < deadline, "no results appeared in time"
+            time.sleep(0.05)
+    finally:
+        os.killpg(repro.pid, signal.SIGKILL)
+        repro.wait()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    project = make_project(tmp_path_factory.mktemp("whole") / "project", SLOW_RECONSTRUCT)
+    _run(project, "dvc", "repro")
+    return project
+
+
+@pytest.mark.slow
+def test_killed_reconstruct_resumes_to_the_same_result(tmp_path, uninterrupted):
+    project = make_project(tmp_path / "killed", SLOW_RECONSTRUCT)
+    _killed_during_reconstruct(project, done=2)
+    kept = _result_files(project)
+    assert 2 <= len(kept) < 12
+    # A half-written result, as a kill during np.savez would leave it, must not be trusted.
+    kept[0].with_name("test__good__003.npz.tmp").write_bytes(b"PK\x03\x04 half")
+    repro = _run(project, "dvc", "repro")
+    assert "had been killed. Auto removed it from the lock file" in repro.stderr
+    found = re.search(r"reconstruct@stripes: 12 images \((\d+) already done\)", repro.stderr)
+    assert found and int(found.group(1)) >= 2
+    assert not list((project / "runs").rglob("*.tmp"))
+    assert _metrics(project) == _metrics(uninterrupted)
+    scores = Path("runs", "stripes", "score", "scores.csv")
+    assert (project / scores).read_bytes() == (uninterrupted / scores).read_bytes()
+    assert _stale(project) == set()
+
+
+@pytest.mark.slow
+def test_two_runs_with_the_same_params_give_identical_scores(tmp_path, uninterrupted):
+    project = make_project(tmp_path / "again", SLOW_RECONSTRUCT)
+    _run(project, "dvc", "repro")
+    scores = Path("runs", "stripes", "score", "scores.csv")
+    assert (project / scores).read_bytes() == (uninterrupted / scores).read_bytes()
+    assert _metrics(project) == _metrics(uninterrupted)
