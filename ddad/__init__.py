@@ -1,6 +1,19 @@
 """ddad: visual anomaly detection with denoising diffusion models."""
 
-from ddad.detect import Detector as Detector
+import warnings
+
 from ddad.errors import DdadError
 
-__all__ = ["DdadError"]
+# guided-diffusion decorates with a deprecated torch.cuda.amp API; the warning is not ours to fix.
+warnings.filterwarnings("ignore", category=FutureWarning, module="guided_diffusion")
+
+__all__ = ["DdadError", "Detector"]
+
+
+def __getattr__(name: str) -> object:
+    """Import the Detector (and torch with it) only when it is asked for."""
+    if name == "Detector":
+        from ddad.detect import Detector
+
+        return Detector
+    raise AttributeError(f"module 'ddad' has no attribute {name!r}")

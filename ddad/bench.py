@@ -22,9 +22,9 @@ import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 from torch.utils.flop_counter import FlopCounterMode
 
-from ddad.detect import model_input
 from ddad.engine import prepare_model, run
 from ddad.layout import test_images
+from ddad.preprocess import model_input
 from ddad.reconstruct import Plan, reconstruct
 
 SEED_PLAN = Plan(timesteps=250, sampler="ddpm", ensemble=16, jitter=0.1, off_by_one=True)

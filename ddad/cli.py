@@ -28,9 +28,9 @@ from ddad.detect import (
     ScoreSettings,
     dataset_root,
     overlay_names,
-    resolve_device,
     save_overlay,
 )
+from ddad.engine import resolve_device
 from ddad.errors import DdadError
 from ddad.imageio import is_image_file, read_image
 from ddad.layout import list_categories
@@ -155,7 +155,7 @@ def _plan(params: dict[str, Any], flags: dict[str, Any], category: str | None = 
         off_by_one=pick("off_by_one", _boolean, DEFAULT_PLAN.off_by_one),
         conditioning=pick("conditioning", _number(0, 1), DEFAULT_PLAN.conditioning),
     )
-    if plan.jitter and int((1 + plan.jitter) * plan.timesteps) > 999:
+    if plan.jitter and int((1 + plan.jitter) * plan.timesteps) > 1000:  # draws stay below
         raise DdadError(
             f"reconstruct.jitter {plan.jitter:g} takes t={plan.timesteps} past 999; "
             "lower the jitter or the timesteps"
@@ -255,11 +255,18 @@ def _preprocessing(params: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _odd_or_zero(text: str) -> int:
+    value = _integer(0)(text)
+    if value % 2 == 0 and value:
+        raise argparse.ArgumentTypeError(f"must be 0 or an odd integer, got {text!r}")
+    return value
+
+
 def _score_settings(params: dict[str, Any]) -> ScoreSettings:
     d = ScoreSettings()
     return ScoreSettings(
         sigma=_setting(params, "score.sigma", _number(0), d.sigma),
-        kernel_size=_setting(params, "score.kernel_size", _integer(0), d.kernel_size),
+        kernel_size=_setting(params, "score.kernel_size", _odd_or_zero, d.kernel_size),
         error=_setting(params, "score.error", _choice(*ERRORS), d.error),
         image_score=_setting(params, "score.image_score", _choice(*IMAGE_SCORES), d.image_score),
         top_fraction=_setting(params, "score.top_fraction", _number(0, 1, True), d.top_fraction),

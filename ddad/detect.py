@@ -21,11 +21,10 @@ import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 from PIL import Image
 
-from ddad.engine import Reconstruction, prepare_model, run
+from ddad.engine import Reconstruction, prepare_model, resolve_device, run
 from ddad.errors import DdadError
-from ddad.imageio import read_image, resize_image
 from ddad.models import load_trained
-from ddad.preprocess import to_model_range, to_unit_range
+from ddad.preprocess import model_input, to_unit_range
 from ddad.reconstruct import Plan
 from ddad.scoring import anomaly_map, image_score
 from ddad.viz import heatmap_overlay
@@ -102,25 +101,6 @@ def overlay_names(paths: Sequence[Path]) -> list[str]:
         seen[path.stem] = count
         names.append(f"{path.stem}.png" if count == 1 else f"{path.stem}-{count}.png")
     return names
-
-
-def resolve_device(wanted: str | torch.device) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without one is an error."""
-    if isinstance(wanted, torch.device):
-        return wanted
-    if wanted == "cuda" and not torch.cuda.is_available():
-        raise DdadError("device: cuda was asked for but no CUDA device is visible; use auto or cpu")
-    if wanted == "auto":
-        wanted = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(wanted)
-
-
-def model_input(
-    path: Path, channels: int, size: int, resize: str = "bicubic", normalization: str = "fixed"
-) -> np.ndarray:
-    """An image file as the model sees it: [C, H, W] float32 in [-1, 1] at ``size``."""
-    image = resize_image(read_image(path, channels), size, resize)
-    return to_model_range(image, normalization).transpose(2, 0, 1).copy()
 
 
 def dataset_root(manifest: Path = MANIFEST) -> Path | None:

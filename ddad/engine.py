@@ -17,6 +17,7 @@ import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 from tqdm.auto import tqdm
 
+from ddad.errors import DdadError
 from ddad.reconstruct import Plan, reconstruct
 
 
@@ -30,6 +31,17 @@ class Reconstruction:
     timesteps: np.ndarray
     nfe: float
     seconds: float
+
+
+def resolve_device(wanted: str | torch.device) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without one is an error."""
+    if isinstance(wanted, torch.device):
+        return wanted
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise DdadError("device: cuda was asked for but no CUDA device is visible; use auto or cpu")
+    if wanted == "auto":
+        wanted = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(wanted)
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -7,7 +7,11 @@ defect included, and is kept only to reproduce the seed.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from ddad.imageio import read_image, resize_image
 
 NORMALIZATIONS = ("fixed", "minmax")
 
@@ -24,3 +28,11 @@ def to_model_range(image: np.ndarray, normalization: str = "fixed") -> np.ndarra
 def to_unit_range(image: np.ndarray) -> np.ndarray:
     """Map [-1, 1] back to [0, 1] for display, clipped."""
     return np.clip((np.asarray(image, dtype=np.float32) + 1) / 2, 0, 1)
+
+
+def model_input(
+    path: Path, channels: int, size: int, resize: str = "bicubic", normalization: str = "fixed"
+) -> np.ndarray:
+    """An image file as the model sees it: [C, H, W] float32 in [-1, 1] at ``size``."""
+    image = resize_image(read_image(path, channels), size, resize)
+    return to_model_range(image, normalization).transpose(2, 0, 1).copy()

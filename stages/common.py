@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ddad.errors import DdadError
-from ddad.imageio import display_size, read_image, read_mask, resize_image, resize_mask
+from ddad.imageio import display_size, read_mask, resize_mask
 from ddad.layout import TestImage
-from ddad.preprocess import to_model_range
+from ddad.preprocess import model_input
 from stages.params import load_params
 
 DATA_DIR = Path("data/images")
@@ -75,10 +74,9 @@ def model_channels(params: dict[str, Any], data_channels: int) -> int:
 
 
 def load_model_input(path: Path, channels: int, params: dict[str, Any]) -> np.ndarray:
-    """An image as the model sees it: resized, in [-1, 1], [C, H, W] float32."""
+    """An image as the model sees it, with params.yaml's size, resize and normalization."""
     data = params["data"]
-    image = resize_image(read_image(path, channels), data["image_size"], data["resize"])
-    return to_model_range(image, data["normalization"]).transpose(2, 0, 1).copy()
+    return model_input(path, channels, data["image_size"], data["resize"], data["normalization"])
 
 
 def load_test_mask(item: TestImage, params: dict[str, Any]) -> np.ndarray:
@@ -88,15 +86,6 @@ def load_test_mask(item: TestImage, params: dict[str, Any]) -> np.ndarray:
         return np.zeros((size, size), dtype=bool)
     mask = read_mask(item.mask, display_size(item.path))
     return resize_mask(mask, size, params["data"]["mask_resize"])
-
-
-def resolve_device(wanted: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without one is an error."""
-    if wanted == "cuda" and not torch.cuda.is_available():
-        raise DdadError("device: cuda was asked for but no CUDA device is visible; use auto or cpu")
-    if wanted == "auto":
-        wanted = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(wanted)
 
 
 def timesteps_for(params: dict[str, Any], category: str) -> int:

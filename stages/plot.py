@@ -3,8 +3,8 @@
 Per category: overlay sheets of the most telling test images (<category>/<defect>_<stem>.png:
 the highest-scoring good images, i.e. the likeliest false alarms, then defects alternating best
 and worst detected) and <category>_overview.png of its test images. Over all categories:
-roc.png, auroc.png, and plots/example.png (committed), the clearest detected defect, for the README. The folder is
-emptied first, so no picture outlives the run that drew it.
+roc.png and auroc.png; and plots/example.png (committed, for the README), the clearest detected
+defect. The folder is emptied first, so no picture outlives the run that drew it.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ddad.engine import prepare_model, run
+from ddad.engine import prepare_model, resolve_device, run
 from ddad.layout import test_images
 from ddad.models import file_digest, load_trained
 from ddad.reconstruct import Plan
@@ -24,7 +24,6 @@ from stages.common import (
     load_model_input,
     load_test_mask,
     read_manifest,
-    resolve_device,
     run_stage,
     timesteps_for,
     write_json,

@@ -25,6 +25,8 @@ from ddad.cli import main
 from ddad.models import build_diffusion
 from ddad.reconstruct import Plan
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 class ZeroNoise(torch.nn.Module):
     """A UNet stand-in that predicts no noise: the sampler's bookkeeping without the cost."""

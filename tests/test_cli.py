@@ -10,6 +10,8 @@ from test_detect import tiny_model_dir, write_gray
 
 from ddad.cli import main
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 FAST_PARAMS = "reconstruct:\n  timesteps: 20\n  steps: 1\n  ensemble: 1\n"
 
 
@@ -125,11 +127,21 @@ def test_bad_flags_are_one_line_and_exit_2(
     assert (code, err) == (2, message)
 
 
-def test_bad_params_value_names_the_key(project: Path, capsys: pytest.CaptureFixture) -> None:
-    (project / "params.yaml").write_text("reconstruct:\n  ensemble: 0\n")
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ("reconstruct:\n  ensemble: 0\n", "reconstruct.ensemble: must be an integer >= 1, got '0'"),
+        ("score:\n  kernel_size: 4\n", "score.kernel_size: must be 0 or an odd integer, got '4'"),
+        ("reconstruct:\n  timesteps: 950\n  jitter: 0.1\n", "reconstruct.jitter 0.1 takes t=950"),
+    ],
+)
+def test_bad_params_value_names_the_key(
+    project: Path, params: str, message: str, capsys: pytest.CaptureFixture
+) -> None:
+    (project / "params.yaml").write_text(params)
     code, _, err = _run(["detect", "a.png", "--model", "toy", "--threshold", "1"], capsys)
-    assert code == 2
-    assert err == "error: params.yaml: reconstruct.ensemble: must be an integer >= 1, got '0'\n"
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: ") and message in err
 
 
 def test_help_exits_0(capsys: pytest.CaptureFixture) -> None:

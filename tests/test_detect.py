@@ -22,6 +22,8 @@ from ddad.errors import DdadError
 from ddad.models import build_model, save_checkpoint
 from ddad.reconstruct import Plan
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 FAST_PLAN = Plan(timesteps=20, sampler="ddim", steps=1, ensemble=1)
 SIZE = 16
 

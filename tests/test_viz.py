@@ -216,7 +216,6 @@ def test_plot_stage_writes_every_picture_and_removes_stale_ones(tmp_path, monkey
         "colour/hole_000.png",
         "colour/hole_002.png",
         "colour_overview.png",
-        "example.png",
         "gray",
         "gray/hole_000.png",
         "gray/hole_002.png",
@@ -224,7 +223,7 @@ def test_plot_stage_writes_every_picture_and_removes_stale_ones(tmp_path, monkey
         "roc.png",
     ]
     # colour's hole_002 scores highest but peaks off its mask; its hole_001 is next
-    assert titles["plots/images/example.png"].startswith("colour: test/hole/001 | label 1")
+    assert titles["plots/example.png"].startswith("colour: test/hole/001 | label 1")
     for path in plot.IMAGES_DIR.rglob("*.png"):
         with Image.open(path) as png:
             png.verify()
