@@ -41,7 +41,7 @@ from ddad.scoring import ERRORS, IMAGE_SCORES
 
 PARAMS_FILE = Path("params.yaml")
 TRAINED_DIR = Path("models/trained")
-DETECT_OUT = Path("runs/detect")
+DETECT_OUT = Path("detections")
 DATA_DIR = Path("data/images")
 DEVICES = ("auto", "cpu", "cuda")
 

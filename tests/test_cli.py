@@ -41,8 +41,8 @@ def test_detect_prints_a_verdict_per_image_and_writes_overlays(
     assert lines[1].startswith(f"DEFECT {images[0]}  score ")
     assert lines[1].endswith("  threshold 0")
     assert lines[2].startswith(f"DEFECT {images[1]}  score ")
-    assert lines[3] == "2 of 2 images DEFECT; heat-map overlays in runs/detect/"
-    assert sorted(p.name for p in (project / "runs" / "detect").iterdir()) == ["0.png", "1.png"]
+    assert lines[3] == "2 of 2 images DEFECT; heat-map overlays in detections/"
+    assert sorted(p.name for p in (project / "detections").iterdir()) == ["0.png", "1.png"]
 
 
 def test_detect_says_ok_below_the_threshold(project: Path, capsys: pytest.CaptureFixture) -> None:
