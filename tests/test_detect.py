@@ -58,21 +58,15 @@ def test_threshold_of_one_score_or_equal_scores_is_that_score() -> None:
     assert threshold_from_good([0.5, 0.5, 0.5]) == 0.5
 
 
-def test_threshold_is_mean_plus_three_std() -> None:
-    scores = np.array([1.0, 2.0, 3.0])
-    assert threshold_from_good(scores) == pytest.approx(2.0 + 3 * np.sqrt(2 / 3))
-
-
-def test_threshold_never_falls_below_the_largest_good_score() -> None:
-    scores = [0.0] * 20 + [1.0]  # mean + 3 std is about 0.69 here
-    assert threshold_from_good(scores) == 1.0
+def test_threshold_is_the_largest_good_score() -> None:
+    assert threshold_from_good(np.array([1.0, 3.0, 2.0])) == 3.0
 
 
 def test_threshold_separates_synthetic_good_from_shifted_scores() -> None:
     rng = np.random.default_rng(0)
     good = rng.normal(1.0, 0.1, 200)
     threshold = threshold_from_good(good[:50])
-    assert (good[50:] <= threshold).mean() > 0.98
+    assert (good[50:] <= threshold).mean() > 0.95
     assert (good[50:] + 1.0 > threshold).all()
 
 
