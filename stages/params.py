@@ -7,6 +7,7 @@ and what is allowed. The schema below is the single list of knobs the pipeline k
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from ddad.reconstruct import SAMPLERS
 from ddad.scoring import ERRORS, IMAGE_SCORES
 
 PARAMS_FILE = Path("params.yaml")
+CATEGORY_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # category names become folder names under runs/
 METRICS = ("img_auc", "pixel_auc", "aupro", "img_f1max", "pixel_ap")
 
 
@@ -188,6 +190,9 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
     low, high = params["train"]["t_range"]
     if low > high:
         raise _fail("train.t_range", [low, high], "[low, high] with low <= high")
+    for name in params["data"]["categories"]:
+        if not CATEGORY_NAME.fullmatch(name) or set(name) == {"."}:
+            raise _fail("data.categories", name, "a plain folder name (letters, digits, _ . -)")
     if len(set(params["data"]["categories"])) != len(params["data"]["categories"]):
         raise _fail("data.categories", params["data"]["categories"], "distinct names")
     return params

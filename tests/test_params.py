@@ -171,3 +171,9 @@ def test_category_absent_from_the_data_is_named(tmp_path):
     assert line.startswith("error: data.categories: 'nope' is not a synthetic category")
     assert "stripes" in line
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", ""])
+def test_category_names_cannot_leave_their_folders(name):
+    with pytest.raises(DdadError, match="a plain folder name"):
+        validate(_with("data.categories", [name]))
