@@ -1,7 +1,7 @@
 """train@<category>: fit the diffusion model on train/good only, holding a few images out.
 
 The held-out images are written into the checkpoint's metadata: reconstruct uses them as good
-validation images (for score normalisation and the detection threshold), never as training data.
+validation images (for the detection threshold and the plot scales), never as training data.
 With train.steps 0 the fetched weights pass through untouched.
 """
 
@@ -63,6 +63,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         params["model"]["preset"], channels, data["image_size"], tp["seed"]
     )
     curve: list[dict[str, float]] = []
+    validation_curve: list[dict[str, float]] = []
     if tp["steps"]:
         config = TrainConfig(
             steps=tp["steps"],
@@ -80,11 +81,8 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         model, log = train_diffusion(
             model, build_diffusion(params["model"]["preset"]), images, config, validation
         )
-        val = dict(log.validation)
-        curve = [
-            {"step": s, "loss": v, **({"val_loss": val[s]} if s in val else {})}
-            for s, v in log.train
-        ]
+        curve = [{"step": s, "loss": v} for s, v in log.train]
+        validation_curve = [{"step": s, "loss": v} for s, v in log.validation]
     meta = {
         "category": category,
         "preset": params["model"]["preset"],
@@ -92,6 +90,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         "image_size": data["image_size"],
         "trained_steps": tp["steps"],
         "validation_images": [str(p.relative_to(root)) for p in held_out],
+        "validation_loss": validation_curve,
     }
     out = TRAINED_DIR / category
     shutil.rmtree(out, ignore_errors=True)
