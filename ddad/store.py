@@ -61,9 +61,10 @@ class ResultStore:
             np.savez(handle, **arrays)
         os.replace(tmp, target)
 
-    def load(self, key: str) -> dict[str, np.ndarray]:
+    def load(self, key: str, fields: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+        """One result's arrays; only ``fields`` when given (npz members are read on demand)."""
         with np.load(self.path(key)) as data:
-            return {name: data[name] for name in data.files}
+            return {name: data[name] for name in (fields or data.files)}
 
     def prune(self, keep: set[str]) -> None:
         """Remove results and temporaries for keys no longer asked for."""

@@ -97,7 +97,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
             seconds=np.float64(result.seconds),
             **extra,
         )
-    costs = [store.load(k) for k in tests]
+    costs = [store.load(k, ("nfe", "seconds")) for k in tests]
     write_json(
         RUNS_DIR / category / "recon" / "summary.json",
         {
