@@ -241,35 +241,23 @@ def time_default(
     """Time the current procedure: ddad.engine.run with ``plan`` and ``batch_size``."""
     model = prepare_model(model, device)
     items = [(f"bench/{i}", lambda i=i: images[i]) for i in range(len(images))]
-    per_batch = max(1, batch_size // plan.ensemble)
-    warmup = replace(plan, sampler="one_step")
-    for _ in run(
-        model,
-        diffusion,
-        items[:per_batch],
-        warmup,
-        batch_size=batch_size,
-        device=device,
-        progress=False,
-    ):
-        pass
 
-    def work() -> float:
-        results = list(
-            run(
-                model,
-                diffusion,
-                items,
-                plan,
-                seed=seed,
-                batch_size=batch_size,
-                device=device,
-                progress=False,
-            )
+    def passes_of(chosen: list, with_plan: Plan) -> float:
+        results = run(
+            model,
+            diffusion,
+            chosen,
+            with_plan,
+            seed=seed,
+            batch_size=batch_size,
+            device=device,
+            progress=False,
         )
         return sum(r.nfe for r in results)
 
-    seconds, passes, memory = _measured(device, work)
+    warm_up = items[: max(1, batch_size // plan.ensemble)]
+    passes_of(warm_up, replace(plan, sampler="one_step"))
+    seconds, passes, memory = _measured(device, lambda: passes_of(items, plan))
     return {
         "seconds_per_image": seconds / len(images),
         "nfe_per_image": passes / len(images),
