@@ -124,10 +124,11 @@ def reconstruct(
         active = t >= 0
         if not active.any():
             break
-        idx = active.nonzero().squeeze(1)
+        # a slice when every member is still running: no gather copies in the common case
+        idx = slice(None) if active.all() else active.nonzero().squeeze(1)
         t_act = t[idx]
         out = diffusion.p_mean_variance(model, x[idx], t_act, clip_denoised=True)
-        passes += len(idx)
+        passes += len(t_act)
         x0_hat = out["pred_xstart"]
         if plan.conditioning > 0:
             x0_hat = (x0_hat + plan.conditioning * (x0[idx] - x0_hat)).clamp(-1, 1)
