@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+import ddad.engine
+import ddad.reconstruct
 from ddad.engine import prepare_model, resolve_device, run
 from ddad.layout import test_images
 from ddad.models import file_digest, load_trained
@@ -59,6 +61,8 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         "plan": plan.__dict__,
         "seed": params["reconstruct"]["seed"],
         "device": device.type,
+        # the sampler's own code: a changed sampler must not reuse results of the old one
+        "code": [file_digest(Path(module.__file__)) for module in (ddad.reconstruct, ddad.engine)],
     }
     store = ResultStore.open(RUNS_DIR / category / "recon", settings)
     channels = meta["channels"]
