@@ -292,6 +292,13 @@ def _good_images(folder: Path) -> list[Path]:
 
 def _detect(args: argparse.Namespace) -> int:
     params = _read_params()
+    if _setting(params, "score.map", _choice("reconstruction", "features"), "reconstruction") != (
+        "reconstruction"
+    ):
+        raise DdadError(
+            "score.map: features is not supported by ddad detect yet (its threshold would not "
+            "match the maps it draws); set score.map: reconstruction and run `dvc repro`"
+        )
     model_dir = resolve_model_dir(args.model)
     category = json.loads((model_dir / "meta.json").read_text()).get("category", model_dir.name)
     settings = {

@@ -1,5 +1,8 @@
-"""score@<category>: anomaly maps and image scores from the stored reconstructions.
+"""score@<category>: anomaly maps and image scores.
 
+``score.map: reconstruction`` scores what did not come back from the stored reconstructions;
+``features`` scores each patch by its distance to the nearest patch of the good training images
+in the trained UNet's feature space (ddad.features), reading the model and training images.
 Writes runs/<category>/score/scores.csv (one row per test and held-out good image: key, split,
 label, defect, score) and maps.npz (test maps and ground truth for evaluate and plot).
 """
@@ -7,15 +10,63 @@ label, defect, score) and maps.npz (test maps and ground truth for evaluate and 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
-from ddad.scoring import anomaly_map, image_score
+from ddad.engine import resolve_device
+from ddad.features import feature_bank, nearest_distance_maps, unet_features
+from ddad.layout import train_images
+from ddad.models import load_trained
+from ddad.scoring import anomaly_map, blur, image_score
 from ddad.store import ResultStore
-from stages.common import RUNS_DIR, run_stage
+from stages.common import RUNS_DIR, TRAINED_DIR, load_model_input, read_manifest, run_stage
+
+_FEATURE_BATCH = 32
+
+
+def reconstruction_map(result: dict[str, np.ndarray], sp: dict[str, Any]) -> np.ndarray:
+    """The error map of one stored reconstruction result."""
+    return anomaly_map(
+        torch.from_numpy(result["image"]),
+        torch.from_numpy(result["reconstructions"].astype(np.float32)),
+        sigma=sp["sigma"],
+        kernel_size=sp["kernel_size"],
+        error=sp["error"],
+    ).numpy()
+
+
+def feature_maps(
+    params: dict[str, Any], category: str, images: list[np.ndarray]
+) -> list[np.ndarray]:
+    """Nearest-good-feature maps of ``images`` ([C, H, W] at model size), blurred like errors."""
+    sp = params["score"]
+    device = resolve_device(params["device"])
+    model, _, meta = load_trained(TRAINED_DIR / category)
+    model = model.to(device).eval()
+    root = Path(read_manifest()["root"])
+    held_out = {root / p for p in meta["validation_images"]}
+    fit = [p for p in train_images(root, category) if p not in held_out]
+    chosen = np.random.default_rng(0).permutation(len(fit))[: sp["bank_images"]]
+    good = [load_model_input(fit[i], meta["channels"], params) for i in sorted(chosen)]
+
+    def features(batch: list[np.ndarray]) -> torch.Tensor:
+        return unet_features(model, torch.from_numpy(np.stack(batch)).to(device))
+
+    bank = feature_bank(
+        (features(good[i : i + _FEATURE_BATCH]) for i in range(0, len(good), _FEATURE_BATCH)),
+        sp["bank_vectors"],
+    )
+    maps = []
+    for i in tqdm(range(0, len(images), _FEATURE_BATCH), desc=f"score@{category}", unit="batch"):
+        batch = images[i : i + _FEATURE_BATCH]
+        nearest = nearest_distance_maps(features(batch), bank, batch[0].shape[-2:])
+        maps.extend(blur(nearest.double().cpu(), sp["sigma"], sp["kernel_size"]).numpy())
+    return maps
 
 
 def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
@@ -24,31 +75,26 @@ def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
     summary = json.loads((recon / "summary.json").read_text())
     store = ResultStore(recon, summary["digest"])
     sp = params["score"]
+    keys = [(split, key) for split in ("test", "validation") for key in summary[split]]
+    if sp["map"] == "features":
+        images = [store.load(key, ("image",))["image"] for _, key in keys]
+        amaps = feature_maps(params, category, images)
+    else:
+        amaps = [reconstruction_map(store.load(key), sp) for _, key in keys]
     rows, maps, masks = [], [], []
-    for split in ("test", "validation"):
-        for key in summary[split]:
-            result = store.load(key)
-            amap = anomaly_map(
-                torch.from_numpy(result["image"]),
-                torch.from_numpy(result["reconstructions"].astype(np.float32)),
-                sigma=sp["sigma"],
-                kernel_size=sp["kernel_size"],
-                error=sp["error"],
-            ).numpy()
-            score = image_score(amap, sp["image_score"], sp["top_fraction"])
-            label = int(result["label"]) if split == "test" else 0
-            rows.append(
-                {
-                    "key": key,
-                    "split": split,
-                    "label": label,
-                    "defect": key.split("/")[1] if split == "test" else "good",
-                    "score": score,
-                }
-            )
-            if split == "test":
-                maps.append(amap.astype(np.float32))
-                masks.append(result["mask"])
+    for (split, key), amap in zip(keys, amaps, strict=True):
+        rows.append(
+            {
+                "key": key,
+                "split": split,
+                "label": int(store.load(key, ("label",))["label"]) if split == "test" else 0,
+                "defect": key.split("/")[1] if split == "test" else "good",
+                "score": image_score(amap, sp["image_score"], sp["top_fraction"]),
+            }
+        )
+        if split == "test":
+            maps.append(amap.astype(np.float32))
+            masks.append(store.load(key, ("mask",))["mask"])
     return {"rows": rows, "maps": np.stack(maps), "masks": np.stack(masks)}
 
 

@@ -75,6 +75,17 @@ def test_detect_without_a_threshold_source_says_what_to_pass(
     assert "--threshold X" in err and "--good-dir DIR" in err
 
 
+def test_detect_refuses_the_features_map_in_one_line(
+    project: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (project / "params.yaml").write_text(FAST_PARAMS + "score:\n  map: features\n")
+    image = str(write_gray(project / "img.png", 0.5))
+    code, out, err = _run(["detect", image, "--model", "toy", "--threshold", "1"], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("error: score.map: features is not supported by ddad detect")
+    assert err.count("\n") == 1
+
+
 def test_missing_image_exits_2_naming_it(project: Path, capsys: pytest.CaptureFixture) -> None:
     code, _, err = _run(
         ["detect", "nope/missing.png", "--model", "toy", "--threshold", "1"], capsys

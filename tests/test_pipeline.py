@@ -140,6 +140,17 @@ def test_a_changed_knob_makes_its_own_stage_stale(finished, change, stale):
         _set_params(finished)
 
 
+def test_the_features_map_rescoring_runs_only_score_and_after(finished):
+    features = {"score": {"map": "features", "bank_images": 4, "bank_vectors": 100}}
+    _set_params(finished, features)
+    try:
+        assert _ran(_run(finished, "dvc", "repro")) == ["score@stripes", "evaluate", "plot"]
+        assert 0 <= _metrics(finished)["categories"]["stripes"]["img_auc"] <= 1
+    finally:
+        _set_params(finished)
+        _run(finished, "dvc", "repro")
+
+
 @pytest.mark.slow
 def test_two_categories_rerun_only_what_changed(tmp_path):
     project = make_project(tmp_path / "two", {"data": {"categories": ["stripes", "washer"]}})

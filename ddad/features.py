@@ -1,0 +1,78 @@
+"""Anomaly maps from the denoiser's own features: distance to the nearest good-image feature.
+
+The trained UNet is a feature extractor that has only seen good parts. Each position of a test
+image is described by the activations of a few encoder blocks (averaged over a 3x3 neighbourhood
+so a feature describes a small patch, not one pixel), and scored by its distance to the closest
+feature of any good training image. A defect is a patch unlike every good patch, wherever it
+sits, so the map needs no aligned images. On the real magnetic-tile photographs this scored
+better than the reconstruction error (README, "Measured on real photographs").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+FEATURE_BLOCKS = (1, 3)  # the first blocks at full and at half resolution
+_NEIGHBOURHOOD = 3
+_CHUNK = 4096
+
+
+def unet_features(
+    model: torch.nn.Module, images: torch.Tensor, blocks: Sequence[int] = FEATURE_BLOCKS
+) -> torch.Tensor:
+    """Patch features [N, D, H/2, W/2] of ``images`` [N, C, H, W] in [-1, 1], at t = 0.
+
+    ``blocks`` index ``model.input_blocks``; each block's output is averaged over a 3x3
+    neighbourhood and resized to half the image size, then the blocks are stacked.
+    """
+    if not blocks:
+        raise ValueError("unet_features needs at least one block")
+    captured: dict[int, torch.Tensor] = {}
+    hooks = [
+        model.input_blocks[b].register_forward_hook(
+            lambda _m, _i, out, b=b: captured.__setitem__(b, out)
+        )
+        for b in blocks
+    ]
+    try:
+        with torch.no_grad():
+            model(images, torch.zeros(len(images), dtype=torch.long, device=images.device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    size = (images.shape[-2] // 2, images.shape[-1] // 2)
+    pooled = [
+        F.avg_pool2d(captured[b].float(), _NEIGHBOURHOOD, 1, _NEIGHBOURHOOD // 2) for b in blocks
+    ]
+    return torch.cat(
+        [F.interpolate(p, size=size, mode="bilinear", align_corners=False) for p in pooled], 1
+    )
+
+
+def feature_bank(features: Iterable[torch.Tensor], max_vectors: int, seed: int = 0) -> torch.Tensor:
+    """Every position of every [N, D, h, w] feature batch as rows [M, D], at most ``max_vectors``.
+
+    A random subset (chosen by ``seed``) keeps the nearest-neighbour search affordable; with
+    fewer vectors than the cap all are kept.
+    """
+    rows = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]) for f in features])
+    if len(rows) <= max_vectors:
+        return rows
+    keep = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:max_vectors]
+    return rows[keep]
+
+
+def nearest_distance_maps(
+    features: torch.Tensor, bank: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
+    """[N, *size] maps: each position's Euclidean distance to its nearest bank row."""
+    n, d, h, w = features.shape
+    queries = features.permute(0, 2, 3, 1).reshape(-1, d)
+    bank = bank.to(queries)
+    nearest = torch.cat(
+        [torch.cdist(q, bank).min(dim=1).values for q in queries.split(_CHUNK)]
+    ).reshape(n, 1, h, w)
+    return F.interpolate(nearest, size=size, mode="bilinear", align_corners=False)[:, 0]
