@@ -37,7 +37,7 @@ from ddad.layout import list_categories
 from ddad.models import PRESETS, build_diffusion, build_model, check_preset, load_trained
 from ddad.preprocess import NORMALIZATIONS
 from ddad.reconstruct import SAMPLERS, Plan
-from ddad.scoring import ERRORS, IMAGE_SCORES
+from ddad.scoring import ERRORS, IMAGE_SCORES, MAPS
 
 PARAMS_FILE = Path("params.yaml")
 TRAINED_DIR = Path("models/trained")
@@ -292,9 +292,7 @@ def _good_images(folder: Path) -> list[Path]:
 
 def _detect(args: argparse.Namespace) -> int:
     params = _read_params()
-    if _setting(params, "score.map", _choice("reconstruction", "features"), "reconstruction") != (
-        "reconstruction"
-    ):
+    if _setting(params, "score.map", _choice(*MAPS), "reconstruction") == "features":
         raise DdadError(
             "score.map: features is not supported by ddad detect yet (its threshold would not "
             "match the maps it draws); set score.map: reconstruction and run `dvc repro`"

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 ERRORS = ("squared", "absolute")
 IMAGE_SCORES = ("max", "topk_mean")
+MAPS = ("reconstruction", "features")  # features: ddad.features, nearest good patch
 
 
 def gaussian_kernel(sigma: float, size: int = 0) -> torch.Tensor:

@@ -18,7 +18,7 @@ from ddad.errors import DdadError
 from ddad.models import PRESETS
 from ddad.preprocess import NORMALIZATIONS
 from ddad.reconstruct import SAMPLERS
-from ddad.scoring import ERRORS, IMAGE_SCORES
+from ddad.scoring import ERRORS, IMAGE_SCORES, MAPS
 
 PARAMS_FILE = Path("params.yaml")
 CATEGORY_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # category names become folder names under runs/
@@ -108,7 +108,7 @@ SCHEMA: dict[str, Any] = {
         "error": _choice(*ERRORS),
         "image_score": _choice(*IMAGE_SCORES),
         "top_fraction": Spec("float", 0, 1),
-        "map": _choice("reconstruction", "features"),
+        "map": _choice(*MAPS),
         "bank_images": Spec("int", 1),
         "bank_vectors": Spec("int", 1),
     },

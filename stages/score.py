@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ddad.engine import resolve_device
+from ddad.engine import prepare_model, resolve_device
 from ddad.features import feature_bank, nearest_distance_maps, unet_features
 from ddad.layout import train_images
 from ddad.models import load_trained
@@ -47,7 +47,7 @@ def feature_maps(
     sp = params["score"]
     device = resolve_device(params["device"])
     model, _, meta = load_trained(TRAINED_DIR / category)
-    model = model.to(device).eval()
+    model = prepare_model(model, device)
     root = Path(read_manifest()["root"])
     held_out = {root / p for p in meta["validation_images"]}
     fit = [p for p in train_images(root, category) if p not in held_out]
@@ -78,23 +78,25 @@ def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
     keys = [(split, key) for split in ("test", "validation") for key in summary[split]]
     if sp["map"] == "features":
         images = [store.load(key, ("image",))["image"] for _, key in keys]
-        amaps = feature_maps(params, category, images)
-    else:
-        amaps = [reconstruction_map(store.load(key), sp) for _, key in keys]
+        amaps = iter(feature_maps(params, category, images))
+    else:  # one stored result in memory at a time
+        amaps = (reconstruction_map(store.load(key), sp) for _, key in keys)
     rows, maps, masks = [], [], []
     for (split, key), amap in zip(keys, amaps, strict=True):
+        is_test = split == "test"
+        truth = store.load(key, ("label", "mask")) if is_test else {}
         rows.append(
             {
                 "key": key,
                 "split": split,
-                "label": int(store.load(key, ("label",))["label"]) if split == "test" else 0,
-                "defect": key.split("/")[1] if split == "test" else "good",
+                "label": int(truth["label"]) if is_test else 0,
+                "defect": key.split("/")[1] if is_test else "good",
                 "score": image_score(amap, sp["image_score"], sp["top_fraction"]),
             }
         )
-        if split == "test":
+        if is_test:
             maps.append(amap.astype(np.float32))
-            masks.append(store.load(key, ("mask",))["mask"])
+            masks.append(truth["mask"])
     return {"rows": rows, "maps": np.stack(maps), "masks": np.stack(masks)}
 
 
