@@ -270,6 +270,9 @@ def _score_settings(params: dict[str, Any]) -> ScoreSettings:
         error=_setting(params, "score.error", _choice(*ERRORS), d.error),
         image_score=_setting(params, "score.image_score", _choice(*IMAGE_SCORES), d.image_score),
         top_fraction=_setting(params, "score.top_fraction", _number(0, 1, True), d.top_fraction),
+        map=_setting(params, "score.map", _choice(*MAPS), d.map),
+        bank_images=_setting(params, "score.bank_images", _integer(1), d.bank_images),
+        bank_vectors=_setting(params, "score.bank_vectors", _integer(1), d.bank_vectors),
     )
 
 
@@ -292,11 +295,6 @@ def _good_images(folder: Path) -> list[Path]:
 
 def _detect(args: argparse.Namespace) -> int:
     params = _read_params()
-    if _setting(params, "score.map", _choice(*MAPS), "reconstruction") == "features":
-        raise DdadError(
-            "score.map: features is not supported by ddad detect yet (its threshold would not "
-            "match the maps it draws); set score.map: reconstruction and run `dvc repro`"
-        )
     model_dir = resolve_model_dir(args.model)
     category = json.loads((model_dir / "meta.json").read_text()).get("category", model_dir.name)
     settings = {

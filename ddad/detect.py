@@ -23,6 +23,8 @@ from PIL import Image
 
 from ddad.engine import Reconstruction, prepare_model, resolve_device, run
 from ddad.errors import DdadError
+from ddad.features import bank_sources, feature_anomaly_maps, good_feature_bank
+from ddad.layout import train_images
 from ddad.models import load_trained
 from ddad.preprocess import model_input, to_unit_range
 from ddad.reconstruct import Plan
@@ -44,6 +46,9 @@ class ScoreSettings:
     error: str = "squared"
     image_score: str = "max"
     top_fraction: float = 0.01
+    map: str = "reconstruction"
+    bank_images: int = 200
+    bank_vectors: int = 60000
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,7 @@ class Detector:
         self.threshold: float | None = None
         self.threshold_source = "not set"
         self.good_scores = np.empty(0)
+        self.bank: torch.Tensor | None = None
 
     @classmethod
     def load(
@@ -188,7 +194,8 @@ class Detector:
         The threshold is, in order: ``threshold`` as given; calibrated on ``good_images``; learned
         from the held-out good images' scores in runs/<category>/score/scores.csv; calibrated on
         the held-out images meta.json lists, under the dataset root the manifest names.
-        ``threshold_source`` says which.
+        ``threshold_source`` says which. ``score.map == "features"`` builds the good-feature bank
+        from the training images under that root, as the score stage does.
         """
         model, diffusion, meta = load_trained(Path(model_dir))
         detector = cls(
@@ -204,6 +211,8 @@ class Detector:
             batch_size=batch_size,
             seed=seed,
         )
+        if detector.settings.map == "features":
+            detector._build_bank(meta, dataset_root(manifest), manifest)
         if threshold is not None:
             detector.threshold, detector.threshold_source = float(threshold), "given"
         elif good_images is not None:
@@ -256,9 +265,7 @@ class Detector:
         items = [
             (
                 str(path),
-                lambda p=Path(path): model_input(
-                    p, self.channels, self.image_size, self.resize, self.normalization
-                ),
+                lambda p=Path(path): self._input(p),
             )
             for path in paths
         ]
@@ -273,14 +280,35 @@ class Detector:
             progress=False,
         ):
             s = self.settings
-            amap = anomaly_map(
-                torch.from_numpy(recon.image),
-                torch.from_numpy(recon.reconstructions),
-                sigma=s.sigma,
-                kernel_size=s.kernel_size,
-                error=s.error,
-            ).numpy()
+            if self.bank is not None:
+                (amap,) = feature_anomaly_maps(
+                    self.model, [recon.image], self.bank, s.sigma, s.kernel_size
+                )
+            else:
+                amap = anomaly_map(
+                    torch.from_numpy(recon.image),
+                    torch.from_numpy(recon.reconstructions),
+                    sigma=s.sigma,
+                    kernel_size=s.kernel_size,
+                    error=s.error,
+                ).numpy()
             yield image_score(amap, s.image_score, s.top_fraction), amap, recon
+
+    def _build_bank(self, meta: dict, root: Path | None, manifest: Path) -> None:
+        category = meta["category"]
+        train = train_images(root, category) if root else []
+        if not train:
+            raise DdadError(
+                f"score.map: features needs the good training images of {category!r}, but "
+                f"{manifest} names no dataset that has them; run `dvc repro fetch_data`"
+            )
+        held_out = {root / p for p in meta.get("validation_images", [])}
+        sources = bank_sources(train, held_out, self.settings.bank_images)
+        good = [self._input(path) for path in sources]
+        self.bank = good_feature_bank(self.model, good, self.settings.bank_vectors)
+
+    def _input(self, path: Path) -> np.ndarray:
+        return model_input(path, self.channels, self.image_size, self.resize, self.normalization)
 
     def _set_threshold(self, good_scores: np.ndarray, source: str) -> float:
         self.good_scores = np.asarray(good_scores, dtype=np.float64)

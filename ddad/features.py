@@ -10,14 +10,20 @@ better than the reconstruction error (README, "Measured on real photographs").
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
+
+from ddad.scoring import blur
 
 FEATURE_BLOCKS = (1, 3)  # the first blocks at full and at half resolution
 _NEIGHBOURHOOD = 3
 _CHUNK = 4096
+_BATCH = 32
 
 
 def unet_features(
@@ -76,3 +82,50 @@ def nearest_distance_maps(
         [torch.cdist(q, bank).min(dim=1).values for q in queries.split(_CHUNK)]
     ).reshape(n, 1, h, w)
     return F.interpolate(nearest, size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def bank_sources(train: Sequence[Path], held_out: Collection[Path], count: int) -> list[Path]:
+    """The good training images whose features form the bank: ``count`` of those not held out.
+
+    The choice depends on the file list alone (fixed seed), so the score stage and ``ddad
+    detect`` build the same bank and the pipeline's thresholds stay valid for detect.
+    """
+    fit = [path for path in train if path not in held_out]
+    chosen = np.random.default_rng(0).permutation(len(fit))[:count]
+    return [fit[i] for i in sorted(chosen)]
+
+
+def good_feature_bank(
+    model: torch.nn.Module, images: Sequence[np.ndarray], max_vectors: int
+) -> torch.Tensor:
+    """The bank of ``images`` ([C, H, W] model inputs of good parts), at most ``max_vectors``."""
+    return feature_bank((_features(model, batch) for batch in _batches(images)), max_vectors)
+
+
+def feature_anomaly_maps(
+    model: torch.nn.Module,
+    images: Sequence[np.ndarray],
+    bank: torch.Tensor,
+    sigma: float,
+    kernel_size: int,
+    desc: str | None = None,
+) -> list[np.ndarray]:
+    """Nearest-good-feature maps of ``images`` ([C, H, W]), blurred like the error maps.
+
+    ``desc`` shows a progress bar with that label.
+    """
+    maps = []
+    batches = list(_batches(images))
+    for batch in tqdm(batches, desc=desc, unit="batch", disable=desc is None):
+        nearest = nearest_distance_maps(_features(model, batch), bank, batch[0].shape[-2:])
+        maps.extend(blur(nearest.double().cpu(), sigma, kernel_size).numpy())
+    return maps
+
+
+def _batches(images: Sequence[np.ndarray]) -> Iterable[Sequence[np.ndarray]]:
+    return (images[i : i + _BATCH] for i in range(0, len(images), _BATCH))
+
+
+def _features(model: torch.nn.Module, batch: Sequence[np.ndarray]) -> torch.Tensor:
+    device = next(model.parameters()).device
+    return unet_features(model, torch.from_numpy(np.stack(batch)).to(device))

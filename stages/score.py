@@ -16,17 +16,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from ddad.engine import prepare_model, resolve_device
-from ddad.features import feature_bank, nearest_distance_maps, unet_features
+from ddad.features import bank_sources, feature_anomaly_maps, good_feature_bank
 from ddad.layout import train_images
 from ddad.models import load_trained
-from ddad.scoring import anomaly_map, blur, image_score
+from ddad.scoring import anomaly_map, image_score
 from ddad.store import ResultStore
 from stages.common import RUNS_DIR, TRAINED_DIR, load_model_input, read_manifest, run_stage
-
-_FEATURE_BATCH = 32
 
 
 def reconstruction_map(result: dict[str, np.ndarray], sp: dict[str, Any]) -> np.ndarray:
@@ -45,28 +42,16 @@ def feature_maps(
 ) -> list[np.ndarray]:
     """Nearest-good-feature maps of ``images`` ([C, H, W] at model size), blurred like errors."""
     sp = params["score"]
-    device = resolve_device(params["device"])
     model, _, meta = load_trained(TRAINED_DIR / category)
-    model = prepare_model(model, device)
+    model = prepare_model(model, resolve_device(params["device"]))
     root = Path(read_manifest()["root"])
     held_out = {root / p for p in meta["validation_images"]}
-    fit = [p for p in train_images(root, category) if p not in held_out]
-    chosen = np.random.default_rng(0).permutation(len(fit))[: sp["bank_images"]]
-    good = [load_model_input(fit[i], meta["channels"], params) for i in sorted(chosen)]
-
-    def features(batch: list[np.ndarray]) -> torch.Tensor:
-        return unet_features(model, torch.from_numpy(np.stack(batch)).to(device))
-
-    bank = feature_bank(
-        (features(good[i : i + _FEATURE_BATCH]) for i in range(0, len(good), _FEATURE_BATCH)),
-        sp["bank_vectors"],
+    sources = bank_sources(train_images(root, category), held_out, sp["bank_images"])
+    good = [load_model_input(path, meta["channels"], params) for path in sources]
+    bank = good_feature_bank(model, good, sp["bank_vectors"])
+    return feature_anomaly_maps(
+        model, images, bank, sp["sigma"], sp["kernel_size"], desc=f"score@{category}"
     )
-    maps = []
-    for i in tqdm(range(0, len(images), _FEATURE_BATCH), desc=f"score@{category}", unit="batch"):
-        batch = images[i : i + _FEATURE_BATCH]
-        nearest = nearest_distance_maps(features(batch), bank, batch[0].shape[-2:])
-        maps.extend(blur(nearest.double().cpu(), sp["sigma"], sp["kernel_size"]).numpy())
-    return maps
 
 
 def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:

@@ -75,15 +75,15 @@ def test_detect_without_a_threshold_source_says_what_to_pass(
     assert "--threshold X" in err and "--good-dir DIR" in err
 
 
-def test_detect_refuses_the_features_map_in_one_line(
-    project: Path, capsys: pytest.CaptureFixture
-) -> None:
+def test_detect_scores_with_the_features_map(project: Path, capsys: pytest.CaptureFixture) -> None:
+    for i in range(3):
+        write_gray(project / "data" / "images" / "toy" / "train" / "good" / f"{i}.png", 0.5, i)
+    (project / "data" / "dataset.json").write_text('{"root": "data/images"}')
     (project / "params.yaml").write_text(FAST_PARAMS + "score:\n  map: features\n")
     image = str(write_gray(project / "img.png", 0.5))
-    code, out, err = _run(["detect", image, "--model", "toy", "--threshold", "1"], capsys)
-    assert code == 2 and out == ""
-    assert err.startswith("error: score.map: features is not supported by ddad detect")
-    assert err.count("\n") == 1
+    code, out, _ = _run(["detect", image, "--model", "toy", "--threshold", "1e9"], capsys)
+    assert code == 0
+    assert out.splitlines()[1].startswith(f"OK     {image}  score ")
 
 
 def test_missing_image_exits_2_naming_it(project: Path, capsys: pytest.CaptureFixture) -> None:

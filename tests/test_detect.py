@@ -13,6 +13,7 @@ from PIL import Image
 
 from ddad.detect import (
     Detector,
+    ScoreSettings,
     overlay_names,
     overlay_scale,
     save_overlay,
@@ -164,5 +165,48 @@ def test_no_threshold_source_is_a_one_line_error(tmp_path: Path) -> None:
             plan=FAST_PLAN,
             device="cpu",
             runs_dir=tmp_path / "runs",
+            manifest=tmp_path / "missing.json",
+        )
+
+
+def _toy_dataset(tmp_path: Path) -> Path:
+    """Three good training images of category toy and a manifest naming their root."""
+    root = tmp_path / "data"
+    for i in range(3):
+        write_gray(root / "toy" / "train" / "good" / f"{i}.png", 0.5, seed=i)
+    manifest = tmp_path / "dataset.json"
+    manifest.write_text(json.dumps({"root": str(root)}))
+    return manifest
+
+
+def test_features_map_scores_a_banked_image_near_zero_and_a_spot_higher(tmp_path: Path) -> None:
+    manifest = _toy_dataset(tmp_path)
+    detector = Detector.load(
+        tiny_model_dir(tmp_path),
+        threshold=1.0,
+        plan=FAST_PLAN,
+        score=ScoreSettings(map="features", sigma=0),
+        device="cpu",
+        manifest=manifest,
+    )
+    assert detector.bank is not None and detector.bank.shape[0] == 3 * (SIZE // 2) ** 2
+    banked = tmp_path / "data" / "toy" / "train" / "good" / "0.png"
+    spotted = write_gray(tmp_path / "spot.png", 0.5)
+    with Image.open(spotted) as picture:
+        pixels = np.array(picture)
+    pixels[8:12, 8:12] = 0
+    Image.fromarray(pixels).save(spotted)
+    good, spot = detector.score([banked, spotted])
+    assert good.score < 1e-2 and spot.score > 10 * good.score
+    assert good.amap.shape == (SIZE, SIZE)
+
+
+def test_features_map_without_training_images_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(DdadError, match="features needs the good training images of 'toy'"):
+        Detector.load(
+            tiny_model_dir(tmp_path),
+            threshold=1.0,
+            score=ScoreSettings(map="features"),
+            device="cpu",
             manifest=tmp_path / "missing.json",
         )
