@@ -11,8 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
+
+from ddad.detect import Detector, ScoreSettings
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -140,12 +143,32 @@ def test_a_changed_knob_makes_its_own_stage_stale(finished, change, stale):
         _set_params(finished)
 
 
+BANK = {"bank_images": 4, "bank_vectors": 100}
+
+
+def _detect_agrees_with_the_pipeline(project: Path, score: ScoreSettings) -> None:
+    """ddad's Detector scores the held-out images as the score stage did (threshold valid)."""
+    previous = Path.cwd()
+    os.chdir(project)
+    try:
+        detector = Detector.load(Path("models/trained/stripes"), score=score, device="cpu")
+        table = pd.read_csv("runs/stripes/score/scores.csv")
+        held_out = json.loads(Path("models/trained/stripes/meta.json").read_text())
+        paths = [Path("data/images") / p for p in held_out["validation_images"]]
+        scores = [r.score for r in detector.score(paths)]
+    finally:
+        os.chdir(previous)
+    expected = table.loc[table["split"] == "validation", "score"].to_numpy()
+    assert scores == pytest.approx(expected, rel=1e-4)
+
+
 def test_the_features_map_rescoring_runs_only_score_and_after(finished):
-    features = {"score": {"map": "features", "bank_images": 4, "bank_vectors": 100}}
+    features = {"score": {"map": "features", **BANK}}
     _set_params(finished, features)
     try:
         assert _ran(_run(finished, "dvc", "repro")) == ["score@stripes", "evaluate", "plot"]
         assert 0 <= _metrics(finished)["categories"]["stripes"]["img_auc"] <= 1
+        _detect_agrees_with_the_pipeline(finished, ScoreSettings(map="features", **BANK))
     finally:
         _set_params(finished)
         _run(finished, "dvc", "repro")
