@@ -23,8 +23,7 @@ from PIL import Image
 
 from ddad.engine import Reconstruction, prepare_model, resolve_device, run
 from ddad.errors import DdadError
-from ddad.features import bank_sources, feature_anomaly_maps, good_feature_bank
-from ddad.layout import train_images
+from ddad.features import feature_anomaly_maps, training_bank
 from ddad.models import load_trained
 from ddad.preprocess import model_input, to_unit_range
 from ddad.reconstruct import Plan
@@ -295,17 +294,15 @@ class Detector:
             yield image_score(amap, s.image_score, s.top_fraction), amap, recon
 
     def _build_bank(self, meta: dict, root: Path | None, manifest: Path) -> None:
-        category = meta["category"]
-        train = train_images(root, category) if root else []
-        if not train:
+        if root is None:
             raise DdadError(
-                f"score.map: features needs the good training images of {category!r}, but "
-                f"{manifest} names no dataset that has them; run `dvc repro fetch_data`"
+                f"score.map: features needs the good training images of {meta['category']!r}, "
+                f"but {manifest} is missing; run `dvc repro fetch_data`"
             )
-        held_out = {root / p for p in meta.get("validation_images", [])}
-        sources = bank_sources(train, held_out, self.settings.bank_images)
-        good = [self._input(path) for path in sources]
-        self.bank = good_feature_bank(self.model, good, self.settings.bank_vectors)
+        s = self.settings
+        self.bank = training_bank(
+            self.model, root, meta, self._input, s.bank_images, s.bank_vectors
+        )
 
     def _input(self, path: Path) -> np.ndarray:
         return model_input(path, self.channels, self.image_size, self.resize, self.normalization)

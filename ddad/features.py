@@ -10,7 +10,7 @@ better than the reconstruction error (README, "Measured on real photographs").
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ddad.layout import train_images
 from ddad.scoring import blur
 
 FEATURE_BLOCKS = (1, 3)  # the first blocks at full and at half resolution
@@ -84,22 +85,26 @@ def nearest_distance_maps(
     return F.interpolate(nearest, size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
-def bank_sources(train: Sequence[Path], held_out: Collection[Path], count: int) -> list[Path]:
-    """The good training images whose features form the bank: ``count`` of those not held out.
-
-    The choice depends on the file list alone (fixed seed), so the score stage and ``ddad
-    detect`` build the same bank and the pipeline's thresholds stay valid for detect.
-    """
-    fit = [path for path in train if path not in held_out]
-    chosen = np.random.default_rng(0).permutation(len(fit))[:count]
-    return [fit[i] for i in sorted(chosen)]
-
-
-def good_feature_bank(
-    model: torch.nn.Module, images: Sequence[np.ndarray], max_vectors: int
+def training_bank(
+    model: torch.nn.Module,
+    root: Path,
+    meta: dict,
+    load: Callable[[Path], np.ndarray],
+    count: int,
+    max_vectors: int,
 ) -> torch.Tensor:
-    """The bank of ``images`` ([C, H, W] model inputs of good parts), at most ``max_vectors``."""
-    return feature_bank((_features(model, batch) for batch in _batches(images)), max_vectors)
+    """The good-feature bank of a trained category: ``count`` of its training images.
+
+    The images held out in ``meta`` (the train stage's meta.json) are left out. The choice
+    depends on the file list alone (fixed seed), so the score stage and ``ddad detect`` build
+    the same bank and the pipeline's thresholds stay valid for detect. ``load`` turns a path
+    into the model's [C, H, W] input.
+    """
+    held_out = {root / p for p in meta["validation_images"]}
+    fit = [path for path in train_images(root, meta["category"]) if path not in held_out]
+    chosen = np.random.default_rng(0).permutation(len(fit))[:count]
+    good = [load(fit[i]) for i in sorted(chosen)]
+    return feature_bank((_features(model, batch) for batch in _batches(good)), max_vectors)
 
 
 def feature_anomaly_maps(

@@ -18,8 +18,7 @@ import pandas as pd
 import torch
 
 from ddad.engine import prepare_model, resolve_device
-from ddad.features import bank_sources, feature_anomaly_maps, good_feature_bank
-from ddad.layout import train_images
+from ddad.features import feature_anomaly_maps, training_bank
 from ddad.models import load_trained
 from ddad.scoring import anomaly_map, image_score
 from ddad.store import ResultStore
@@ -44,11 +43,14 @@ def feature_maps(
     sp = params["score"]
     model, _, meta = load_trained(TRAINED_DIR / category)
     model = prepare_model(model, resolve_device(params["device"]))
-    root = Path(read_manifest()["root"])
-    held_out = {root / p for p in meta["validation_images"]}
-    sources = bank_sources(train_images(root, category), held_out, sp["bank_images"])
-    good = [load_model_input(path, meta["channels"], params) for path in sources]
-    bank = good_feature_bank(model, good, sp["bank_vectors"])
+    bank = training_bank(
+        model,
+        Path(read_manifest()["root"]),
+        meta,
+        lambda path: load_model_input(path, meta["channels"], params),
+        sp["bank_images"],
+        sp["bank_vectors"],
+    )
     return feature_anomaly_maps(
         model, images, bank, sp["sigma"], sp["kernel_size"], desc=f"score@{category}"
     )
