@@ -38,14 +38,14 @@ OVERLAY_MIN_SIDE = 256
 
 @dataclass(frozen=True)
 class ScoreSettings:
-    """How a map and an image score come from the reconstructions (params.yaml ``score``)."""
+    """How a map and an image score are made (params.yaml ``score``, same defaults)."""
 
     sigma: float = 1.4
     kernel_size: int = 7
     error: str = "squared"
     image_score: str = "max"
     top_fraction: float = 0.01
-    map: str = "reconstruction"
+    map: str = "features"
     bank_images: int = 200
     bank_vectors: int = 60000
 
@@ -261,6 +261,11 @@ class Detector:
 
     def _scored(self, paths: Sequence[Path]) -> Iterator[tuple[float, np.ndarray, Reconstruction]]:
         """(image score, anomaly map, reconstruction) per path, in order."""
+        if self.settings.map == "features" and self.bank is None:
+            raise DdadError(
+                "score.map: features needs the good-feature bank; build the detector with "
+                "Detector.load, or set detector.bank (ddad.features.training_bank)"
+            )
         items = [
             (
                 str(path),
@@ -279,7 +284,7 @@ class Detector:
             progress=False,
         ):
             s = self.settings
-            if self.bank is not None:
+            if s.map == "features":
                 (amap,) = feature_anomaly_maps(
                     self.model, [recon.image], self.bank, s.sigma, s.kernel_size
                 )

@@ -12,7 +12,8 @@ from ddad.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-FAST_PARAMS = "reconstruct:\n  timesteps: 20\n  steps: 1\n  ensemble: 1\n"
+FAST_RECONSTRUCT = "reconstruct:\n  timesteps: 20\n  steps: 1\n  ensemble: 1\n"
+FAST_PARAMS = FAST_RECONSTRUCT + "score:\n  map: reconstruction\n"  # no training images needed
 
 
 @pytest.fixture
@@ -75,11 +76,13 @@ def test_detect_without_a_threshold_source_says_what_to_pass(
     assert "--threshold X" in err and "--good-dir DIR" in err
 
 
-def test_detect_scores_with_the_features_map(project: Path, capsys: pytest.CaptureFixture) -> None:
+def test_detect_scores_with_the_features_map_by_default(
+    project: Path, capsys: pytest.CaptureFixture
+) -> None:
     for i in range(3):
         write_gray(project / "data" / "images" / "toy" / "train" / "good" / f"{i}.png", 0.5, i)
     (project / "data" / "dataset.json").write_text('{"root": "data/images"}')
-    (project / "params.yaml").write_text(FAST_PARAMS + "score:\n  map: features\n")
+    (project / "params.yaml").write_text(FAST_RECONSTRUCT)
     image = str(write_gray(project / "img.png", 0.5))
     code, out, _ = _run(["detect", image, "--model", "toy", "--threshold", "1e9"], capsys)
     assert code == 0

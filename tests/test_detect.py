@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from ddad.detect import (
@@ -23,9 +26,12 @@ from ddad.errors import DdadError
 from ddad.models import build_model, save_checkpoint
 from ddad.reconstruct import Plan
 
+REPO = Path(__file__).resolve().parents[1]
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FAST_PLAN = Plan(timesteps=20, sampler="ddim", steps=1, ensemble=1)
+RECONSTRUCTION_MAP = ScoreSettings(map="reconstruction")  # needs no training images
 SIZE = 16
 
 
@@ -36,6 +42,13 @@ def write_gray(path: Path, value: float, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.round(pixels * 255).astype(np.uint8), mode="L").save(path)
     return path
+
+
+def fast_detector(tmp_path: Path, **options: Any) -> Detector:
+    """A reconstruction-map detector on a tiny random model, one UNet pass per image."""
+    return Detector.load(
+        tiny_model_dir(tmp_path), plan=FAST_PLAN, score=RECONSTRUCTION_MAP, device="cpu", **options
+    )
 
 
 def tiny_model_dir(folder: Path, validation_images: list[str] | None = None) -> Path:
@@ -95,9 +108,15 @@ def test_save_overlay_enlarges_small_pictures(tmp_path: Path) -> None:
         assert saved.mode == "RGB"
 
 
+def test_score_settings_default_to_the_pipelines_params() -> None:
+    """ddad.Detector scores like `dvc repro` does unless told otherwise."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert asdict(ScoreSettings()) == params["score"]
+
+
 def test_verdict_follows_the_threshold(tmp_path: Path) -> None:
     image = write_gray(tmp_path / "img.png", 0.5)
-    detector = Detector.load(tiny_model_dir(tmp_path), threshold=0.0, plan=FAST_PLAN, device="cpu")
+    detector = fast_detector(tmp_path, threshold=0.0)
     assert detector.threshold_source == "given"
     (first,) = detector.score([image])
     assert first.score > 0 and first.is_defect
@@ -114,7 +133,7 @@ def test_verdict_follows_the_threshold(tmp_path: Path) -> None:
 
 def test_calibrate_learns_the_rule_from_good_images(tmp_path: Path) -> None:
     good = [write_gray(tmp_path / "good" / f"{i}.png", 0.5, seed=i) for i in range(3)]
-    detector = Detector.load(tiny_model_dir(tmp_path), threshold=1.0, plan=FAST_PLAN, device="cpu")
+    detector = fast_detector(tmp_path, threshold=1.0)
     scores = [r.score for r in detector.score(good)]
     assert detector.calibrate(good) == pytest.approx(threshold_from_good(scores))
     assert detector.threshold_source == f"calibrated on 3 good images in {tmp_path / 'good'}"
@@ -122,7 +141,7 @@ def test_calibrate_learns_the_rule_from_good_images(tmp_path: Path) -> None:
 
 
 def test_scoring_without_a_threshold_says_how_to_get_one(tmp_path: Path) -> None:
-    detector = Detector.load(tiny_model_dir(tmp_path), threshold=1.0, plan=FAST_PLAN, device="cpu")
+    detector = fast_detector(tmp_path, threshold=1.0)
     detector.threshold = None
     with pytest.raises(DdadError, match="calibrate"):
         detector.score([write_gray(tmp_path / "img.png", 0.5)])
@@ -134,7 +153,7 @@ def test_default_threshold_comes_from_the_pipelines_validation_scores(tmp_path: 
     csv.parent.mkdir(parents=True)
     rows = {"key": ["test/a", "val/b", "val/c"], "split": ["test", "validation", "validation"]}
     pd.DataFrame(rows | {"score": [9.0, 0.1, 0.3]}).to_csv(csv, index=False)
-    detector = Detector.load(tiny_model_dir(tmp_path), plan=FAST_PLAN, device="cpu", runs_dir=runs)
+    detector = fast_detector(tmp_path, runs_dir=runs)
     assert detector.threshold == pytest.approx(threshold_from_good([0.1, 0.3]))
     assert "scores.csv" in detector.threshold_source
     assert detector.threshold_source.startswith("2 held-out good images' scores")
@@ -150,6 +169,7 @@ def test_default_threshold_calibrates_on_meta_validation_images(tmp_path: Path) 
     detector = Detector.load(
         tiny_model_dir(tmp_path, listed),
         plan=FAST_PLAN,
+        score=RECONSTRUCTION_MAP,
         device="cpu",
         runs_dir=tmp_path / "runs",
         manifest=manifest,
@@ -163,6 +183,7 @@ def test_no_threshold_source_is_a_one_line_error(tmp_path: Path) -> None:
         Detector.load(
             tiny_model_dir(tmp_path),
             plan=FAST_PLAN,
+            score=RECONSTRUCTION_MAP,
             device="cpu",
             runs_dir=tmp_path / "runs",
             manifest=tmp_path / "missing.json",
@@ -210,3 +231,10 @@ def test_features_map_without_training_images_is_a_one_line_error(tmp_path: Path
             device="cpu",
             manifest=tmp_path / "missing.json",
         )
+
+
+def test_features_map_without_a_bank_is_a_one_line_error(tmp_path: Path) -> None:
+    detector = fast_detector(tmp_path, threshold=1.0)
+    detector.settings = ScoreSettings(map="features")
+    with pytest.raises(DdadError, match="features needs the good-feature bank"):
+        detector.score([write_gray(tmp_path / "img.png", 0.5)])

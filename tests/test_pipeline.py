@@ -143,9 +143,6 @@ def test_a_changed_knob_makes_its_own_stage_stale(finished, change, stale):
         _set_params(finished)
 
 
-BANK = {"bank_images": 4, "bank_vectors": 100}
-
-
 def _detect_agrees_with_the_pipeline(project: Path, score: ScoreSettings) -> None:
     """ddad's Detector scores the held-out images as the score stage did (threshold valid)."""
     previous = Path.cwd()
@@ -162,13 +159,12 @@ def _detect_agrees_with_the_pipeline(project: Path, score: ScoreSettings) -> Non
     assert scores == pytest.approx(expected, rel=1e-4)
 
 
-def test_the_features_map_rescoring_runs_only_score_and_after(finished):
-    features = {"score": {"map": "features", **BANK}}
-    _set_params(finished, features)
+def test_detect_scores_like_the_pipeline_and_a_map_switch_rescores_only(finished):
+    _detect_agrees_with_the_pipeline(finished, ScoreSettings())
+    _set_params(finished, {"score": {"map": "reconstruction"}})
     try:
         assert _ran(_run(finished, "dvc", "repro")) == ["score@stripes", "evaluate", "plot"]
         assert 0 <= _metrics(finished)["categories"]["stripes"]["img_auc"] <= 1
-        _detect_agrees_with_the_pipeline(finished, ScoreSettings(map="features", **BANK))
     finally:
         _set_params(finished)
         _run(finished, "dvc", "repro")
