@@ -160,6 +160,8 @@ def _opened(path: Path, kind: str, max_pixels: int | None) -> Iterator[Image.Ima
         ) from err
     except OSError as err:
         raise DdadError(f"cannot read {kind} {path}: {err.strerror or err}") from err
+    except (ValueError, SyntaxError, EOFError) as err:
+        raise _corrupt(kind, path, err) from err
     with lazy:
         width, height = lazy.size
         if width * height > limit:
@@ -177,10 +179,14 @@ def _decoded(lazy: Image.Image, path: Path, kind: str) -> Image.Image:
         lazy.load()
         return ImageOps.exif_transpose(lazy)
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
-        reason = " ".join(str(err).split())
-        raise DdadError(
-            f"{kind} {path} is truncated or corrupt ({reason}); export it again or remove it"
-        ) from err
+        raise _corrupt(kind, path, err) from err
+
+
+def _corrupt(kind: str, path: Path, err: Exception) -> DdadError:
+    reason = " ".join(str(err).split())
+    return DdadError(
+        f"{kind} {path} is truncated or corrupt ({reason}); export it again or remove it"
+    )
 
 
 def _is_gray(image: Image.Image) -> bool:

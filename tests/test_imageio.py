@@ -156,6 +156,14 @@ def test_truncated_file_fails_on_full_decode(tmp_path, name):
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
+def test_header_cut_inside_its_first_chunk_is_named(tmp_path):
+    """Pillow raises ValueError, not OSError, while reading such a header."""
+    path = tmp_path / "header.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x00IHDR")
+    with pytest.raises(DdadError, match=r"image .*header\.png is truncated or corrupt"):
+        read_image(path)
+
+
 def test_text_file_named_png_is_not_an_image(tmp_path):
     path = tmp_path / "notes.png"
     path.write_text("not pixels")
