@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from email.message import Message
 from pathlib import Path
 
-from tqdm import tqdm
-
 from ddad.errors import DdadError
+from ddad.progress import progress_bar
 
 _CHUNK_BYTES = 1 << 20
 _CONTENT_RANGE = re.compile(r"bytes (?:(\d+)-\d+|\*)/(\d+|\*)")
@@ -115,7 +114,7 @@ def _fetch_rest(url: str, part: Path, *, timeout: float, progress: bool) -> None
         start, total = _body_span(response, have, part)
         with (
             open(part, "ab" if start else "wb") as out,
-            tqdm(
+            progress_bar(
                 total=total,
                 initial=start,
                 unit="B",

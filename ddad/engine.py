@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
-from tqdm.auto import tqdm
 
 from ddad.errors import DdadError
+from ddad.progress import progress_bar
 from ddad.reconstruct import Plan, reconstruct
 
 
@@ -78,7 +78,7 @@ def run(
     device = device or next(model.parameters()).device
     per_batch = max(1, batch_size // plan.ensemble)
     batches = [items[i : i + per_batch] for i in range(0, len(items), per_batch)]
-    bar = tqdm(total=len(items), desc=desc, unit="img", disable=not progress)
+    bar = progress_bar(total=len(items), desc=desc, unit="img", disable=not progress)
 
     def load(batch: Sequence[tuple[str, Callable[[], np.ndarray]]]) -> np.ndarray:
         return np.stack([loader() for _, loader in batch])

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ddad.layout import train_images
+from ddad.progress import progress_bar
 from ddad.scoring import blur
 
 FEATURE_BLOCKS = (1, 3)  # the first blocks at full and at half resolution
@@ -121,7 +121,7 @@ def feature_anomaly_maps(
     """
     maps = []
     batches = list(_batches(images))
-    for batch in tqdm(batches, desc=desc, unit="batch", disable=desc is None):
+    for batch in progress_bar(batches, desc=desc, unit="batch", disable=desc is None):
         nearest = nearest_distance_maps(_features(model, batch), bank, batch[0].shape[-2:])
         maps.extend(blur(nearest.double().cpu(), sigma, kernel_size).numpy())
     return maps

@@ -22,6 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ddad.errors import DdadError
+from ddad.progress import progress_bar
 
 SYNTHETIC_CATEGORIES: dict[str, str] = {
     "stripes": "texture",
@@ -360,7 +361,7 @@ def generate_dataset(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for category in categories:
-        with tqdm(
+        with progress_bar(
             total=sum(counts.values()), desc=f"synthetic {category}", disable=not progress
         ) as bar:
             write = partial(_write_category, category, seed, image_size, counts, bar)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
-from tqdm.auto import tqdm
+
+from ddad.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def train_diffusion(
     )
     log = TrainLog()
     low, high = config.t_range
-    bar = tqdm(range(config.steps), desc="train", disable=not progress, unit="step")
+    bar = progress_bar(range(config.steps), desc="train", disable=not progress, unit="step")
     running = None
     for step in bar:
         model.train()
@@ -110,7 +111,7 @@ def train_diffusion(
         schedule.step()
         _update_ema(ema, model, min(config.ema, (1 + step) / (10 + step)))
         running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
-        bar.set_postfix(loss=f"{running:.4f}")
+        bar.set_postfix(loss=f"{running:.4f}", refresh=False)
         last = step + 1 == config.steps
         if (step + 1) % config.log_every == 0 or last:
             log.train.append((step + 1, running))

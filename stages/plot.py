@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from tqdm import tqdm
 
 from ddad import viz
 from ddad.errors import DdadError
 from ddad.metrics import best_threshold
 from ddad.preprocess import to_unit_range
+from ddad.progress import progress_bar
 from ddad.store import ResultStore
 from stages.common import METRICS_DIR, PLOTS_DIR, RUNS_DIR, run_stage
 
@@ -166,7 +166,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     shutil.rmtree(IMAGES_DIR, ignore_errors=True)
     IMAGES_DIR.mkdir(parents=True)
     pool: list[Candidate] = []
-    for name in tqdm(names, desc="plot", unit="category"):
+    for name in progress_bar(names, desc="plot", unit="category"):
         category = load_category(name)
         for index in pick_overlays(category.test, count):
             path = sheet_path(name, category.test.at[index, "key"])
