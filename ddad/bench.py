@@ -1,8 +1,9 @@
-"""How much faster the current reconstruction is than the seed's, on one model and machine.
+"""How much faster the current procedure is than the seed's, on one model and machine.
 
 The seed reconstructed every image 16 times, one member after another at batch 1, each member
 a ~250-step ancestral DDPM chain from a jittered t, started one step late: about 4,000 UNet
-passes per image. The current default batches images and members through a short DDIM chain.
+passes per image. The current default batches images and members through a short DDIM chain,
+and with the feature map adds one UNet pass and a nearest-neighbour search per image.
 Timing the seed in full takes long, so only a share of its passes may be run: seconds per UNet
 pass at batch 1 are measured and scaled linearly to its full NFE, and the report says so.
 """
@@ -22,7 +23,9 @@ import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 from torch.utils.flop_counter import FlopCounterMode
 
+from ddad.detect import ScoreSettings
 from ddad.engine import prepare_model, run
+from ddad.features import feature_anomaly_maps, feature_bank, unet_features
 from ddad.layout import test_images
 from ddad.preprocess import model_input
 from ddad.reconstruct import Plan, reconstruct
@@ -77,7 +80,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"peak:    {_si(default['peak_flops'])}FLOP/s ({report['peak_dtype']} matmul, measured)",
         f"seed:    {report['seed_plan']}, one member at a time at batch 1, float32",
         f"default: {report['default_plan']}, batch {report['batch_size']} samples "
-        f"(ddad.engine{', float16 autocast' if report['device'] == 'cuda' else ''})",
+        f"(ddad.engine{', float16 autocast' if report['device'] == 'cuda' else ''}), "
+        f"{report['default_map']}",
     ]
     if seed["extrapolated"]:
         lines.append(
@@ -229,6 +233,17 @@ def time_seed(
     }
 
 
+def timing_bank(model: torch.nn.Module, images: np.ndarray, rows: int) -> torch.Tensor:
+    """``rows`` feature vectors of ``images``, repeated as needed.
+
+    The nearest-neighbour search costs what a bank of good patches of that size costs; which
+    vectors it holds does not change the time, so no training images are needed.
+    """
+    device = next(model.parameters()).device
+    found = feature_bank([unet_features(model, torch.from_numpy(images).to(device))], rows)
+    return found.repeat(math.ceil(rows / len(found)), 1)[:rows]
+
+
 def time_default(
     model: torch.nn.Module,
     diffusion: GaussianDiffusion,
@@ -237,9 +252,13 @@ def time_default(
     plan: Plan,
     batch_size: int,
     seed: int = 0,
+    score: ScoreSettings | None = None,
 ) -> dict[str, Any]:
-    """Time the current procedure: ddad.engine.run with ``plan`` and ``batch_size``."""
+    """Time the current procedure: ddad.engine.run with ``plan`` and ``batch_size``, then the
+    feature map if ``score`` (default: ScoreSettings()) asks for it (one UNet pass per image)."""
+    score = score or ScoreSettings()
     model = prepare_model(model, device)
+    bank = timing_bank(model, images, score.bank_vectors) if score.map == "features" else None
     items = [(f"bench/{i}", lambda i=i: images[i]) for i in range(len(images))]
 
     def passes_of(chosen: list, with_plan: Plan) -> float:
@@ -255,9 +274,16 @@ def time_default(
         )
         return sum(r.nfe for r in results)
 
+    def mapped(chosen: np.ndarray) -> int:
+        if bank is None:
+            return 0
+        feature_anomaly_maps(model, list(chosen), bank, score.sigma, score.kernel_size)
+        return len(chosen)
+
     warm_up = items[: max(1, batch_size // plan.ensemble)]
     passes_of(warm_up, replace(plan, sampler="one_step"))
-    seconds, passes, memory = _measured(device, lambda: passes_of(items, plan))
+    mapped(images[:1])
+    seconds, passes, memory = _measured(device, lambda: passes_of(items, plan) + mapped(images))
     return {
         "seconds_per_image": seconds / len(images),
         "nfe_per_image": passes / len(images),
@@ -276,14 +302,16 @@ def benchmark(
     seed_share: float = 1.0,
     peak_seconds: float = PEAK_SECONDS,
     seed: int = 0,
+    score: ScoreSettings | None = None,
 ) -> dict[str, Any]:
-    """Time the seed procedure and ``plan`` on the same model, images and device.
+    """Time the seed procedure and ``plan`` then ``score``'s map on the same model, images, device.
 
     Returns the report ``format_report`` prints and ``ddad bench --json`` writes (the caller adds
     what describes the model and images).
     """
     seed_run = time_seed(model, diffusion, images, device, seed_share, seed)
-    default_run = time_default(model, diffusion, images, device, plan, batch_size, seed)
+    score = score or ScoreSettings()
+    default_run = time_default(model, diffusion, images, device, plan, batch_size, seed, score)
     sample = torch.from_numpy(images[:1]).to(device)
     flops = flops_per_pass(model, sample)
     peak, peak_dtype = matmul_peak(device, peak_seconds)
@@ -302,6 +330,7 @@ def benchmark(
         "peak_memory_bytes": memory if device.type == "cuda" else None,
         "seed_plan": describe_plan(SEED_PLAN),
         "default_plan": describe_plan(plan),
+        "default_map": describe_map(score),
         "batch_size": batch_size,
         "images": len(images),
     }
@@ -316,3 +345,10 @@ def describe_plan(plan: Plan) -> str:
     extras += [f"conditioning {plan.conditioning:g}"] if plan.conditioning else []
     tail = f" ({', '.join(extras)})" if extras else ""
     return f"{how} from t={plan.timesteps}{tail}, ensemble {plan.ensemble}"
+
+
+def describe_map(score: ScoreSettings) -> str:
+    """The default's anomaly map in a few words, as the bench prints it."""
+    if score.map == "features":
+        return f"feature map (+1 UNet pass, nearest of {score.bank_vectors:,} patches)"
+    return "reconstruction-error map"

@@ -236,6 +236,7 @@ def _bench(args: argparse.Namespace) -> int:
         plan,
         _batch_size(params, args.batch_size),
         seed_share=args.seed_share,
+        score=_score_settings(params),
     )
     report |= subject["about"]
     print(bench.format_report(report))

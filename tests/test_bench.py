@@ -19,10 +19,13 @@ from ddad.bench import (
     matmul_peak,
     pass_budget,
     procedure_summary,
+    time_default,
     time_seed,
+    timing_bank,
 )
 from ddad.cli import main
-from ddad.models import build_diffusion
+from ddad.detect import ScoreSettings
+from ddad.models import build_diffusion, build_model
 from ddad.reconstruct import Plan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -98,6 +101,24 @@ def test_time_seed_in_full_counts_every_member_pass(diffusion: GaussianDiffusion
     assert timed["nfe_per_image"] == timed["passes_timed"]
 
 
+def test_timing_bank_has_exactly_the_rows_asked_for() -> None:
+    model = build_model("tiny", 1, 16).eval()
+    images = bench.random_images(2, 1, 16)
+    assert timing_bank(model, images, 10).shape == (10, 96)
+    assert timing_bank(model, images, 300).shape == (300, 96)  # 2 x 8 x 8 = 128, repeated
+
+
+def test_the_feature_map_costs_one_more_pass_per_image(diffusion: GaussianDiffusion) -> None:
+    model, images = build_model("tiny", 1, 16), bench.random_images(3, 1, 16)
+    plan, cpu = Plan(timesteps=20, sampler="ddim", steps=2, ensemble=1), torch.device("cpu")
+    costs = {
+        kind: time_default(model, diffusion, images, cpu, plan, 4, score=ScoreSettings(map=kind))
+        for kind in ("reconstruction", "features")
+    }
+    assert costs["reconstruction"]["nfe_per_image"] == 2
+    assert costs["features"]["nfe_per_image"] == 3
+
+
 def _report(extrapolated: bool, memory: dict | None) -> dict:
     row = procedure_summary(1.0, 4000, 1e9, 1e11)
     return {
@@ -110,6 +131,7 @@ def _report(extrapolated: bool, memory: dict | None) -> dict:
         "peak_memory_bytes": memory,
         "seed_plan": "ddpm",
         "default_plan": "ddim",
+        "default_map": "feature map",
         "batch_size": 64,
         "images": 1,
         "preset": "tiny",
@@ -153,7 +175,8 @@ def test_bench_command_writes_the_json_report(
     default_keys |= {"achieved_flops", "peak_flops", "peak_fraction"}
     assert default_keys <= set(report["default"])
     assert report["seed"]["extrapolated"] is True and report["seed"]["nfe_per_image"] == 3992
-    assert report["default"]["nfe_per_image"] == 2
+    assert report["default"]["nfe_per_image"] == 2 + 1  # ddim steps, then the feature pass
+    assert report["default_map"].startswith("feature map")
     assert report["default"]["flops_per_pass"] > 0 and 0 < report["default"]["peak_fraction"]
     assert report["speedup"] > 1
     assert report["peak_memory_bytes"] is None and report["device"] == "cpu"
