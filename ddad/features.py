@@ -5,7 +5,7 @@ image is described by the activations of a few encoder blocks (averaged over a 3
 so a feature describes a small patch, not one pixel), and scored by its distance to the closest
 feature of any good training image. A defect is a patch unlike every good patch, wherever it
 sits, so the map needs no aligned images. On the real magnetic-tile photographs this scored
-better than the reconstruction error (README, "Measured on real photographs").
+better than the reconstruction error (README, "Real photographs: magnetic tiles").
 """
 
 from __future__ import annotations

@@ -26,4 +26,6 @@ def progress_bar(
     stream = stream or sys.stderr
     if not stream.isatty():
         options.setdefault("mininterval", LOG_INTERVAL_S)
+        # tqdm's monitor thread would otherwise force a redraw every 10 s.
+        options.setdefault("maxinterval", options["mininterval"])
     return tqdm(iterable, file=stream, **options)

@@ -15,7 +15,7 @@ class Terminal(io.StringIO):
 def test_a_log_file_gets_a_throttled_bar_that_still_shows_the_end() -> None:
     log = io.StringIO()
     with progress_bar(range(1000), stream=log, desc="train") as bar:
-        assert bar.mininterval == LOG_INTERVAL_S
+        assert bar.mininterval == bar.maxinterval == LOG_INTERVAL_S
         for _ in bar:
             pass
     lines = log.getvalue().replace("\r", "\n").split("\n")
