@@ -11,7 +11,7 @@ them from the same params.yaml; run ``dvc repro`` after changing it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -259,44 +259,45 @@ class Detector:
         vmin, vmax = overlay_scale(self.good_scores, self.threshold)
         return heatmap_overlay(result.image, result.amap, vmin, vmax)
 
-    def _scored(self, paths: Sequence[Path]) -> Iterator[tuple[float, np.ndarray, Reconstruction]]:
+    def _scored(self, paths: Sequence[Path]) -> list[tuple[float, np.ndarray, Reconstruction]]:
         """(image score, anomaly map, reconstruction) per path, in order."""
-        if self.settings.map == "features" and self.bank is None:
+        s = self.settings
+        if s.map == "features" and self.bank is None:
             raise DdadError(
                 "score.map: features needs the good-feature bank; build the detector with "
                 "Detector.load, or set detector.bank (ddad.features.training_bank)"
             )
-        items = [
-            (
-                str(path),
-                lambda p=Path(path): self._input(p),
+        items = [(str(path), lambda p=Path(path): self._input(p)) for path in paths]
+        recons = list(
+            run(
+                self.model,
+                self.diffusion,
+                items,
+                self.plan,
+                seed=self.seed,
+                batch_size=self.batch_size,
+                device=self.device,
+                progress=False,
             )
-            for path in paths
-        ]
-        for recon in run(
-            self.model,
-            self.diffusion,
-            items,
-            self.plan,
-            seed=self.seed,
-            batch_size=self.batch_size,
-            device=self.device,
-            progress=False,
-        ):
-            s = self.settings
-            if s.map == "features":
-                (amap,) = feature_anomaly_maps(
-                    self.model, [recon.image], self.bank, s.sigma, s.kernel_size
-                )
-            else:
-                amap = anomaly_map(
+        )
+        if s.map == "features":  # batched, like the score stage
+            images = [recon.image for recon in recons]
+            amaps = feature_anomaly_maps(self.model, images, self.bank, s.sigma, s.kernel_size)
+        else:
+            amaps = [
+                anomaly_map(
                     torch.from_numpy(recon.image),
                     torch.from_numpy(recon.reconstructions),
                     sigma=s.sigma,
                     kernel_size=s.kernel_size,
                     error=s.error,
                 ).numpy()
-            yield image_score(amap, s.image_score, s.top_fraction), amap, recon
+                for recon in recons
+            ]
+        return [
+            (image_score(amap, s.image_score, s.top_fraction), amap, recon)
+            for amap, recon in zip(amaps, recons, strict=True)
+        ]
 
     def _build_bank(self, meta: dict, root: Path | None, manifest: Path) -> None:
         if root is None:

@@ -64,26 +64,29 @@ def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
     sp = params["score"]
     keys = [(split, key) for split in ("test", "validation") for key in summary[split]]
     if sp["map"] == "features":
-        images = [store.load(key, ("image",))["image"] for _, key in keys]
-        amaps = iter(feature_maps(params, category, images))
+        loaded = [
+            store.load(key, ("image", "label", "mask") if split == "test" else ("image",))
+            for split, key in keys
+        ]
+        amaps = feature_maps(params, category, [r["image"] for r in loaded])
+        scored = zip(amaps, loaded, strict=True)
     else:  # one stored result in memory at a time
-        amaps = (reconstruction_map(store.load(key), sp) for _, key in keys)
+        scored = ((reconstruction_map(r, sp), r) for r in (store.load(key) for _, key in keys))
     rows, maps, masks = [], [], []
-    for (split, key), amap in zip(keys, amaps, strict=True):
+    for (split, key), (amap, result) in zip(keys, scored, strict=True):
         is_test = split == "test"
-        truth = store.load(key, ("label", "mask")) if is_test else {}
         rows.append(
             {
                 "key": key,
                 "split": split,
-                "label": int(truth["label"]) if is_test else 0,
+                "label": int(result["label"]) if is_test else 0,
                 "defect": key.split("/")[1] if is_test else "good",
                 "score": image_score(amap, sp["image_score"], sp["top_fraction"]),
             }
         )
         if is_test:
             maps.append(amap.astype(np.float32))
-            masks.append(truth["mask"])
+            masks.append(result["mask"])
     return {"rows": rows, "maps": np.stack(maps), "masks": np.stack(masks)}
 
 
