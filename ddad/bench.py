@@ -23,12 +23,12 @@ import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 from torch.utils.flop_counter import FlopCounterMode
 
-from ddad.detect import ScoreSettings
 from ddad.engine import prepare_model, run
-from ddad.features import feature_anomaly_maps, feature_bank, unet_features
+from ddad.features import GoodReference, feature_anomaly_maps, feature_bank, unet_features
 from ddad.layout import test_images
 from ddad.preprocess import model_input
 from ddad.reconstruct import Plan, reconstruct
+from ddad.scoring import ScoreSettings
 
 SEED_PLAN = Plan(timesteps=250, sampler="ddpm", ensemble=16, jitter=0.1, off_by_one=True)
 WARMUP_PASSES = 3
@@ -233,15 +233,21 @@ def time_seed(
     }
 
 
-def timing_bank(model: torch.nn.Module, images: np.ndarray, rows: int) -> torch.Tensor:
-    """``rows`` feature vectors of ``images``, repeated as needed.
+def timing_reference(
+    model: torch.nn.Module, images: np.ndarray, score: ScoreSettings
+) -> GoodReference:
+    """A reference shaped like ``score``'s: ``score.bank_vectors`` feature vectors of ``images``
+    (repeated as needed), and a typical map of ones when ``score.reference_images`` asks for one.
 
-    The nearest-neighbour search costs what a bank of good patches of that size costs; which
-    vectors it holds does not change the time, so no training images are needed.
+    The nearest-neighbour search and the division cost what the real ones cost; what the bank
+    and map hold does not change the time, so no training images are needed.
     """
     device = next(model.parameters()).device
+    rows = score.bank_vectors
     found = feature_bank([unet_features(model, torch.from_numpy(images).to(device))], rows)
-    return found.repeat(math.ceil(rows / len(found)), 1)[:rows]
+    bank = found.repeat(math.ceil(rows / len(found)), 1)[:rows]
+    typical = np.ones(images.shape[-2:]) if score.reference_images else None
+    return GoodReference(bank, typical)
 
 
 def time_default(
@@ -258,7 +264,7 @@ def time_default(
     feature map if ``score`` (default: ScoreSettings()) asks for it (one UNet pass per image)."""
     score = score or ScoreSettings()
     model = prepare_model(model, device)
-    bank = timing_bank(model, images, score.bank_vectors) if score.map == "features" else None
+    reference = timing_reference(model, images, score) if score.map == "features" else None
     items = [(f"bench/{i}", lambda i=i: images[i]) for i in range(len(images))]
 
     def passes_of(chosen: list, with_plan: Plan) -> float:
@@ -275,9 +281,9 @@ def time_default(
         return sum(r.nfe for r in results)
 
     def mapped(chosen: np.ndarray) -> int:
-        if bank is None:
+        if reference is None:
             return 0
-        feature_anomaly_maps(model, list(chosen), bank, score.sigma, score.kernel_size)
+        feature_anomaly_maps(model, list(chosen), reference, score.sigma, score.kernel_size)
         return len(chosen)
 
     warm_up = items[: max(1, batch_size // plan.ensemble)]
@@ -350,5 +356,6 @@ def describe_plan(plan: Plan) -> str:
 def describe_map(score: ScoreSettings) -> str:
     """The default's anomaly map in a few words, as the bench prints it."""
     if score.map == "features":
-        return f"feature map (+1 UNet pass, nearest of {score.bank_vectors:,} patches)"
+        typical = ", over the typical map" if score.reference_images else ""
+        return f"feature map (+1 UNet pass, nearest of {score.bank_vectors:,} patches{typical})"
     return "reconstruction-error map"

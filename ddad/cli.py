@@ -274,6 +274,9 @@ def _score_settings(params: dict[str, Any]) -> ScoreSettings:
         map=_setting(params, "score.map", _choice(*MAPS), d.map),
         bank_images=_setting(params, "score.bank_images", _integer(1), d.bank_images),
         bank_vectors=_setting(params, "score.bank_vectors", _integer(1), d.bank_vectors),
+        reference_images=_setting(
+            params, "score.reference_images", _integer(0), d.reference_images
+        ),
     )
 
 

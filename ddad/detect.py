@@ -23,31 +23,17 @@ from PIL import Image
 
 from ddad.engine import Reconstruction, prepare_model, resolve_device, run
 from ddad.errors import DdadError
-from ddad.features import feature_anomaly_maps, training_bank
+from ddad.features import GoodReference, feature_anomaly_maps, training_reference
 from ddad.models import load_trained
 from ddad.preprocess import model_input, to_unit_range
 from ddad.reconstruct import Plan
-from ddad.scoring import anomaly_map, image_score
+from ddad.scoring import ScoreSettings, anomaly_map, image_score
 from ddad.viz import heatmap_overlay
 
 RUNS_DIR = Path("runs")
 MANIFEST = Path("data/dataset.json")
 DEFAULT_PLAN = Plan(timesteps=250, sampler="ddim", steps=4, ensemble=3)  # params.yaml defaults
 OVERLAY_MIN_SIDE = 256
-
-
-@dataclass(frozen=True)
-class ScoreSettings:
-    """How a map and an image score are made (params.yaml ``score``, same defaults)."""
-
-    sigma: float = 1.4
-    kernel_size: int = 7
-    error: str = "squared"
-    image_score: str = "max"
-    top_fraction: float = 0.01
-    map: str = "features"
-    bank_images: int = 200
-    bank_vectors: int = 60000
 
 
 @dataclass(frozen=True)
@@ -169,7 +155,7 @@ class Detector:
         self.threshold: float | None = None
         self.threshold_source = "not set"
         self.good_scores = np.empty(0)
-        self.bank: torch.Tensor | None = None
+        self.reference: GoodReference | None = None
 
     @classmethod
     def load(
@@ -194,7 +180,7 @@ class Detector:
         from the held-out good images' scores in runs/<category>/score/scores.csv; calibrated on
         the held-out images meta.json lists, under the dataset root the manifest names.
         ``threshold_source`` says which. ``score.map == "features"`` builds the good-feature bank
-        from the training images under that root, as the score stage does.
+        and the typical map from the training images under that root, as the score stage does.
         """
         model, diffusion, meta = load_trained(Path(model_dir))
         detector = cls(
@@ -211,7 +197,7 @@ class Detector:
             seed=seed,
         )
         if detector.settings.map == "features":
-            detector._build_bank(meta, dataset_root(manifest), manifest)
+            detector._build_reference(meta, dataset_root(manifest), manifest)
         if threshold is not None:
             detector.threshold, detector.threshold_source = float(threshold), "given"
         elif good_images is not None:
@@ -262,10 +248,10 @@ class Detector:
     def _scored(self, paths: Sequence[Path]) -> list[tuple[float, np.ndarray, Reconstruction]]:
         """(image score, anomaly map, reconstruction) per path, in order."""
         s = self.settings
-        if s.map == "features" and self.bank is None:
+        if s.map == "features" and self.reference is None:
             raise DdadError(
-                "score.map: features needs the good-feature bank; build the detector with "
-                "Detector.load, or set detector.bank (ddad.features.training_bank)"
+                "score.map: features needs the good-feature reference; build the detector with "
+                "Detector.load, or set detector.reference (ddad.features.training_reference)"
             )
         items = [(str(path), lambda p=Path(path): self._input(p)) for path in paths]
         recons = list(
@@ -282,7 +268,7 @@ class Detector:
         )
         if s.map == "features":  # batched, like the score stage
             images = [recon.image for recon in recons]
-            amaps = feature_anomaly_maps(self.model, images, self.bank, s.sigma, s.kernel_size)
+            amaps = feature_anomaly_maps(self.model, images, self.reference, s.sigma, s.kernel_size)
         else:
             amaps = [
                 anomaly_map(
@@ -299,16 +285,13 @@ class Detector:
             for amap, recon in zip(amaps, recons, strict=True)
         ]
 
-    def _build_bank(self, meta: dict, root: Path | None, manifest: Path) -> None:
+    def _build_reference(self, meta: dict, root: Path | None, manifest: Path) -> None:
         if root is None:
             raise DdadError(
                 f"score.map: features needs the good training images of {meta['category']!r}, "
                 f"but {manifest} is missing; run `dvc repro fetch_data`"
             )
-        s = self.settings
-        self.bank = training_bank(
-            self.model, root, meta, self._input, s.bank_images, s.bank_vectors
-        )
+        self.reference = training_reference(self.model, root, meta, self._input, self.settings)
 
     def _input(self, path: Path) -> np.ndarray:
         return model_input(path, self.channels, self.image_size, self.resize, self.normalization)

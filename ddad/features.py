@@ -11,7 +11,9 @@ better than the reconstruction error (README, "Real photographs: magnetic tiles"
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 
 from ddad.layout import train_images
 from ddad.progress import progress_bar
-from ddad.scoring import blur
+from ddad.scoring import ScoreSettings, blur
 
 FEATURE_BLOCKS = (1, 3)  # the first blocks at full and at half resolution
 _NEIGHBOURHOOD = 3
@@ -85,46 +87,105 @@ def nearest_distance_maps(
     return F.interpolate(nearest, size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
-def training_bank(
+class GoodSplit(NamedTuple):
+    """Training images for the bank and, disjoint from them, for the typical map."""
+
+    bank: list[Path]
+    reference: list[Path]
+
+
+@dataclass(frozen=True)
+class GoodReference:
+    """What the good training images say about a category: the bank of their patch features,
+    and, when set, the typical nearest-bank distance at each position of the map.
+
+    Dividing a map by ``typical`` makes "unusual for this position" the score: a patch near the
+    image border is far from every bank patch even in a good image (borders are few and varied),
+    so raw distances called borders defects. On the magnetic tiles 82 % of good test images had
+    their maximum within 4 pixels of the border; dividing raised image AUROC from 0.72 to 0.85
+    (README, "Real photographs: magnetic tiles").
+    """
+
+    bank: torch.Tensor
+    typical: np.ndarray | None = None
+
+
+def good_split(paths: Sequence[Path], bank_images: int, reference_images: int) -> GoodSplit:
+    """Disjoint training images for the bank and for the typical map, chosen by a fixed seed.
+
+    The reference images take at most half of ``paths`` (a small category keeps a bank); with
+    ``reference_images = 0`` the bank is the same as without a typical map. The choice depends
+    on the file list alone, so the score stage and ``ddad detect`` pick the same images.
+    """
+    order = np.random.default_rng(0).permutation(len(paths))
+    reference_count = min(reference_images, len(paths) // 2)
+    reference = sorted(order[:reference_count])
+    bank = sorted(order[reference_count : reference_count + bank_images])
+    return GoodSplit([paths[i] for i in bank], [paths[i] for i in reference])
+
+
+def typical_map(maps: Sequence[np.ndarray]) -> np.ndarray:
+    """The mean of good images' maps at each position, floored at 1 % of its overall mean.
+
+    The floor keeps a division finite where every good image matched the bank exactly.
+    """
+    if not len(maps):
+        raise ValueError("typical_map needs at least one good image's map")
+    mean = np.mean(np.stack(maps), axis=0)
+    return np.maximum(mean, 0.01 * mean.mean())
+
+
+def training_reference(
     model: torch.nn.Module,
     root: Path,
     meta: dict,
     load: Callable[[Path], np.ndarray],
-    count: int,
-    max_vectors: int,
-) -> torch.Tensor:
-    """The good-feature bank of a trained category: ``count`` of its training images.
+    settings: ScoreSettings,
+) -> GoodReference:
+    """The good reference of a trained category, built from its training images.
 
-    The images held out in ``meta`` (the train stage's meta.json) are left out. The choice
-    depends on the file list alone (fixed seed), so the score stage and ``ddad detect`` build
-    the same bank and the pipeline's thresholds stay valid for detect. ``load`` turns a path
-    into the model's [C, H, W] input.
+    The images held out in ``meta`` (the train stage's meta.json) are left out, so their scores
+    stay unbiased for the threshold. ``load`` turns a path into the model's [C, H, W] input.
     """
     held_out = {root / p for p in meta["validation_images"]}
     fit = [path for path in train_images(root, meta["category"]) if path not in held_out]
-    chosen = np.random.default_rng(0).permutation(len(fit))[:count]
-    good = [load(fit[i]) for i in sorted(chosen)]
-    return feature_bank((_features(model, batch) for batch in _batches(good)), max_vectors)
+    split = good_split(fit, settings.bank_images, settings.reference_images)
+    good = [load(path) for path in split.bank]
+    bank = feature_bank(
+        (_features(model, batch) for batch in _batches(good)), settings.bank_vectors
+    )
+    if not split.reference:
+        return GoodReference(bank)
+    references = [load(path) for path in split.reference]
+    raw = feature_anomaly_maps(
+        model, references, GoodReference(bank), settings.sigma, settings.kernel_size
+    )
+    return GoodReference(bank, typical_map(raw))
 
 
 def feature_anomaly_maps(
     model: torch.nn.Module,
     images: Sequence[np.ndarray],
-    bank: torch.Tensor,
+    reference: GoodReference,
     sigma: float,
     kernel_size: int,
     desc: str | None = None,
 ) -> list[np.ndarray]:
-    """Nearest-good-feature maps of ``images`` ([C, H, W]), blurred like the error maps.
+    """Nearest-good-feature maps of ``images`` ([C, H, W]), blurred like the error maps, and
+    divided by ``reference.typical`` when it is set.
 
     ``desc`` shows a progress bar with that label.
     """
     maps = []
     batches = list(_batches(images))
     for batch in progress_bar(batches, desc=desc, unit="batch", disable=desc is None):
-        nearest = nearest_distance_maps(_features(model, batch), bank, batch[0].shape[-2:])
+        nearest = nearest_distance_maps(
+            _features(model, batch), reference.bank, batch[0].shape[-2:]
+        )
         maps.extend(blur(nearest.double().cpu(), sigma, kernel_size).numpy())
-    return maps
+    if reference.typical is None:
+        return maps
+    return [amap / reference.typical for amap in maps]
 
 
 def _batches(images: Sequence[np.ndarray]) -> Iterable[Sequence[np.ndarray]]:

@@ -8,6 +8,7 @@ Everything after the squaring is linear, so the order of blur, sum and mean does
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,6 +17,21 @@ import torch.nn.functional as F
 ERRORS = ("squared", "absolute")
 IMAGE_SCORES = ("max", "topk_mean")
 MAPS = ("reconstruction", "features")  # features: ddad.features, nearest good patch
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """How a map and an image score are made (params.yaml ``score``, same defaults)."""
+
+    sigma: float = 1.4
+    kernel_size: int = 7
+    error: str = "squared"
+    image_score: str = "max"
+    top_fraction: float = 0.01
+    map: str = "features"
+    bank_images: int = 200
+    bank_vectors: int = 60000
+    reference_images: int = 25
 
 
 def gaussian_kernel(sigma: float, size: int = 0) -> torch.Tensor:

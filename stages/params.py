@@ -111,6 +111,7 @@ SCHEMA: dict[str, Any] = {
         "map": _choice(*MAPS),
         "bank_images": Spec("int", 1),
         "bank_vectors": Spec("int", 1),
+        "reference_images": Spec("int", 0),
     },
     "evaluate": {"metrics": Spec("list", item=_choice(*METRICS), low=1)},
     "plot": {"overlays_per_category": Spec("int", 0)},

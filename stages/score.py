@@ -2,7 +2,8 @@
 
 ``score.map: reconstruction`` scores what did not come back from the stored reconstructions;
 ``features`` scores each patch by its distance to the nearest patch of the good training images
-in the trained UNet's feature space (ddad.features), reading the model and training images.
+in the trained UNet's feature space, divided by that distance's typical value at the position
+(ddad.features), reading the model and training images.
 Writes runs/<category>/score/scores.csv (one row per test and held-out good image: key, split,
 label, defect, score) and maps.npz (test maps and ground truth for evaluate and plot).
 """
@@ -18,9 +19,9 @@ import pandas as pd
 import torch
 
 from ddad.engine import prepare_model, resolve_device
-from ddad.features import feature_anomaly_maps, training_bank
+from ddad.features import feature_anomaly_maps, training_reference
 from ddad.models import load_trained
-from ddad.scoring import anomaly_map, image_score
+from ddad.scoring import ScoreSettings, anomaly_map, image_score
 from ddad.store import ResultStore
 from stages.common import RUNS_DIR, TRAINED_DIR, load_model_input, read_manifest, run_stage
 
@@ -40,19 +41,23 @@ def feature_maps(
     params: dict[str, Any], category: str, images: list[np.ndarray]
 ) -> list[np.ndarray]:
     """Nearest-good-feature maps of ``images`` ([C, H, W] at model size), blurred like errors."""
-    sp = params["score"]
+    settings = ScoreSettings(**params["score"])
     model, _, meta = load_trained(TRAINED_DIR / category)
     model = prepare_model(model, resolve_device(params["device"]))
-    bank = training_bank(
+    reference = training_reference(
         model,
         Path(read_manifest()["root"]),
         meta,
         lambda path: load_model_input(path, meta["channels"], params),
-        sp["bank_images"],
-        sp["bank_vectors"],
+        settings,
     )
     return feature_anomaly_maps(
-        model, images, bank, sp["sigma"], sp["kernel_size"], desc=f"score@{category}"
+        model,
+        images,
+        reference,
+        settings.sigma,
+        settings.kernel_size,
+        desc=f"score@{category}",
     )
 
 

@@ -21,7 +21,7 @@ from ddad.bench import (
     procedure_summary,
     time_default,
     time_seed,
-    timing_bank,
+    timing_reference,
 )
 from ddad.cli import main
 from ddad.detect import ScoreSettings
@@ -101,11 +101,14 @@ def test_time_seed_in_full_counts_every_member_pass(diffusion: GaussianDiffusion
     assert timed["nfe_per_image"] == timed["passes_timed"]
 
 
-def test_timing_bank_has_exactly_the_rows_asked_for() -> None:
+def test_the_timing_reference_has_exactly_the_rows_asked_for() -> None:
     model = build_model("tiny", 1, 16).eval()
     images = bench.random_images(2, 1, 16)
-    assert timing_bank(model, images, 10).shape == (10, 96)
-    assert timing_bank(model, images, 300).shape == (300, 96)  # 2 x 8 x 8 = 128, repeated
+    small = timing_reference(model, images, ScoreSettings(bank_vectors=10))
+    assert small.bank.shape == (10, 96) and small.typical.shape == (16, 16)
+    repeated = timing_reference(model, images, ScoreSettings(bank_vectors=300, reference_images=0))
+    assert repeated.bank.shape == (300, 96)  # 2 x 8 x 8 = 128, repeated
+    assert repeated.typical is None
 
 
 def test_the_feature_map_costs_one_more_pass_per_image(diffusion: GaussianDiffusion) -> None:

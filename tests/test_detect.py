@@ -206,11 +206,12 @@ def test_features_map_scores_a_banked_image_near_zero_and_a_spot_higher(tmp_path
         tiny_model_dir(tmp_path),
         threshold=1.0,
         plan=FAST_PLAN,
-        score=ScoreSettings(map="features", sigma=0),
+        score=ScoreSettings(map="features", sigma=0, reference_images=0),
         device="cpu",
         manifest=manifest,
     )
-    assert detector.bank is not None and detector.bank.shape[0] == 3 * (SIZE // 2) ** 2
+    assert detector.reference is not None
+    assert detector.reference.bank.shape[0] == 3 * (SIZE // 2) ** 2
     banked = tmp_path / "data" / "toy" / "train" / "good" / "0.png"
     spotted = write_gray(tmp_path / "spot.png", 0.5)
     with Image.open(spotted) as picture:
@@ -236,5 +237,5 @@ def test_features_map_without_training_images_is_a_one_line_error(tmp_path: Path
 def test_features_map_without_a_bank_is_a_one_line_error(tmp_path: Path) -> None:
     detector = fast_detector(tmp_path, threshold=1.0)
     detector.settings = ScoreSettings(map="features")
-    with pytest.raises(DdadError, match="features needs the good-feature bank"):
+    with pytest.raises(DdadError, match="features needs the good-feature reference"):
         detector.score([write_gray(tmp_path / "img.png", 0.5)])

@@ -1,10 +1,21 @@
 """The nearest-good-feature map: shapes, zero distance for what the bank holds, a high distance
-for a patch unlike every good one, and a bounded bank."""
+for a patch unlike every good one, a bounded bank, and the typical map that divides it."""
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
-from ddad.features import feature_bank, nearest_distance_maps, unet_features
+from ddad.features import (
+    GoodReference,
+    feature_anomaly_maps,
+    feature_bank,
+    good_split,
+    nearest_distance_maps,
+    typical_map,
+    unet_features,
+)
 from ddad.models import build_model
 
 
@@ -52,3 +63,43 @@ def test_the_bank_is_a_seeded_subset_of_at_most_max_vectors():
     small = feature_bank(features, 50, seed=1)
     assert small.shape == (50, 4)
     assert torch.equal(small, feature_bank(features, 50, seed=1))
+
+
+PATHS = [Path(f"{i}.png") for i in range(10)]
+
+
+def test_bank_and_reference_images_are_disjoint_and_seeded():
+    split = good_split(PATHS, bank_images=4, reference_images=3)
+    assert len(split.bank) == 4 and len(split.reference) == 3
+    assert not set(split.bank) & set(split.reference)
+    assert split == good_split(PATHS, 4, 3)
+
+
+def test_without_reference_images_every_chosen_image_is_in_the_bank():
+    assert good_split(PATHS, 4, 0).reference == []
+    assert good_split(PATHS, 100, 0).bank == PATHS
+
+
+def test_reference_images_take_at_most_half_so_a_small_category_keeps_a_bank():
+    split = good_split(PATHS[:3], bank_images=200, reference_images=25)
+    assert len(split.reference) == 1 and len(split.bank) == 2
+
+
+def test_typical_map_is_the_mean_floored_at_one_percent_of_its_mean():
+    maps = [np.array([[2.0, 0.0]]), np.array([[4.0, 0.0]])]
+    np.testing.assert_allclose(typical_map(maps), [[3.0, 0.015]])
+    with pytest.raises(ValueError, match="at least one"):
+        typical_map([])
+
+
+def test_maps_are_divided_by_the_typical_map(model):
+    good = _stripes(2)
+    spotted = good[:1].clone()
+    spotted[0, 0, 6:9, 6:9] = -1.0
+    bank = feature_bank([unet_features(model, good)], max_vectors=10_000)
+    images = [spotted[0].numpy()]
+    raw = feature_anomaly_maps(model, images, GoodReference(bank), sigma=0, kernel_size=0)
+    typical = np.full((16, 16), 4.0)
+    typical[:8] = 2.0
+    divided = feature_anomaly_maps(model, images, GoodReference(bank, typical), 0, 0)
+    np.testing.assert_allclose(divided[0], raw[0] / typical)
