@@ -236,18 +236,23 @@ def time_seed(
 def timing_reference(
     model: torch.nn.Module, images: np.ndarray, score: ScoreSettings
 ) -> GoodReference:
-    """A reference shaped like ``score``'s: ``score.bank_vectors`` feature vectors of ``images``
-    (repeated as needed), and a typical map of ones when ``score.reference_images`` asks for one.
+    """A reference shaped like ``score``'s, from ``images`` repeated as needed: a bank of
+    ``score.bank_images`` feature maps (``search_radius`` >= 0) or of ``score.bank_vectors``
+    rows (-1), and a typical map of ones when ``score.reference_images`` asks for one.
 
-    The nearest-neighbour search and the division cost what the real ones cost; what the bank
-    and map hold does not change the time, so no training images are needed.
+    The search and the division cost what the real ones cost; what the bank and map hold does
+    not change the time, so no training images are needed.
     """
     device = next(model.parameters()).device
-    rows = score.bank_vectors
-    found = feature_bank([unet_features(model, torch.from_numpy(images).to(device))], rows)
-    bank = found.repeat(math.ceil(rows / len(found)), 1)[:rows]
+    maps = unet_features(model, torch.from_numpy(images).to(device))
     typical = np.ones(images.shape[-2:]) if score.reference_images else None
-    return GoodReference(bank, typical)
+    if score.search_radius >= 0:
+        count = score.bank_images
+        bank = maps.repeat(math.ceil(count / len(maps)), 1, 1, 1)[:count]
+        return GoodReference(bank, typical, score.search_radius)
+    rows = score.bank_vectors
+    found = feature_bank([maps], rows)
+    return GoodReference(found.repeat(math.ceil(rows / len(found)), 1)[:rows], typical)
 
 
 def time_default(
@@ -357,5 +362,9 @@ def describe_map(score: ScoreSettings) -> str:
     """The default's anomaly map in a few words, as the bench prints it."""
     if score.map == "features":
         typical = ", over the typical map" if score.reference_images else ""
-        return f"feature map (+1 UNet pass, nearest of {score.bank_vectors:,} patches{typical})"
+        if score.search_radius >= 0:
+            where = f"within {score.search_radius} cells in {score.bank_images} good images"
+        else:
+            where = f"of {score.bank_vectors:,} patches"
+        return f"feature map (+1 UNet pass, nearest {where}{typical})"
     return "reconstruction-error map"

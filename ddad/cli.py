@@ -277,6 +277,7 @@ def _score_settings(params: dict[str, Any]) -> ScoreSettings:
         reference_images=_setting(
             params, "score.reference_images", _integer(0), d.reference_images
         ),
+        search_radius=_setting(params, "score.search_radius", _integer(-1), d.search_radius),
     )
 
 

@@ -87,6 +87,29 @@ def nearest_distance_maps(
     return F.interpolate(nearest, size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
+def nearby_distance_maps(
+    features: torch.Tensor, bank_maps: torch.Tensor, radius: int, size: tuple[int, int]
+) -> torch.Tensor:
+    """[N, *size] maps: each position's Euclidean distance to the nearest bank patch at most
+    ``radius`` feature positions away (in rows and in columns), in any bank image.
+
+    ``bank_maps`` [M, D, h, w] are the good images' whole feature maps, the same h x w as
+    ``features``. Near the border the window is cut off (replicate padding repeats the last
+    row and column, which are in the window already).
+    """
+    n, d, h, w = features.shape
+    queries = features.permute(2, 3, 0, 1).reshape(h * w, n, d)
+    padded = F.pad(bank_maps.to(features), (radius,) * 4, mode="replicate")
+    nearest = torch.full((h * w, n), torch.inf, dtype=queries.dtype, device=queries.device)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            shifted = padded[:, :, dy : dy + h, dx : dx + w].permute(2, 3, 0, 1)
+            found = torch.cdist(queries, shifted.reshape(h * w, -1, d)).min(dim=2).values
+            nearest = torch.minimum(nearest, found)
+    nearest = nearest.T.reshape(n, 1, h, w)
+    return F.interpolate(nearest, size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
 class GoodSplit(NamedTuple):
     """Training images for the bank and, disjoint from them, for the typical map."""
 
@@ -108,6 +131,15 @@ class GoodReference:
 
     bank: torch.Tensor
     typical: np.ndarray | None = None
+    radius: int = -1
+
+    def distances(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """[N, *size] nearest-bank distances of [N, D, h, w] ``features``: anywhere in the bank
+        (``radius`` < 0, ``bank`` rows [M, D]) or near the same position (``bank`` maps
+        [M, D, h, w])."""
+        if self.radius < 0:
+            return nearest_distance_maps(features, self.bank, size)
+        return nearby_distance_maps(features, self.bank, self.radius, size)
 
 
 def good_split(paths: Sequence[Path], bank_images: int, reference_images: int) -> GoodSplit:
@@ -151,16 +183,17 @@ def training_reference(
     fit = [path for path in train_images(root, meta["category"]) if path not in held_out]
     split = good_split(fit, settings.bank_images, settings.reference_images)
     good = [load(path) for path in split.bank]
-    bank = feature_bank(
-        (_features(model, batch) for batch in _batches(good)), settings.bank_vectors
-    )
+    features = (_features(model, batch) for batch in _batches(good))
+    radius = settings.search_radius
+    if radius < 0:
+        bank = GoodReference(feature_bank(features, settings.bank_vectors))
+    else:
+        bank = GoodReference(torch.cat(list(features)), radius=radius)
     if not split.reference:
-        return GoodReference(bank)
+        return bank
     references = [load(path) for path in split.reference]
-    raw = feature_anomaly_maps(
-        model, references, GoodReference(bank), settings.sigma, settings.kernel_size
-    )
-    return GoodReference(bank, typical_map(raw))
+    raw = feature_anomaly_maps(model, references, bank, settings.sigma, settings.kernel_size)
+    return GoodReference(bank.bank, typical_map(raw), radius)
 
 
 def feature_anomaly_maps(
@@ -179,9 +212,7 @@ def feature_anomaly_maps(
     maps = []
     batches = list(_batches(images))
     for batch in progress_bar(batches, desc=desc, unit="batch", disable=desc is None):
-        nearest = nearest_distance_maps(
-            _features(model, batch), reference.bank, batch[0].shape[-2:]
-        )
+        nearest = reference.distances(_features(model, batch), batch[0].shape[-2:])
         maps.extend(blur(nearest.double().cpu(), sigma, kernel_size).numpy())
     if reference.typical is None:
         return maps

@@ -112,6 +112,7 @@ SCHEMA: dict[str, Any] = {
         "bank_images": Spec("int", 1),
         "bank_vectors": Spec("int", 1),
         "reference_images": Spec("int", 0),
+        "search_radius": Spec("int", -1),
     },
     "evaluate": {"metrics": Spec("list", item=_choice(*METRICS), low=1)},
     "plot": {"overlays_per_category": Spec("int", 0)},

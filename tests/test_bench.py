@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -104,11 +105,15 @@ def test_time_seed_in_full_counts_every_member_pass(diffusion: GaussianDiffusion
 def test_the_timing_reference_has_exactly_the_rows_asked_for() -> None:
     model = build_model("tiny", 1, 16).eval()
     images = bench.random_images(2, 1, 16)
-    small = timing_reference(model, images, ScoreSettings(bank_vectors=10))
+    rows = ScoreSettings(bank_vectors=10, search_radius=-1)
+    small = timing_reference(model, images, rows)
     assert small.bank.shape == (10, 96) and small.typical.shape == (16, 16)
-    repeated = timing_reference(model, images, ScoreSettings(bank_vectors=300, reference_images=0))
+    many = replace(rows, bank_vectors=300, reference_images=0)
+    repeated = timing_reference(model, images, many)
     assert repeated.bank.shape == (300, 96)  # 2 x 8 x 8 = 128, repeated
     assert repeated.typical is None
+    maps = timing_reference(model, images, ScoreSettings(bank_images=5))
+    assert maps.bank.shape == (5, 96, 8, 8) and maps.radius == 1
 
 
 def test_the_feature_map_costs_one_more_pass_per_image(diffusion: GaussianDiffusion) -> None:

@@ -211,7 +211,7 @@ def test_features_map_scores_a_banked_image_near_zero_and_a_spot_higher(tmp_path
         manifest=manifest,
     )
     assert detector.reference is not None
-    assert detector.reference.bank.shape[0] == 3 * (SIZE // 2) ** 2
+    assert detector.reference.bank.shape == (3, 96, SIZE // 2, SIZE // 2)
     banked = tmp_path / "data" / "toy" / "train" / "good" / "0.png"
     spotted = write_gray(tmp_path / "spot.png", 0.5)
     with Image.open(spotted) as picture:

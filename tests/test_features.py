@@ -12,6 +12,7 @@ from ddad.features import (
     feature_anomaly_maps,
     feature_bank,
     good_split,
+    nearby_distance_maps,
     nearest_distance_maps,
     typical_map,
     unet_features,
@@ -103,3 +104,26 @@ def test_maps_are_divided_by_the_typical_map(model):
     typical[:8] = 2.0
     divided = feature_anomaly_maps(model, images, GoodReference(bank, typical), 0, 0)
     np.testing.assert_allclose(divided[0], raw[0] / typical)
+
+
+def test_nearby_search_matches_a_brute_force_window():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 3, 5, 6, generator=generator)
+    bank = torch.randn(4, 3, 5, 6, generator=generator)
+    found = nearby_distance_maps(features, bank, radius=1, size=(5, 6))
+    for i, j in [(0, 0), (2, 3), (4, 5)]:
+        window = bank[:, :, max(0, i - 1) : i + 2, max(0, j - 1) : j + 2]
+        rows = window.permute(0, 2, 3, 1).reshape(-1, 3)
+        expected = torch.cdist(features[:, :, i, j], rows).min(dim=1).values
+        torch.testing.assert_close(found[:, i, j], expected)
+
+
+def test_a_patch_found_only_far_away_is_far_for_the_nearby_search():
+    bank = torch.zeros(1, 1, 8, 8)
+    bank[0, 0, 0, 0] = 5.0  # the only bright patch of the good image sits in a corner
+    query = torch.zeros(1, 1, 8, 8)
+    query[0, 0, 6, 6] = 5.0  # the same patch, elsewhere
+    anywhere = nearest_distance_maps(query, bank.permute(0, 2, 3, 1).reshape(-1, 1), (8, 8))
+    nearby = nearby_distance_maps(query, bank, radius=1, size=(8, 8))
+    assert anywhere[0, 6, 6] == 0 and nearby[0, 6, 6] == 5.0
+    assert nearby_distance_maps(query, bank, radius=7, size=(8, 8))[0, 6, 6] == 0
