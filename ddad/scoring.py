@@ -32,7 +32,7 @@ class ScoreSettings:
     bank_images: int = 200
     bank_vectors: int = 60000
     reference_images: int = 25
-    search_radius: int = 1
+    search_radius: int = 8
 
 
 def gaussian_kernel(sigma: float, size: int = 0) -> torch.Tensor:
