@@ -28,7 +28,7 @@ from ddad.features import GoodReference, feature_anomaly_maps, feature_bank, une
 from ddad.layout import test_images
 from ddad.preprocess import model_input
 from ddad.reconstruct import Plan, reconstruct
-from ddad.scoring import ScoreSettings
+from ddad.scoring import DEFAULT_SCORE, ScoreSettings
 
 SEED_PLAN = Plan(timesteps=250, sampler="ddpm", ensemble=16, jitter=0.1, off_by_one=True)
 WARMUP_PASSES = 3
@@ -263,11 +263,10 @@ def time_default(
     plan: Plan,
     batch_size: int,
     seed: int = 0,
-    score: ScoreSettings | None = None,
+    score: ScoreSettings = DEFAULT_SCORE,
 ) -> dict[str, Any]:
     """Time the current procedure: ddad.engine.run with ``plan`` and ``batch_size``, then the
-    feature map if ``score`` (default: ScoreSettings()) asks for it (one UNet pass per image)."""
-    score = score or ScoreSettings()
+    feature map if ``score`` asks for it (one UNet pass per image)."""
     model = prepare_model(model, device)
     reference = timing_reference(model, images, score) if score.map == "features" else None
     items = [(f"bench/{i}", lambda i=i: images[i]) for i in range(len(images))]
@@ -313,7 +312,7 @@ def benchmark(
     seed_share: float = 1.0,
     peak_seconds: float = PEAK_SECONDS,
     seed: int = 0,
-    score: ScoreSettings | None = None,
+    score: ScoreSettings = DEFAULT_SCORE,
 ) -> dict[str, Any]:
     """Time the seed procedure and ``plan`` then ``score``'s map on the same model, images, device.
 
@@ -321,7 +320,6 @@ def benchmark(
     what describes the model and images).
     """
     seed_run = time_seed(model, diffusion, images, device, seed_share, seed)
-    score = score or ScoreSettings()
     default_run = time_default(model, diffusion, images, device, plan, batch_size, seed, score)
     sample = torch.from_numpy(images[:1]).to(device)
     flops = flops_per_pass(model, sample)

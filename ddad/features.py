@@ -13,7 +13,7 @@ magnetic tiles").
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -201,14 +201,14 @@ def training_reference(
     features = (_features(model, batch) for batch in _batches(good))
     radius = settings.search_radius
     if radius < 0:
-        bank = GoodReference(feature_bank(features, settings.bank_vectors))
+        undivided = GoodReference(feature_bank(features, settings.bank_vectors))
     else:
-        bank = GoodReference(torch.cat(list(features)), radius=radius)
+        undivided = GoodReference(torch.cat(list(features)), radius=radius)
     if not split.reference:
-        return bank
+        return undivided
     references = [load(path) for path in split.reference]
-    raw = feature_anomaly_maps(model, references, bank, settings.sigma, settings.kernel_size)
-    return GoodReference(bank.bank, typical_map(raw), radius)
+    raw = feature_anomaly_maps(model, references, undivided, settings.sigma, settings.kernel_size)
+    return replace(undivided, typical=typical_map(raw))
 
 
 def feature_anomaly_maps(

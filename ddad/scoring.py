@@ -35,6 +35,9 @@ class ScoreSettings:
     search_radius: int = 8
 
 
+DEFAULT_SCORE = ScoreSettings()  # a frozen default, safe to share as an argument default
+
+
 def gaussian_kernel(sigma: float, size: int = 0) -> torch.Tensor:
     """1-D normalised Gaussian; ``size`` 0 picks 2*ceil(3 sigma)+1 taps.
 
