@@ -32,7 +32,7 @@ class ScoreSettings:
     bank_images: int = 200
     bank_vectors: int = 60000
     reference_images: int = 25
-    search_radius: int = 8
+    search_radius: int = 4
 
 
 DEFAULT_SCORE = ScoreSettings()  # a frozen default, safe to share as an argument default

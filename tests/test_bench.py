@@ -113,7 +113,7 @@ def test_the_timing_reference_has_exactly_the_rows_asked_for() -> None:
     assert repeated.bank.shape == (300, 96)  # 2 x 8 x 8 = 128, repeated
     assert repeated.typical is None
     maps = timing_reference(model, images, ScoreSettings(bank_images=5))
-    assert maps.bank.shape == (5, 96, 8, 8) and maps.radius == 8
+    assert maps.bank.shape == (5, 96, 8, 8) and maps.radius == ScoreSettings().search_radius
 
 
 def test_the_feature_map_costs_one_more_pass_per_image(diffusion: GaussianDiffusion) -> None:
