@@ -35,9 +35,8 @@ from ddad.errors import DdadError
 from ddad.imageio import is_image_file, read_image
 from ddad.layout import list_categories
 from ddad.models import PRESETS, build_diffusion, build_model, check_preset, load_trained
-from ddad.preprocess import NORMALIZATIONS
+from ddad.params import setting
 from ddad.reconstruct import SAMPLERS, Plan
-from ddad.scoring import ERRORS, IMAGE_SCORES, MAPS
 
 PARAMS_FILE = Path("params.yaml")
 TRAINED_DIR = Path("models/trained")
@@ -101,12 +100,6 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
-def _boolean(text: str) -> bool:
-    if text not in ("True", "False"):
-        raise argparse.ArgumentTypeError(f"must be true or false, got {text!r}")
-    return text == "True"
-
-
 def _read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     """params.yaml as a dict; empty when the command runs outside a ddad project."""
     if not path.is_file():
@@ -121,40 +114,20 @@ def _read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     return loaded
 
 
-def _setting(params: dict[str, Any], key: str, parse: Callable, default: Any) -> Any:
-    """params.yaml's value at dotted ``key``, checked with ``parse``; ``default`` when absent."""
-    node: Any = params
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    try:
-        return parse(str(node))
-    except argparse.ArgumentTypeError as exc:
-        raise DdadError(f"{PARAMS_FILE}: {key}: {exc}") from None
-
-
 def _plan(params: dict[str, Any], flags: dict[str, Any], category: str | None = None) -> Plan:
     """The reconstruction plan: flags first, then params.yaml ``reconstruct``, then defaults."""
 
-    def pick(name: str, parse: Callable, default: Any) -> Any:
+    def pick(name: str) -> Any:
         if flags.get(name) is not None:
             return flags[name]
-        return _setting(params, f"reconstruct.{name}", parse, default)
+        return setting(params, f"reconstruct.{name}", getattr(DEFAULT_PLAN, name))
 
-    timesteps = pick("timesteps", _integer(1, 999), DEFAULT_PLAN.timesteps)
+    timesteps = pick("timesteps")
     if category and flags.get("timesteps") is None:
-        key = f"timesteps_per_category.{category}"
-        timesteps = _setting(params, f"reconstruct.{key}", _integer(1, 999), timesteps)
-    plan = Plan(
-        timesteps=timesteps,
-        sampler=pick("sampler", _choice(*SAMPLERS), DEFAULT_PLAN.sampler),
-        steps=pick("steps", _integer(1, 999), DEFAULT_PLAN.steps),
-        ensemble=pick("ensemble", _integer(1), DEFAULT_PLAN.ensemble),
-        jitter=pick("jitter", _number(0, 0.5), DEFAULT_PLAN.jitter),
-        off_by_one=pick("off_by_one", _boolean, DEFAULT_PLAN.off_by_one),
-        conditioning=pick("conditioning", _number(0, 1), DEFAULT_PLAN.conditioning),
-    )
+        key = f"reconstruct.timesteps_per_category.{category}"
+        timesteps = setting(params, key, timesteps)
+    names = ("sampler", "steps", "ensemble", "jitter", "off_by_one", "conditioning")
+    plan = Plan(timesteps=timesteps, **{name: pick(name) for name in names})
     if plan.jitter and int((1 + plan.jitter) * plan.timesteps) > 1000:  # draws stay below
         raise DdadError(
             f"reconstruct.jitter {plan.jitter:g} takes t={plan.timesteps} past 999; "
@@ -164,11 +137,11 @@ def _plan(params: dict[str, Any], flags: dict[str, Any], category: str | None = 
 
 
 def _batch_size(params: dict[str, Any], flag: int | None) -> int:
-    return flag or _setting(params, "reconstruct.batch_size", _integer(1), 64)
+    return flag or setting(params, "reconstruct.batch_size", 64)
 
 
 def _device(params: dict[str, Any], flag: str | None) -> torch.device:
-    return resolve_device(flag or _setting(params, "device", _choice(*DEVICES), "auto"))
+    return resolve_device(flag or setting(params, "device", "auto"))
 
 
 def resolve_model_dir(value: str, trained_dir: Path = TRAINED_DIR) -> Path:
@@ -201,10 +174,10 @@ def _bench_subject(args: argparse.Namespace, params: dict[str, Any]) -> dict[str
             images = bench.random_images(args.images, channels, size)
             source = f"random images in [-1, 1] (no test images of {category} found)"
     else:
-        preset = args.preset or _setting(params, "model.preset", _choice(*PRESETS), "tiny")
+        preset = args.preset or setting(params, "model.preset", "tiny")
         channels = int(args.channels or 3)
         size = args.image_size or PRESETS[preset].image_size
-        size = size or _setting(params, "data.image_size", _integer(8, 4096), 64)
+        size = size or setting(params, "data.image_size", 64)
         check_preset(preset, size)
         model, diffusion = build_model(preset, channels, size), build_diffusion(preset)
         images = bench.random_images(args.images, channels, size)
@@ -249,35 +222,19 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _preprocessing(params: dict[str, Any]) -> dict[str, str]:
     return {
-        "resize": _setting(
-            params, "data.resize", _choice("bicubic", "bilinear", "nearest"), "bicubic"
-        ),
-        "normalization": _setting(params, "data.normalization", _choice(*NORMALIZATIONS), "fixed"),
+        "resize": setting(params, "data.resize", "bicubic"),
+        "normalization": setting(params, "data.normalization", "fixed"),
     }
 
 
-def _odd_or_zero(text: str) -> int:
-    value = _integer(0)(text)
-    if value % 2 == 0 and value:
-        raise argparse.ArgumentTypeError(f"must be 0 or an odd integer, got {text!r}")
-    return value
-
-
 def _score_settings(params: dict[str, Any]) -> ScoreSettings:
-    d = ScoreSettings()
+    """params.yaml's ``score`` section over the defaults (each key checked like the pipeline)."""
+    defaults = ScoreSettings()
     return ScoreSettings(
-        sigma=_setting(params, "score.sigma", _number(0), d.sigma),
-        kernel_size=_setting(params, "score.kernel_size", _odd_or_zero, d.kernel_size),
-        error=_setting(params, "score.error", _choice(*ERRORS), d.error),
-        image_score=_setting(params, "score.image_score", _choice(*IMAGE_SCORES), d.image_score),
-        top_fraction=_setting(params, "score.top_fraction", _number(0, 1, True), d.top_fraction),
-        map=_setting(params, "score.map", _choice(*MAPS), d.map),
-        bank_images=_setting(params, "score.bank_images", _integer(1), d.bank_images),
-        bank_vectors=_setting(params, "score.bank_vectors", _integer(1), d.bank_vectors),
-        reference_images=_setting(
-            params, "score.reference_images", _integer(0), d.reference_images
-        ),
-        search_radius=_setting(params, "score.search_radius", _integer(-1), d.search_radius),
+        **{
+            name: setting(params, f"score.{name}", getattr(defaults, name))
+            for name in ScoreSettings.__dataclass_fields__
+        }
     )
 
 
@@ -307,7 +264,7 @@ def _detect(args: argparse.Namespace) -> int:
         "score": _score_settings(params),
         "device": _device(params, args.device),
         "batch_size": _batch_size(params, None),
-        "seed": _setting(params, "reconstruct.seed", _integer(0), 0),
+        "seed": setting(params, "reconstruct.seed", 0),
         **_preprocessing(params),
     }
     if args.out.exists() and not args.out.is_dir():

@@ -144,8 +144,10 @@ def test_bad_flags_are_one_line_and_exit_2(
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ("reconstruct:\n  ensemble: 0\n", "reconstruct.ensemble: must be an integer >= 1, got '0'"),
-        ("score:\n  kernel_size: 4\n", "score.kernel_size: must be 0 or an odd integer, got '4'"),
+        ("reconstruct:\n  ensemble: 0\n", "reconstruct.ensemble = 0 is not allowed; expected an"),
+        ("score:\n  kernel_size: 4\n", "score.kernel_size = 4 is not allowed; expected 0 (auto)"),
+        ("score:\n  map: pixels\n", "score.map = 'pixels' is not allowed; expected one of"),
+        ("reconstruct:\n  timesteps_per_category:\n    toy: 0\n", "timesteps_per_category.toy = 0"),
         ("reconstruct:\n  timesteps: 950\n  jitter: 0.1\n", "reconstruct.jitter 0.1 takes t=950"),
     ],
 )

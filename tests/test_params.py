@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from ddad.errors import DdadError
-from stages.params import load_params, validate
+from ddad.params import setting, validate
+from stages.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -177,3 +178,12 @@ def test_category_absent_from_the_data_is_named(tmp_path):
 def test_category_names_cannot_leave_their_folders(name):
     with pytest.raises(DdadError, match="a plain folder name"):
         validate(_with("data.categories", [name]))
+
+
+def test_a_single_setting_is_checked_like_the_whole_tree() -> None:
+    assert setting(REAL, "score.search_radius", None) == REAL["score"]["search_radius"]
+    assert setting(REAL, "reconstruct.timesteps_per_category.nowhere", 7) == 7
+    assert setting({}, "score.sigma", 1.5) == 1.5
+    assert setting({"score": None}, "score.sigma", 1.5) == 1.5
+    with pytest.raises(DdadError, match=r"^params.yaml: score.kernel_size = 6 is not allowed"):
+        setting(_with("score.kernel_size", 6), "score.kernel_size", 7)

@@ -1,0 +1,216 @@
+"""The params.yaml schema: every knob the pipeline knows, with its type, range or choices.
+
+The pipeline checks the whole tree before any stage does work (``validate``); ``ddad detect``
+and ``ddad bench`` read single keys, possibly outside a project, with the same rules
+(``setting``). Either way a bad value is one line naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ddad.errors import DdadError
+from ddad.models import PRESETS
+from ddad.preprocess import NORMALIZATIONS
+from ddad.reconstruct import SAMPLERS
+from ddad.scoring import ERRORS, IMAGE_SCORES, MAPS
+
+CATEGORY_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # category names become folder names under runs/
+METRICS = ("img_auc", "pixel_auc", "aupro", "img_f1max", "pixel_ap")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one key accepts: a kind, optional bounds or choices, and element specs."""
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    item: Spec | None = None
+    size: int | None = None
+    odd: bool = False  # besides 0, only odd values (a blur kernel has a centre)
+
+    def describe(self) -> str:
+        if self.odd:
+            return "0 (auto) or an odd size"
+        if self.choices:
+            return f"one of {', '.join(self.choices)}"
+        bounds = ""
+        if self.low is not None and self.high is not None:
+            bounds = f" in {self.low:g}..{self.high:g}"
+        elif self.low is not None:
+            bounds = f" >= {self.low:g}"
+        if self.kind == "list":
+            count = f"{self.size} " if self.size else ""
+            return f"a list of {count}({self.item.describe()})"
+        if self.kind == "map":
+            return f"a mapping of category -> ({self.item.describe()})"
+        return {"int": "an integer", "float": "a number", "bool": "true or false"}.get(
+            self.kind, "a string"
+        ) + bounds
+
+
+def _choice(*options: str) -> Spec:
+    return Spec("str", choices=options)
+
+
+INT_T = Spec("int", 0, 999)
+SCHEMA: dict[str, Any] = {
+    "data": {
+        "source": _choice("synthetic", "mvtec", "folder"),
+        "root": Spec("str"),
+        "categories": Spec("list", item=Spec("str"), low=1),
+        "image_size": Spec("int", 8, 4096),
+        "resize": _choice("bicubic", "bilinear", "nearest"),
+        "mask_resize": _choice("nearest", "bilinear_any"),
+        "normalization": _choice(*NORMALIZATIONS),
+        "channels": _choice("auto", "1", "3"),
+        "category_types": Spec("map", item=_choice("object", "texture")),
+        "mvtec_sha256": Spec("map", item=Spec("str")),
+        "synthetic": {
+            "seed": Spec("int", 0),
+            "train": Spec("int", 2),
+            "test_good": Spec("int", 1),
+            "test_defect": Spec("int", 1),
+        },
+    },
+    "model": {"preset": _choice(*PRESETS), "sha256": Spec("str")},
+    "train": {
+        "steps": Spec("int", 0),
+        "batch_size": Spec("int", 1),
+        "lr": Spec("float", 0),
+        "ema": Spec("float", 0, 1),
+        "t_range": Spec("list", item=INT_T, size=2),
+        "crop": Spec("int", 0),
+        "flips": Spec("list", item=_choice("hflip", "vflip")),
+        "val_images": Spec("int", 1),
+        "seed": Spec("int", 0),
+    },
+    "reconstruct": {
+        "timesteps": Spec("int", 1, 999),
+        "timesteps_per_category": Spec("map", item=Spec("int", 1, 999)),
+        "jitter": Spec("float", 0, 0.5),
+        "off_by_one": Spec("bool"),
+        "sampler": _choice(*SAMPLERS),
+        "steps": Spec("int", 1, 999),
+        "ensemble": Spec("int", 1),
+        "conditioning": Spec("float", 0, 1),
+        "batch_size": Spec("int", 1),
+        "seed": Spec("int", 0),
+    },
+    "score": {
+        "sigma": Spec("float", 0),
+        "kernel_size": Spec("int", 0, odd=True),
+        "error": _choice(*ERRORS),
+        "image_score": _choice(*IMAGE_SCORES),
+        "top_fraction": Spec("float", 0, 1),
+        "map": _choice(*MAPS),
+        "bank_images": Spec("int", 1),
+        "bank_vectors": Spec("int", 1),
+        "reference_images": Spec("int", 0),
+        "search_radius": Spec("int", -1),
+    },
+    "evaluate": {"metrics": Spec("list", item=_choice(*METRICS), low=1)},
+    "plot": {"overlays_per_category": Spec("int", 0)},
+    "device": _choice("auto", "cpu", "cuda"),
+}
+
+
+def _fail(key: str, value: Any, allowed: str) -> DdadError:
+    return DdadError(f"params.yaml: {key} = {value!r} is not allowed; expected {allowed}")
+
+
+def _check_value(key: str, value: Any, spec: Spec) -> None:
+    if spec.kind == "list":
+        if not isinstance(value, list):
+            raise _fail(key, value, spec.describe())
+        if spec.size is not None and len(value) != spec.size:
+            raise _fail(key, value, spec.describe())
+        if spec.low is not None and len(value) < spec.low:
+            raise _fail(key, value, "a non-empty list")
+        for i, element in enumerate(value):
+            _check_value(f"{key}[{i}]", element, spec.item)
+        return
+    if spec.kind == "map":
+        if not isinstance(value, dict):
+            raise _fail(key, value, spec.describe())
+        for name, element in value.items():
+            _check_value(f"{key}.{name}", element, spec.item)
+        return
+    if spec.choices:
+        if str(value) not in spec.choices or isinstance(value, (bool, list, dict)):
+            raise _fail(key, value, spec.describe())
+        return
+    expected = {"int": int, "float": (int, float), "bool": bool, "str": str}[spec.kind]
+    if not isinstance(value, expected) or (spec.kind != "bool" and isinstance(value, bool)):
+        raise _fail(key, value, spec.describe())
+    if spec.low is not None and value < spec.low or spec.high is not None and value > spec.high:
+        raise _fail(key, value, spec.describe())
+    if spec.odd and value and value % 2 == 0:
+        raise _fail(key, value, spec.describe())
+
+
+def _check_tree(prefix: str, values: Any, schema: dict[str, Any]) -> None:
+    if not isinstance(values, dict):
+        raise _fail(prefix, values, f"a mapping with keys {', '.join(schema)}")
+    for key in values:
+        if key not in schema:
+            where = f"{prefix}.{key}" if prefix else key
+            close = difflib.get_close_matches(str(key), list(schema), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(schema)}"
+            raise DdadError(f"params.yaml: unknown key {where!r}{hint}")
+    for key, spec in schema.items():
+        where = f"{prefix}.{key}" if prefix else key
+        if key not in values:
+            raise DdadError(f"params.yaml: {where} is missing; add it (see README, 'The knobs')")
+        if isinstance(spec, dict):
+            _check_tree(where, values[key], spec)
+        else:
+            _check_value(where, values[key], spec)
+
+
+def validate(params: dict[str, Any]) -> dict[str, Any]:
+    """Check the whole params tree (types, ranges, choices, cross-key rules); return it."""
+    _check_tree("", params, SCHEMA)
+    rec = params["reconstruct"]
+    levels = {"reconstruct.timesteps": rec["timesteps"]}
+    levels.update(
+        {
+            f"reconstruct.timesteps_per_category.{c}": t
+            for c, t in rec["timesteps_per_category"].items()
+        }
+    )
+    for key, t in levels.items():
+        if rec["sampler"] == "ddim" and rec["steps"] > t + 1:
+            raise _fail("reconstruct.steps", rec["steps"], f"1..{t + 1} (steps from {key} = {t})")
+        if rec["jitter"] and int((1 + rec["jitter"]) * t) > 1000:  # draws stay below this
+            raise _fail(
+                "reconstruct.jitter", rec["jitter"], f"a jitter that keeps {key} below 1000"
+            )
+    low, high = params["train"]["t_range"]
+    if low > high:
+        raise _fail("train.t_range", [low, high], "[low, high] with low <= high")
+    for name in params["data"]["categories"]:
+        if not CATEGORY_NAME.fullmatch(name) or set(name) == {"."}:
+            raise _fail("data.categories", name, "a plain folder name (letters, digits, _ . -)")
+    if len(set(params["data"]["categories"])) != len(params["data"]["categories"]):
+        raise _fail("data.categories", params["data"]["categories"], "distinct names")
+    return params
+
+
+def setting(params: dict[str, Any], key: str, default: Any) -> Any:
+    """The value at dotted ``key`` of a params tree, checked against the schema; ``default``
+    when the key (or a section above it) is absent."""
+    node: Any = params
+    spec: Any = SCHEMA
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+        spec = spec[part] if isinstance(spec, dict) else spec.item
+    _check_value(key, node, spec)
+    return node
