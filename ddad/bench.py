@@ -24,7 +24,13 @@ from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 from torch.utils.flop_counter import FlopCounterMode
 
 from ddad.engine import prepare_model, run
-from ddad.features import GoodReference, feature_anomaly_maps, feature_bank, unet_features
+from ddad.features import (
+    GoodReference,
+    feature_anomaly_maps,
+    feature_bank,
+    unet_features,
+    whitened,
+)
 from ddad.layout import test_images
 from ddad.preprocess import model_input
 from ddad.reconstruct import Plan, reconstruct
@@ -238,7 +244,8 @@ def timing_reference(
 ) -> GoodReference:
     """A reference shaped like ``score``'s, from ``images`` repeated as needed: a bank of
     ``score.bank_images`` feature maps (``search_radius`` >= 0) or of ``score.bank_vectors``
-    rows (-1), and a typical map of ones when ``score.reference_images`` asks for one.
+    rows (-1), a typical map of ones when ``score.reference_images`` asks for one, and
+    a whitening when ``score.whiten`` asks for one.
 
     The search and the division cost what the real ones cost; what the bank and map hold does
     not change the time, so no training images are needed.
@@ -249,10 +256,12 @@ def timing_reference(
     if score.search_radius >= 0:
         count = score.bank_images
         bank = maps.repeat(math.ceil(count / len(maps)), 1, 1, 1)[:count]
-        return GoodReference(bank, typical, score.search_radius)
-    rows = score.bank_vectors
-    found = feature_bank([maps], rows)
-    return GoodReference(found.repeat(math.ceil(rows / len(found)), 1)[:rows], typical)
+        reference = GoodReference(bank, typical, score.search_radius)
+    else:
+        rows = score.bank_vectors
+        found = feature_bank([maps], rows)
+        reference = GoodReference(found.repeat(math.ceil(rows / len(found)), 1)[:rows], typical)
+    return whitened(reference) if score.whiten else reference
 
 
 def time_default(
@@ -364,5 +373,6 @@ def describe_map(score: ScoreSettings) -> str:
             where = f"within {score.search_radius} cells in {score.bank_images} good images"
         else:
             where = f"of {score.bank_vectors:,} patches"
-        return f"feature map (+1 UNet pass, nearest {where}{typical})"
+        space = "whitened features" if score.whiten else "features"
+        return f"feature map (+1 UNet pass, nearest in {space} {where}{typical})"
     return "reconstruction-error map"

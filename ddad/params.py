@@ -113,6 +113,7 @@ SCHEMA: dict[str, Any] = {
         "bank_vectors": Spec("int", 1),
         "reference_images": Spec("int", 0),
         "search_radius": Spec("int", -1),
+        "whiten": Spec("bool"),
     },
     "evaluate": {"metrics": Spec("list", item=_choice(*METRICS), low=1)},
     "plot": {"overlays_per_category": Spec("int", 0)},

@@ -33,6 +33,7 @@ class ScoreSettings:
     bank_vectors: int = 60000
     reference_images: int = 25
     search_radius: int = 4
+    whiten: bool = True
 
 
 DEFAULT_SCORE = ScoreSettings()  # a frozen default, safe to share as an argument default

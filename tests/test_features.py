@@ -1,5 +1,6 @@
 """The nearest-good-feature map: shapes, zero distance for what the bank holds, a high distance
-for a patch unlike every good one, a bounded bank, and the typical map that divides it."""
+for a patch unlike every good one, a bounded bank, the typical map that divides it, and the
+whitening that evens out loud and redundant channels."""
 
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from ddad.features import (
     nearest_distance_maps,
     typical_map,
     unet_features,
+    whitened,
 )
 from ddad.models import build_model
 
@@ -127,3 +129,41 @@ def test_a_patch_found_only_far_away_is_far_for_the_nearby_search():
     nearby = nearby_distance_maps(query, bank, radius=1, size=(8, 8))
     assert anywhere[0, 6, 6] == 0 and nearby[0, 6, 6] == 5.0
     assert nearby_distance_maps(query, bank, radius=7, size=(8, 8))[0, 6, 6] == 0
+
+
+def test_whitened_features_have_unit_covariance_over_the_bank():
+    generator = torch.Generator().manual_seed(0)
+    mixing = torch.tensor([[1.0, 0.0, 0.0], [2.0, 3.0, 0.0], [0.5, 0.5, 1.0]])
+    rows = torch.randn(4000, 3, generator=generator, dtype=torch.float64) @ mixing.double().T
+    bank = (rows.float() + 3).reshape(10, 20, 20, 3).permute(0, 3, 1, 2)  # maps [M, D, h, w]
+    white = whitened(GoodReference(bank, radius=1))
+    flat = white.bank.permute(0, 2, 3, 1).reshape(-1, 3).double()
+    torch.testing.assert_close(
+        flat.mean(dim=0), torch.zeros(3, dtype=torch.float64), atol=1e-4, rtol=0
+    )
+    torch.testing.assert_close(
+        torch.cov(flat.T), torch.eye(3, dtype=torch.float64), atol=2e-2, rtol=0
+    )  # up to the shrinkage (0.1 % of the mean variance, 1 % of the smallest here)
+
+
+def test_a_direction_the_bank_never_varies_in_is_shrunk_not_divided_by_zero():
+    bank = torch.zeros(2, 2, 4, 4)
+    bank[:, 0] = torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(0))
+    white = whitened(GoodReference(bank, radius=1))
+    assert torch.isfinite(white.whitening.matrix).all()
+    query = bank[:1].clone()
+    query[0, 1, 2, 2] = 1.0  # a move in the constant channel: far, but finite
+    distance = white.distances(query, (4, 4))[0, 2, 2]
+    assert torch.isfinite(distance) and distance > 10
+
+
+def test_whitened_distances_are_those_of_whitened_features():
+    generator = torch.Generator().manual_seed(1)
+    bank = torch.randn(4, 2, 5, 5, generator=generator) * torch.tensor([1.0, 8.0]).view(1, 2, 1, 1)
+    query = torch.randn(2, 2, 5, 5, generator=generator)
+    for radius in (-1, 2):
+        rows = bank.permute(0, 2, 3, 1).reshape(-1, 2) if radius < 0 else bank
+        white = whitened(GoodReference(rows, radius=radius))
+        plain = GoodReference(white.bank, radius=radius)
+        expected = plain.distances(white.whitening.apply(query), (5, 5))
+        torch.testing.assert_close(white.distances(query, (5, 5)), expected)
