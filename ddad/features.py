@@ -2,8 +2,9 @@
 
 The trained UNet is a feature extractor that has only seen good parts. Each position of a test
 image is described by the activations of a few encoder blocks (averaged over a 3x3 neighbourhood
-so a feature describes a small patch, not one pixel), and scored by its distance to the closest
-feature of a good training image near the same place (``score.search_radius`` feature cells,
+so a feature describes a small patch, not one pixel), and scored by its distance (after
+whitening over the good bank, ``score.whiten``) to the closest feature of a good training image
+near the same place (``score.search_radius`` feature cells,
 so parts need only be roughly aligned; -1 searches anywhere), divided by that distance's typical
 value there. A defect is a patch unlike every good patch around it. On the real magnetic-tile
 photographs this scored far better than the reconstruction error (README, "Real photographs:
@@ -178,9 +179,8 @@ class GoodReference:
 def whitened(reference: GoodReference) -> GoodReference:
     """``reference`` with its bank whitened: channels centred and decorrelated over the bank.
 
-    The UNet's channels differ in scale (the half-resolution block's are about twice the
-    full-resolution block's) and move together, so without this a few loud, redundant
-    directions decide which good patch is nearest. The covariance is shrunk toward its mean
+    The UNet's channels differ in scale and move together, so without this a few loud,
+    redundant directions decide which good patch is nearest. The covariance is shrunk toward its mean
     variance by 0.1 % so a direction that the bank never varies in cannot blow a distance up.
     On the magnetic tiles it raised image AUROC (README, "Real photographs: magnetic tiles").
     """
