@@ -180,9 +180,10 @@ def whitened(reference: GoodReference) -> GoodReference:
     """``reference`` with its bank whitened: channels centred and decorrelated over the bank.
 
     The UNet's channels differ in scale and move together, so without this a few loud,
-    redundant directions decide which good patch is nearest. The covariance is shrunk toward its mean
-    variance by 0.1 % so a direction that the bank never varies in cannot blow a distance up.
-    On the magnetic tiles it raised image AUROC (README, "Real photographs: magnetic tiles").
+    redundant directions decide which good patch is nearest. The covariance is shrunk toward
+    its mean variance by 0.1 % so a direction that the bank never varies in cannot blow a
+    distance up. On the magnetic tiles it raised image AUROC from 0.876 to 0.916 (README,
+    "Real photographs: magnetic tiles").
     """
     bank = reference.bank
     rows = bank.movedim(1, -1).reshape(-1, bank.shape[1]).double()
