@@ -14,6 +14,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -32,6 +33,7 @@ from ddad.detect import (
 )
 from ddad.engine import resolve_device
 from ddad.errors import DdadError
+from ddad.features import training_split
 from ddad.imageio import is_image_file, read_image
 from ddad.layout import list_categories
 from ddad.models import PRESETS, build_diffusion, build_model, check_preset, load_trained
@@ -157,7 +159,12 @@ def resolve_model_dir(value: str, trained_dir: Path = TRAINED_DIR) -> Path:
 
 
 def _bench_subject(args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any]:
-    """The model and images to time: a trained one with its test images, or a random preset."""
+    """The model and images to time: a trained one with its test images, or a random preset.
+
+    A trained category's search is timed against as many bank images as its score stage uses
+    (``bank_images``); otherwise against ``score.bank_images``.
+    """
+    score = _score_settings(params)
     if args.model:
         if args.channels or args.image_size:
             raise DdadError("--channels/--image-size: not used with --model (meta.json fixes them)")
@@ -170,6 +177,8 @@ def _bench_subject(args: argparse.Namespace, params: dict[str, Any]) -> dict[str
                 root, category, args.images, channels, size, **_preprocessing(params)
             )
             source = f"test images of {category}"
+            split = training_split(root, {**meta, "category": category}, score)
+            score = replace(score, bank_images=len(split.bank))
         else:
             images = bench.random_images(args.images, channels, size)
             source = f"random images in [-1, 1] (no test images of {category} found)"
@@ -186,6 +195,7 @@ def _bench_subject(args: argparse.Namespace, params: dict[str, Any]) -> dict[str
         "model": model,
         "diffusion": diffusion,
         "images": images,
+        "score": score,
         "about": {
             "preset": preset,
             "channels": channels,
@@ -209,7 +219,7 @@ def _bench(args: argparse.Namespace) -> int:
         plan,
         _batch_size(params, args.batch_size),
         seed_share=args.seed_share,
-        score=_score_settings(params),
+        score=subject["score"],
     )
     report |= subject["about"]
     print(bench.format_report(report))

@@ -235,6 +235,15 @@ def typical_map(maps: Sequence[np.ndarray]) -> np.ndarray:
     return np.maximum(mean, 0.01 * mean.mean())
 
 
+def training_split(root: Path, meta: dict, settings: ScoreSettings) -> GoodSplit:
+    """The bank and typical-map images of a trained category: its training images under
+    ``root`` except those held out in ``meta`` (the train stage's meta.json, so their scores
+    stay unbiased for the threshold), split by ``good_split``."""
+    held_out = {root / p for p in meta["validation_images"]}
+    fit = [path for path in train_images(root, meta["category"]) if path not in held_out]
+    return good_split(fit, settings.bank_images, settings.reference_images)
+
+
 def training_reference(
     model: torch.nn.Module,
     root: Path,
@@ -242,14 +251,11 @@ def training_reference(
     load: Callable[[Path], np.ndarray],
     settings: ScoreSettings,
 ) -> GoodReference:
-    """The good reference of a trained category, built from its training images.
+    """The good reference of a trained category, built from its ``training_split`` images.
 
-    The images held out in ``meta`` (the train stage's meta.json) are left out, so their scores
-    stay unbiased for the threshold. ``load`` turns a path into the model's [C, H, W] input.
+    ``load`` turns a path into the model's [C, H, W] input.
     """
-    held_out = {root / p for p in meta["validation_images"]}
-    fit = [path for path in train_images(root, meta["category"]) if path not in held_out]
-    split = good_split(fit, settings.bank_images, settings.reference_images)
+    split = training_split(root, meta, settings)
     good = [load(path) for path in split.bank]
     features = (_features(model, batch) for batch in _batches(good))
     radius = settings.search_radius

@@ -196,3 +196,19 @@ def test_bench_times_a_trained_model_at_its_own_size(
     assert code == 0
     assert out.startswith("bench: tiny, 1 channel(s), 16x16, 1 random images in [-1, 1] (no test")
     assert "ddim 1 step from t=20, ensemble 1" in out
+
+
+@pytest.mark.usefixtures("quick_peak")
+def test_bench_searches_as_many_bank_images_as_the_score_stage_uses(
+    project: Path, capsys: pytest.CaptureFixture
+) -> None:
+    category = project / "data" / "images" / "toy"
+    for i in range(6):  # 2 of 6 become the typical map's images, 4 the bank
+        write_gray(category / "train" / "good" / f"{i}.png", 0.5, i)
+    write_gray(category / "test" / "good" / "0.png", 0.5)
+    (project / "data" / "dataset.json").write_text('{"root": "data/images"}')
+    (project / "params.yaml").write_text(FAST_RECONSTRUCT + "score:\n  reference_images: 2\n")
+    argv = ["bench", "--model", "toy", "--images", "1", "--seed-share", "1e-4"]
+    code, out, _ = _run(argv, capsys)
+    assert code == 0 and "1 test images of toy" in out
+    assert " cells in 4 good images" in out
