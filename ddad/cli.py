@@ -31,20 +31,18 @@ from ddad.detect import (
     overlay_names,
     save_overlay,
 )
-from ddad.engine import resolve_device
+from ddad.engine import DEVICES, resolve_device
 from ddad.errors import DdadError
 from ddad.features import training_split
 from ddad.imageio import is_image_file, read_image
 from ddad.layout import list_categories
 from ddad.models import PRESETS, build_diffusion, build_model, check_preset, load_trained
-from ddad.params import setting
-from ddad.reconstruct import SAMPLERS, Plan
+from ddad.params import PARAMS_FILE, setting
+from ddad.reconstruct import SAMPLERS, Plan, highest_timestep
 
-PARAMS_FILE = Path("params.yaml")
 TRAINED_DIR = Path("models/trained")
 DETECT_OUT = Path("detections")
 DATA_DIR = Path("data/images")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 class _UsageError(Exception):
@@ -130,7 +128,7 @@ def _plan(params: dict[str, Any], flags: dict[str, Any], category: str | None = 
         timesteps = setting(params, key, timesteps)
     names = ("sampler", "steps", "ensemble", "jitter", "off_by_one", "conditioning")
     plan = Plan(timesteps=timesteps, **{name: pick(name) for name in names})
-    if plan.jitter and int((1 + plan.jitter) * plan.timesteps) > 1000:  # draws stay below
+    if highest_timestep(plan.timesteps, plan.jitter) > 999:
         raise DdadError(
             f"reconstruct.jitter {plan.jitter:g} takes t={plan.timesteps} past 999; "
             "lower the jitter or the timesteps"

@@ -33,6 +33,9 @@ class Reconstruction:
     seconds: float
 
 
+DEVICES = ("auto", "cpu", "cuda")  # what params.yaml ``device`` and ``--device`` accept
+
+
 def resolve_device(wanted: str | torch.device) -> torch.device:
     """``auto`` picks CUDA when present; asking for CUDA without one is an error."""
     if isinstance(wanted, torch.device):

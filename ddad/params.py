@@ -10,14 +10,17 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from ddad.engine import DEVICES
 from ddad.errors import DdadError
 from ddad.models import PRESETS
 from ddad.preprocess import NORMALIZATIONS
-from ddad.reconstruct import SAMPLERS
+from ddad.reconstruct import SAMPLERS, highest_timestep
 from ddad.scoring import ERRORS, IMAGE_SCORES, MAPS
 
+PARAMS_FILE = Path("params.yaml")
 CATEGORY_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # category names become folder names under runs/
 METRICS = ("img_auc", "pixel_auc", "aupro", "img_f1max", "pixel_ap")
 
@@ -117,7 +120,7 @@ SCHEMA: dict[str, Any] = {
     },
     "evaluate": {"metrics": Spec("list", item=_choice(*METRICS), low=1)},
     "plot": {"overlays_per_category": Spec("int", 0)},
-    "device": _choice("auto", "cpu", "cuda"),
+    "device": _choice(*DEVICES),
 }
 
 
@@ -188,7 +191,7 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
     for key, t in levels.items():
         if rec["sampler"] == "ddim" and rec["steps"] > t + 1:
             raise _fail("reconstruct.steps", rec["steps"], f"1..{t + 1} (steps from {key} = {t})")
-        if rec["jitter"] and int((1 + rec["jitter"]) * t) > 1000:  # draws stay below this
+        if highest_timestep(t, rec["jitter"]) > 999:
             raise _fail(
                 "reconstruct.jitter", rec["jitter"], f"a jitter that keeps {key} below 1000"
             )

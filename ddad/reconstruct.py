@@ -56,6 +56,12 @@ class Plan:
         return 1
 
 
+def highest_timestep(timesteps: int, jitter: float) -> int:
+    """The largest t ``Plan.member_timesteps`` can draw; it must stay below the 1000 steps of
+    the noise schedule."""
+    return int((1 + jitter) * timesteps) - 1 if jitter > 0 else timesteps
+
+
 def image_seed(seed: int, key: str) -> int:
     """A stable 63-bit seed for one image, independent of batch composition and run order."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()

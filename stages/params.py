@@ -8,9 +8,7 @@ from typing import Any
 import yaml
 
 from ddad.errors import DdadError
-from ddad.params import validate
-
-PARAMS_FILE = Path("params.yaml")
+from ddad.params import PARAMS_FILE, validate
 
 
 def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
