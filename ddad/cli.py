@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
-import yaml
 
 from ddad import bench
 from ddad.baseline import zscore_auroc
@@ -37,7 +36,7 @@ from ddad.features import training_split
 from ddad.imageio import is_image_file, read_image
 from ddad.layout import list_categories
 from ddad.models import PRESETS, build_diffusion, build_model, check_preset, load_trained
-from ddad.params import PARAMS_FILE, setting
+from ddad.params import PARAMS_FILE, parse_params, setting
 from ddad.reconstruct import SAMPLERS, Plan, highest_timestep
 
 TRAINED_DIR = Path("models/trained")
@@ -102,16 +101,7 @@ def _choice(*options: str) -> Callable[[str], str]:
 
 def _read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     """params.yaml as a dict; empty when the command runs outside a ddad project."""
-    if not path.is_file():
-        return {}
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        reason = " ".join(str(getattr(exc, "problem", exc)).split())
-        raise DdadError(f"{path}: not valid YAML ({reason}); fix it or run elsewhere") from None
-    if not isinstance(loaded, dict):
-        raise DdadError(f"{path}: expected a mapping of sections; see the project's params.yaml")
-    return loaded
+    return parse_params(path.read_text(), path) if path.is_file() else {}
 
 
 def _plan(params: dict[str, Any], flags: dict[str, Any], category: str | None = None) -> Plan:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ddad.engine import DEVICES
 from ddad.errors import DdadError
 from ddad.models import PRESETS
@@ -175,6 +177,29 @@ def _check_tree(prefix: str, values: Any, schema: dict[str, Any]) -> None:
             _check_tree(where, values[key], spec)
         else:
             _check_value(where, values[key], spec)
+
+
+def parse_params(text: str, source: Path = PARAMS_FILE) -> dict[str, Any]:
+    """params.yaml's text as a dict of sections (empty text: none).
+
+    The one reader behind the pipeline (which then validates the tree) and the CLI (which reads
+    single keys): a YAML slip names the file and line, a non-mapping says what is expected.
+    """
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        reason = " ".join(str(getattr(exc, "problem", exc)).split())
+        raise DdadError(f"{source}:{where} is not valid YAML ({reason}); fix that line") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise DdadError(
+            f"{source}: expected a mapping of sections (data:, model:, ...); "
+            "see the project's params.yaml"
+        )
+    return loaded
 
 
 def validate(params: dict[str, Any]) -> dict[str, Any]:

@@ -149,6 +149,7 @@ def test_bad_flags_are_one_line_and_exit_2(
         ("score:\n  map: pixels\n", "score.map = 'pixels' is not allowed; expected one of"),
         ("reconstruct:\n  timesteps_per_category:\n    toy: 0\n", "timesteps_per_category.toy = 0"),
         ("reconstruct:\n  timesteps: 950\n  jitter: 0.1\n", "reconstruct.jitter 0.1 takes t=950"),
+        ("score:\n  map: [features\n", "params.yaml: line 3 is not valid YAML"),
     ],
 )
 def test_bad_params_value_names_the_key(

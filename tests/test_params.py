@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from ddad.errors import DdadError
-from ddad.params import setting, validate
+from ddad.params import parse_params, setting, validate
 from stages.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,6 +128,12 @@ def test_bad_yaml_names_the_line(tmp_path):
     path.write_text("data:\n  source: synthetic\n  root: [unclosed\nmodel: {}\n")
     with pytest.raises(DdadError, match=r"params\.yaml: line \d+ is not valid YAML"):
         load_params(path)
+
+
+def test_params_must_be_a_mapping_of_sections():
+    assert parse_params("") == {}
+    with pytest.raises(DdadError, match="expected a mapping of sections"):
+        parse_params("- data\n- model\n")
 
 
 def test_missing_file_says_where_to_run(tmp_path):
