@@ -1,8 +1,10 @@
-"""evaluate: per-category and mean metrics, results.csv, metrics.json and ROC plot data.
+"""evaluate: per-category and mean metrics, results.csv, metrics.json, defects.json and ROC
+plot data.
 
 results.csv keeps the seed's four columns first (category, category_type, img_auc, pixel_auc).
 metrics.json holds each category, the mean over all, and the mean per category type, so that
-`dvc metrics show` and `dvc metrics diff` read as a table.
+`dvc metrics show` and `dvc metrics diff` read as a table. defects.json scores each defect kind
+alone against the good test images: which kinds a map misses is what to work on next.
 """
 
 from __future__ import annotations
@@ -20,13 +22,28 @@ from stages.common import METRICS_DIR, PLOTS_DIR, RUNS_DIR, read_manifest, run_s
 SEED_COLUMNS = ["category", "category_type", "img_auc", "pixel_auc"]
 
 
-def category_metrics(category: str, wanted: list[str]) -> dict[str, float]:
-    """The asked-for metrics of one category from its scores and maps."""
+def category_metrics(category: str, wanted: list[str]) -> dict[str, Any]:
+    """The asked-for metrics of one category, and of each of its defect kinds against the good
+    test images (``defects``), from its scores and maps."""
     scores = pd.read_csv(RUNS_DIR / category / "score" / "scores.csv")
-    test = scores[scores["split"] == "test"]
-    labels, values = test["label"].to_numpy(), test["score"].to_numpy()
+    test = scores[scores["split"] == "test"].set_index("key")
     with np.load(RUNS_DIR / category / "score" / "maps.npz") as maps:
-        masks, amaps = maps["masks"], maps["maps"]
+        keys, masks, amaps = maps["keys"], maps["masks"], maps["maps"]
+    test = test.loc[keys]  # the maps' order
+    defects = test["defect"].to_numpy()
+    per_kind = {}
+    for kind in sorted(set(defects[test["label"].to_numpy() == 1])):
+        pick = (test["label"].to_numpy() == 0) | (defects == kind)
+        per_kind[kind] = {"images": int((defects == kind).sum())} | _metrics(
+            test[pick], masks[pick], amaps[pick], wanted
+        )
+    return _metrics(test, masks, amaps, wanted) | {"defects": per_kind}
+
+
+def _metrics(
+    test: pd.DataFrame, masks: np.ndarray, amaps: np.ndarray, wanted: list[str]
+) -> dict[str, float]:
+    labels, values = test["label"].to_numpy(), test["score"].to_numpy()
     compute = {
         "img_auc": lambda: metrics.image_auroc(labels, values),
         "pixel_auc": lambda: metrics.pixel_auroc(masks, amaps),
@@ -45,11 +62,13 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
 def main(params: dict[str, Any], argv: list[str]) -> None:
     manifest = read_manifest()
     wanted = params["evaluate"]["metrics"]
-    rows = []
+    rows, defects = [], {}
     for category in params["data"]["categories"]:
         summary = json.loads((RUNS_DIR / category / "recon" / "summary.json").read_text())
         row = {"category": category, "category_type": manifest["categories"][category]["type"]}
-        row.update(category_metrics(category, wanted))
+        found = category_metrics(category, wanted)
+        defects[category] = found.pop("defects")
+        row.update(found)
         row["nfe_per_image"] = summary["nfe_per_image"]
         row["seconds_per_image"] = summary["seconds_per_image"]
         rows.append(row)
@@ -74,7 +93,14 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         }
     report["categories"] = {r["category"]: {k: r[k] for k in numeric} for r in rows}
     write_json(METRICS_DIR / "metrics.json", _rounded(report))
+    write_json(METRICS_DIR / "defects.json", _rounded(defects))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    by_kind = pd.DataFrame(
+        [{"category": c, "defect": k} | v for c, kinds in defects.items() for k, v in kinds.items()]
+    )
+    if not by_kind.empty:
+        print("\neach defect kind against the good test images:")
+        print(by_kind.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
 def _rounded(value: Any) -> Any:

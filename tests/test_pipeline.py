@@ -118,6 +118,11 @@ def test_repro_writes_metrics_and_leaves_nothing_to_do(finished):
     }
     assert metrics["mean"]["nfe_per_image"] == 2.0
     assert 0 <= metrics["categories"]["stripes"]["img_auc"] <= 1
+    defects = json.loads((finished / "metrics" / "defects.json").read_text())["stripes"]
+    assert (
+        sum(kind["images"] for kind in defects.values()) == TINY["data"]["synthetic"]["test_defect"]
+    )
+    assert all(0 <= kind["pixel_auc"] <= 1 for kind in defects.values())
     assert (finished / "plots" / "images").is_dir()
     status = _run(finished, "dvc", "status")
     assert "up to date" in status.stdout
