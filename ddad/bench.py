@@ -28,8 +28,8 @@ from ddad.features import (
     GoodReference,
     feature_anomaly_maps,
     feature_bank,
+    searched_as,
     unet_features,
-    whitened,
 )
 from ddad.layout import test_images
 from ddad.preprocess import model_input
@@ -252,16 +252,15 @@ def timing_reference(
     """
     device = next(model.parameters()).device
     maps = unet_features(model, torch.from_numpy(images).to(device))
-    typical = np.ones(images.shape[-2:]) if score.reference_images else None
     if score.search_radius >= 0:
         count = score.bank_images
         bank = maps.repeat(math.ceil(count / len(maps)), 1, 1, 1)[:count]
-        reference = GoodReference(bank, typical, score.search_radius)
     else:
         rows = score.bank_vectors
         found = feature_bank([maps], rows)
-        reference = GoodReference(found.repeat(math.ceil(rows / len(found)), 1)[:rows], typical)
-    return whitened(reference) if score.whiten else reference
+        bank = found.repeat(math.ceil(rows / len(found)), 1)[:rows]
+    typical = np.ones(images.shape[-2:]) if score.reference_images else None
+    return replace(searched_as(bank, score), typical=typical)
 
 
 def time_default(

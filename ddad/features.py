@@ -194,6 +194,14 @@ def whitened(reference: GoodReference) -> GoodReference:
     return replace(reference, bank=bank, whitening=whitening)
 
 
+def searched_as(bank: torch.Tensor, settings: ScoreSettings) -> GoodReference:
+    """A reference over ``bank`` searched the way ``settings`` ask: near the same place
+    (``search_radius`` >= 0, ``bank`` maps) or anywhere (-1, ``bank`` rows), whitened when
+    ``settings.whiten``; no typical map yet."""
+    reference = GoodReference(bank, radius=settings.search_radius)
+    return whitened(reference) if settings.whiten else reference
+
+
 def _channel_moments(bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean [D] and covariance [D, D] of the channels of rows [M, D] or maps [M, D, h, w] over
     every row or position, in float64 but one chunk at a time (a float64 copy of a large
@@ -258,13 +266,11 @@ def training_reference(
     split = training_split(root, meta, settings)
     good = [load(path) for path in split.bank]
     features = (_features(model, batch) for batch in _batches(good))
-    radius = settings.search_radius
-    if radius < 0:
-        undivided = GoodReference(feature_bank(features, settings.bank_vectors))
+    if settings.search_radius < 0:
+        bank = feature_bank(features, settings.bank_vectors)
     else:
-        undivided = GoodReference(torch.cat(list(features)), radius=radius)
-    if settings.whiten:
-        undivided = whitened(undivided)
+        bank = torch.cat(list(features))
+    undivided = searched_as(bank, settings)
     if not split.reference:
         return undivided
     references = [load(path) for path in split.reference]

@@ -30,10 +30,10 @@ def category_metrics(category: str, wanted: list[str]) -> dict[str, Any]:
     with np.load(RUNS_DIR / category / "score" / "maps.npz") as maps:
         keys, masks, amaps = maps["keys"], maps["masks"], maps["maps"]
     test = test.loc[keys]  # the maps' order
-    defects = test["defect"].to_numpy()
+    defects, good = test["defect"].to_numpy(), test["label"].to_numpy() == 0
     per_kind = {}
-    for kind in sorted(set(defects[test["label"].to_numpy() == 1])):
-        pick = (test["label"].to_numpy() == 0) | (defects == kind)
+    for kind in sorted(set(defects[~good])):
+        pick = good | (defects == kind)
         per_kind[kind] = {"images": int((defects == kind).sum())} | _metrics(
             test[pick], masks[pick], amaps[pick], wanted
         )
