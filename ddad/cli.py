@@ -1,5 +1,5 @@
 """The ``ddad`` command: ``bench`` (seed vs current speed), ``detect`` (inspect images) and
-``baseline`` (the per-pixel z-score baseline's AUROC).
+``baseline`` (the per-pixel z-score baseline's image AUROC, pixel AUROC and AUPRO).
 
 Settings the pipeline also uses (reconstruction plan, scoring, preprocessing, device) are read
 from params.yaml in the current folder when it is there, so ``ddad detect`` scores images the
@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import torch
 
 from ddad import bench
-from ddad.baseline import zscore_auroc
+from ddad.baseline import zscore_report
 from ddad.detect import (
     DEFAULT_PLAN,
     Detector,
@@ -287,10 +287,28 @@ def _baseline(args: argparse.Namespace) -> int:
     categories = args.category or list_categories(args.data)
     if not categories:
         raise DdadError(f"--data: {args.data} holds no categories (folders with train/ or test/)")
+    params = _read_params()
+    size = args.image_size or setting(params, "data.image_size", 64)
+    columns = ("img_auc", "pixel_auc", "aupro")
     width = max(len("category"), *(len(c) for c in categories))
-    print(f"{'category':<{width}}  img_auc  (per-pixel z-score baseline, {args.data})")
-    for category in categories:
-        print(f"{category:<{width}}  {zscore_auroc(args.data, category):.4f}")
+    rows = [
+        (
+            category,
+            zscore_report(
+                args.data,
+                category,
+                size,
+                setting(params, "data.resize", "bicubic"),
+                setting(params, "data.mask_resize", "nearest"),
+                columns,
+            ),
+        )
+        for category in categories
+    ]
+    print(f"per-pixel z-score baseline at {size}x{size} px, {args.data}")
+    print(f"{'category':<{width}}  " + "  ".join(f"{c:>9}" for c in columns))
+    for category, found in rows:
+        print(f"{category:<{width}}  " + "  ".join(f"{found[c]:>9.4f}" for c in columns))
     return 0
 
 
@@ -330,9 +348,16 @@ def _build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--device", type=_choice(*DEVICES))
     detect.set_defaults(handler=_detect)
 
-    baseline = commands.add_parser("baseline", help="image AUROC of a per-pixel z-score baseline")
+    baseline = commands.add_parser(
+        "baseline", help="image AUROC, pixel AUROC and AUPRO of a per-pixel z-score baseline"
+    )
     baseline.add_argument("--data", type=Path, default=DATA_DIR, help=f"default {DATA_DIR}")
     baseline.add_argument("--category", nargs="+", help="default: every category under --data")
+    baseline.add_argument(
+        "--image-size",
+        type=_integer(8, 4096),
+        help="side the images are resized to (default: data.image_size of params.yaml, else 64)",
+    )
     baseline.set_defaults(handler=_baseline)
     return parser
 

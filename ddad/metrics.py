@@ -26,6 +26,8 @@ _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 ImageStack = np.ndarray | Sequence[ArrayLike]
 
+METRIC_NAMES = ("img_auc", "pixel_auc", "aupro", "img_f1max", "pixel_ap")
+
 
 @dataclass(frozen=True)
 class _Steps:
@@ -123,6 +125,32 @@ def pixel_ap(masks: ImageStack, maps: ImageStack) -> float:
     true_positives = np.cumsum(steps.anomalous_weight)
     precision = true_positives / (true_positives + steps.normal_at_or_above)
     return float(np.sum(steps.anomalous_weight * precision) / anomalous.size)
+
+
+def summary(
+    labels: ArrayLike,
+    scores: ArrayLike,
+    masks: ImageStack,
+    maps: ImageStack,
+    names: Sequence[str] = METRIC_NAMES,
+) -> dict[str, float]:
+    """The named metrics (``METRIC_NAMES``) of one set of test images, in the order asked.
+
+    The one place a detector's scores and maps become figures, so the pipeline's evaluate stage
+    and ``ddad baseline`` report comparable numbers. Pixel metrics are skipped when not asked
+    for (they are the slow ones); unknown names raise ValueError.
+    """
+    compute = {
+        "img_auc": lambda: image_auroc(labels, scores),
+        "pixel_auc": lambda: pixel_auroc(masks, maps),
+        "aupro": lambda: aupro(masks, maps),
+        "img_f1max": lambda: f1_max(labels, scores),
+        "pixel_ap": lambda: pixel_ap(masks, maps),
+    }
+    unknown = [name for name in names if name not in compute]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; choose from {', '.join(METRIC_NAMES)}")
+    return {name: compute[name]() for name in names}
 
 
 def roc_points(

@@ -17,6 +17,7 @@ import yaml
 
 from ddad.engine import DEVICES
 from ddad.errors import DdadError
+from ddad.metrics import METRIC_NAMES
 from ddad.models import PRESETS
 from ddad.preprocess import NORMALIZATIONS
 from ddad.reconstruct import SAMPLERS, highest_timestep
@@ -24,7 +25,6 @@ from ddad.scoring import ERRORS, IMAGE_SCORES, MAPS
 
 PARAMS_FILE = Path("params.yaml")
 CATEGORY_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # category names become folder names under runs/
-METRICS = ("img_auc", "pixel_auc", "aupro", "img_f1max", "pixel_ap")
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ SCHEMA: dict[str, Any] = {
         "search_radius": Spec("int", -1),
         "whiten": Spec("bool"),
     },
-    "evaluate": {"metrics": Spec("list", item=_choice(*METRICS), low=1)},
+    "evaluate": {"metrics": Spec("list", item=_choice(*METRIC_NAMES), low=1)},
     "plot": {"overlays_per_category": Spec("int", 0)},
     "device": _choice(*DEVICES),
 }

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ddad.imageio import read_image, resize_image
+from ddad.imageio import display_size, read_image, read_mask, resize_image, resize_mask
+from ddad.layout import TestImage
 
 NORMALIZATIONS = ("fixed", "minmax")
 
@@ -36,3 +37,10 @@ def model_input(
     """An image file as the model sees it: [C, H, W] float32 in [-1, 1] at ``size``."""
     image = resize_image(read_image(path, channels), size, resize)
     return to_model_range(image, normalization).transpose(2, 0, 1).copy()
+
+
+def model_mask(item: TestImage, size: int, method: str = "nearest") -> np.ndarray:
+    """A test image's ground truth at the model's ``size`` x ``size`` (all False when good)."""
+    if item.mask is None:
+        return np.zeros((size, size), dtype=bool)
+    return resize_mask(read_mask(item.mask, display_size(item.path)), size, method)

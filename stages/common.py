@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 
 from ddad.errors import DdadError
-from ddad.imageio import display_size, read_mask, resize_mask
 from ddad.layout import TestImage
-from ddad.preprocess import model_input
+from ddad.preprocess import model_input, model_mask
 from stages.params import load_params
 
 DATA_DIR = Path("data/images")
@@ -81,11 +80,7 @@ def load_model_input(path: Path, channels: int, params: dict[str, Any]) -> np.nd
 
 def load_test_mask(item: TestImage, params: dict[str, Any]) -> np.ndarray:
     """The ground truth at model size (all False for good images)."""
-    size = params["data"]["image_size"]
-    if item.mask is None:
-        return np.zeros((size, size), dtype=bool)
-    mask = read_mask(item.mask, display_size(item.path))
-    return resize_mask(mask, size, params["data"]["mask_resize"])
+    return model_mask(item, params["data"]["image_size"], params["data"]["mask_resize"])
 
 
 def timesteps_for(params: dict[str, Any], category: str) -> int:

@@ -2,15 +2,19 @@
 plot data.
 
 results.csv keeps the seed's four columns first (category, category_type, img_auc, pixel_auc).
-metrics.json holds each category, the mean over all, and the mean per category type, so that
-`dvc metrics show` and `dvc metrics diff` read as a table. defects.json scores each defect kind
-alone against the good test images: which kinds a map misses is what to work on next.
+metrics.json holds each category, the mean over all, and the mean per category type;
+defects.json scores each defect kind alone against the good test images (which kinds a map
+misses is what to work on next). DVC reads the same figures one small flat file per row
+(metrics/mean/, metrics/category/, metrics/kind/<category>/): `dvc metrics show` prints a file
+per row and a key per column, so rows keep `dvc metrics show` and `dvc metrics diff` narrow
+where one nested file made a single row hundreds of columns wide.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 from typing import Any
 
 import numpy as np
@@ -20,6 +24,7 @@ from ddad import metrics
 from stages.common import METRICS_DIR, PLOTS_DIR, RUNS_DIR, read_manifest, run_stage, write_json
 
 SEED_COLUMNS = ["category", "category_type", "img_auc", "pixel_auc"]
+ROW_FOLDERS = ("mean", "category", "kind")  # under metrics/, the folders dvc.yaml lists
 
 
 def category_metrics(category: str, wanted: list[str]) -> dict[str, Any]:
@@ -43,15 +48,7 @@ def category_metrics(category: str, wanted: list[str]) -> dict[str, Any]:
 def _metrics(
     test: pd.DataFrame, masks: np.ndarray, amaps: np.ndarray, wanted: list[str]
 ) -> dict[str, float]:
-    labels, values = test["label"].to_numpy(), test["score"].to_numpy()
-    compute = {
-        "img_auc": lambda: metrics.image_auroc(labels, values),
-        "pixel_auc": lambda: metrics.pixel_auroc(masks, amaps),
-        "aupro": lambda: metrics.aupro(masks, amaps),
-        "img_f1max": lambda: metrics.f1_max(labels, values),
-        "pixel_ap": lambda: metrics.pixel_ap(masks, amaps),
-    }
-    return {name: compute[name]() for name in wanted}
+    return metrics.summary(test["label"].to_numpy(), test["score"].to_numpy(), masks, amaps, wanted)
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float:
@@ -94,6 +91,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     report["categories"] = {r["category"]: {k: r[k] for k in numeric} for r in rows}
     write_json(METRICS_DIR / "metrics.json", _rounded(report))
     write_json(METRICS_DIR / "defects.json", _rounded(defects))
+    _write_rows(report, defects, wanted)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     by_kind = pd.DataFrame(
         [{"category": c, "defect": k} | v for c, kinds in defects.items() for k, v in kinds.items()]
@@ -101,6 +99,28 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     if not by_kind.empty:
         print("\neach defect kind against the good test images:")
         print(by_kind.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+def _write_rows(
+    report: dict[str, Any], defects: dict[str, dict[str, Any]], wanted: list[str]
+) -> None:
+    """One flat file per row for DVC: the means (over all categories, then per type), each
+    category, and each of its defect kinds; the asked-for metrics, and UNet passes per image
+    (``nfe``) where they belong to the row."""
+    for folder in ROW_FOLDERS:
+        shutil.rmtree(METRICS_DIR / folder, ignore_errors=True)
+    rows = {"mean/all": report["mean"]}
+    rows |= {
+        f"mean/{k.removeprefix('mean_')}": v for k, v in report.items() if k.startswith("mean_")
+    }
+    for category, found in report["categories"].items():
+        rows[f"category/{category}"] = found
+        rows |= {f"kind/{category}/{kind}": v for kind, v in defects[category].items()}
+    for name, row in rows.items():
+        flat = {k: row[k] for k in wanted} | (
+            {"nfe": row["nfe_per_image"]} if "nfe_per_image" in row else {}
+        )
+        write_json(METRICS_DIR / f"{name}.json", _rounded(flat))
 
 
 def _rounded(value: Any) -> Any:

@@ -2,9 +2,10 @@
 
 Per category: overlay sheets of the most telling test images (<category>/<defect>_<stem>.png:
 the highest-scoring good images, i.e. the likeliest false alarms, then defects alternating best
-and worst detected) and <category>_overview.png of its test images. Over all categories:
+and worst detected) and plots/overviews/<category>.png of its test images (committed, and a DVC
+image plot, so `dvc plots diff` shows two experiments' maps side by side). Over all categories:
 roc.png and auroc.png; and plots/example.png (committed, for the README), the clearest detected
-defect. The folder is emptied first, so no picture outlives the run that drew it.
+defect. The folders are emptied first, so no picture outlives the run that drew it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ddad.store import ResultStore
 from stages.common import METRICS_DIR, PLOTS_DIR, RUNS_DIR, run_stage
 
 IMAGES_DIR = PLOTS_DIR / "images"
+OVERVIEWS_DIR = PLOTS_DIR / "overviews"  # committed and a DVC image plot: `dvc plots diff`
 GOOD_SHARE = 1 / 3  # of the overlay sheets, at most, spent on the highest-scoring good images
 
 
@@ -163,15 +165,16 @@ def summary_figures(categories: list[str]) -> tuple[Figure, Figure]:
 def main(params: dict[str, Any], argv: list[str]) -> None:
     names = list(params["data"]["categories"])
     count = params["plot"]["overlays_per_category"]
-    shutil.rmtree(IMAGES_DIR, ignore_errors=True)
-    IMAGES_DIR.mkdir(parents=True)
+    for folder in (IMAGES_DIR, OVERVIEWS_DIR):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
     pool: list[Candidate] = []
     for name in progress_bar(names, desc="plot", unit="category"):
         category = load_category(name)
         for index in pick_overlays(category.test, count):
             path = sheet_path(name, category.test.at[index, "key"])
             viz.save_figure(sheet(category, index), path)
-        viz.save_figure(overview(category), IMAGES_DIR / f"{name}_overview.png")
+        viz.save_figure(overview(category), OVERVIEWS_DIR / f"{name}.png")
         pool.extend(candidates(category))
     roc, bars = summary_figures(names)
     viz.save_figure(roc, IMAGES_DIR / "roc.png")
@@ -180,7 +183,8 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         best = max(pool, key=lambda c: (c.peak_inside, c.score))
         figure = sheet(best.category, best.index, prefix=f"{best.category.name}: ")
         viz.save_figure(figure, PLOTS_DIR / "example.png")
-    print(f"plot: {len(list(IMAGES_DIR.rglob('*.png')))} pictures in {IMAGES_DIR}")
+    drawn = len(list(IMAGES_DIR.rglob("*.png"))) + len(names)
+    print(f"plot: {drawn} pictures in {IMAGES_DIR} and {OVERVIEWS_DIR}")
 
 
 if __name__ == "__main__":

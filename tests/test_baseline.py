@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ddad.baseline import zscore_auroc, zscore_image_scores
+from ddad.baseline import zscore_image_scores, zscore_report
 from ddad.errors import DdadError
+from ddad.metrics import METRIC_NAMES
 from ddad.synthetic import SYNTHETIC_CATEGORIES, generate_dataset
 
 
@@ -24,28 +25,58 @@ def test_score_is_the_largest_channel_summed_z() -> None:
     assert np.array_equal(test, before)
 
 
-def _write(path: Path, value: float) -> None:
+def _write(path: Path, value: float, spot: bool = False) -> None:
+    """An 8x8 image around ``value``; ``spot``: a bright 2x2 square at the top left, and its mask
+    beside it in MVTec's ground_truth folder. The suffix picks the format (JPEG too)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(int(value * 1000))
+    rng = np.random.default_rng(int(value * 1000) + len(path.stem))
     pixels = np.clip(rng.normal(value, 0.02, size=(8, 8)), 0, 1)
-    Image.fromarray(np.round(pixels * 255).astype(np.uint8), mode="L").save(path)
+    if spot:
+        pixels[:2, :2] = 1.0
+        mask = np.zeros((8, 8), dtype=np.uint8)
+        mask[:2, :2] = 255
+        folder = path.parents[2] / "ground_truth" / path.parent.name
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(mask, mode="L").save(folder / f"{path.stem}_mask.png")
+    Image.fromarray(np.round(pixels * 255).astype(np.uint8), mode="L").save(path, quality=100)
 
 
-def test_auroc_is_perfect_when_defects_leave_the_normal_range(tmp_path: Path) -> None:
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_report_is_perfect_when_defects_leave_the_normal_range(
+    tmp_path: Path, suffix: str
+) -> None:
     for index in range(6):
-        _write(tmp_path / "toy" / "train" / "good" / f"{index:03d}.png", 0.4 + 0.01 * index)
-        _write(tmp_path / "toy" / "test" / "good" / f"{index:03d}.png", 0.405 + 0.01 * index)
-        _write(tmp_path / "toy" / "test" / "burn" / f"{index:03d}.png", 0.9)
-    assert zscore_auroc(tmp_path, "toy") == 1.0
+        _write(tmp_path / "toy" / "train" / "good" / f"{index:03d}{suffix}", 0.4 + 0.01 * index)
+        _write(tmp_path / "toy" / "test" / "good" / f"{index:03d}{suffix}", 0.405 + 0.01 * index)
+        _write(tmp_path / "toy" / "test" / "burn" / f"{index:03d}{suffix}", 0.4, spot=True)
+    report = zscore_report(tmp_path, "toy", size=8)
+    assert list(report) == list(METRIC_NAMES)
+    assert report["img_auc"] == 1.0
+    assert report["pixel_auc"] > 0.99 and report["aupro"] > 0.9
+
+
+def test_report_computes_only_the_metrics_asked_for(tmp_path: Path) -> None:
+    for index in range(3):
+        _write(tmp_path / "toy" / "train" / "good" / f"{index}.png", 0.4)
+        _write(tmp_path / "toy" / "test" / "good" / f"{index}.png", 0.4)
+        _write(tmp_path / "toy" / "test" / "burn" / f"{index}.png", 0.4, spot=True)
+    assert list(zscore_report(tmp_path, "toy", size=8, names=["aupro", "img_auc"])) == [
+        "aupro",
+        "img_auc",
+    ]
 
 
 def test_missing_category_is_a_one_line_error(tmp_path: Path) -> None:
-    with pytest.raises(DdadError, match="missing.*train/good"):
-        zscore_auroc(tmp_path, "missing")
+    (tmp_path / "other" / "train").mkdir(parents=True)
+    with pytest.raises(DdadError, match="no category 'missing'.*found: other"):
+        zscore_report(tmp_path, "missing")
 
 
 def test_zscore_cannot_solve_the_synthetic_dataset(tmp_path: Path) -> None:
     generate_dataset(tmp_path, list(SYNTHETIC_CATEGORIES), progress=False)
-    aurocs = {name: zscore_auroc(tmp_path, name) for name in SYNTHETIC_CATEGORIES}
+    aurocs = {
+        name: zscore_report(tmp_path, name, names=["img_auc"])["img_auc"]
+        for name in SYNTHETIC_CATEGORIES
+    }
     print("z-score image AUROC:", {name: round(value, 3) for name, value in aurocs.items()})
     assert all(value <= 0.75 for value in aurocs.values()), aurocs

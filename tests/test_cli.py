@@ -166,16 +166,21 @@ def test_help_exits_0(capsys: pytest.CaptureFixture) -> None:
     assert code == 0 and "--good-dir" in out
 
 
-def test_baseline_prints_image_auroc_per_category(
+def test_baseline_prints_three_metrics_per_category(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
+    mask = tmp_path / "toy" / "ground_truth" / "burn"
     for i in range(4):
         write_gray(tmp_path / "toy" / "train" / "good" / f"{i}.png", 0.4, seed=i)
-        write_gray(tmp_path / "toy" / "test" / "good" / f"{i}.png", 0.4, seed=10 + i)
-        write_gray(tmp_path / "toy" / "test" / "burn" / f"{i}.png", 0.95, seed=20 + i)
-    code, out, _ = _run(["baseline", "--data", str(tmp_path)], capsys)
+        write_gray(tmp_path / "toy" / "test" / "good" / f"{i}.jpg", 0.4, seed=10 + i)
+        write_gray(tmp_path / "toy" / "test" / "burn" / f"{i}.jpg", 0.95, seed=20 + i)
+        write_gray(mask / f"{i}_mask.png", 1.0, seed=i)
+    code, out, _ = _run(["baseline", "--data", str(tmp_path), "--image-size", "16"], capsys)
     assert code == 0
-    assert out.splitlines()[1] == "toy       1.0000"
+    lines = out.splitlines()
+    assert lines[0] == f"per-pixel z-score baseline at 16x16 px, {tmp_path}"
+    assert lines[1].split() == ["category", "img_auc", "pixel_auc", "aupro"]
+    assert lines[2].split()[:2] == ["toy", "1.0000"]
 
 
 def test_baseline_on_a_missing_folder_exits_2(

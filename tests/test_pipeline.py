@@ -124,6 +124,15 @@ def test_repro_writes_metrics_and_leaves_nothing_to_do(finished):
     )
     assert all(0 <= kind["pixel_auc"] <= 1 for kind in defects.values())
     assert (finished / "plots" / "images").is_dir()
+    assert (finished / "plots" / "overviews" / "stripes.png").is_file()
+    row = json.loads((finished / "metrics" / "category" / "stripes.json").read_text())
+    assert row == {k: metrics["categories"]["stripes"][k] for k in row if k != "nfe"} | {"nfe": 2.0}
+    kinds = sorted(p.stem for p in (finished / "metrics" / "kind" / "stripes").iterdir())
+    assert kinds == sorted(defects)
+    shown = _run(finished, "dvc", "metrics", "show").stdout.splitlines()
+    assert shown[0].split()[:2] == ["Path", "aupro"] and "metrics/mean/all.json" in shown[1]
+    # header, the mean over all, over textures, the category, its kinds
+    assert len(shown) == 4 + len(kinds) and max(map(len, shown)) <= 100
     status = _run(finished, "dvc", "status")
     assert "up to date" in status.stdout
     assert _stale(finished) == set()

@@ -196,9 +196,12 @@ def test_plot_stage_writes_every_picture_and_removes_stale_ones(tmp_path, monkey
     pd.DataFrame(
         {"category": ["gray", "colour"], "category_type": "texture", "img_auc": [1.0, 0.9]}
     ).to_csv(tmp_path / "metrics" / "results.csv", index=False)
-    stale = tmp_path / "plots" / "images" / "old" / "stale.png"
-    stale.parent.mkdir(parents=True)
-    stale.write_bytes(b"")
+    for stale in (
+        tmp_path / "plots" / "images" / "old" / "stale.png",
+        plot.OVERVIEWS_DIR / "old.png",
+    ):
+        stale.parent.mkdir(parents=True)
+        stale.write_bytes(b"")
     titles = {}
     real_save = viz.save_figure
 
@@ -215,16 +218,16 @@ def test_plot_stage_writes_every_picture_and_removes_stale_ones(tmp_path, monkey
         "colour",
         "colour/hole_000.png",
         "colour/hole_002.png",
-        "colour_overview.png",
         "gray",
         "gray/hole_000.png",
         "gray/hole_002.png",
-        "gray_overview.png",
         "roc.png",
     ]
+    overviews = sorted(p.name for p in plot.OVERVIEWS_DIR.iterdir())
+    assert overviews == ["colour.png", "gray.png"]
     # colour's hole_002 scores highest but peaks off its mask; its hole_001 is next
     assert titles["plots/example.png"].startswith("colour: test/hole/001 | label 1")
-    for path in plot.IMAGES_DIR.rglob("*.png"):
+    for path in [*plot.IMAGES_DIR.rglob("*.png"), *plot.OVERVIEWS_DIR.iterdir()]:
         with Image.open(path) as png:
             png.verify()
         assert path.stat().st_size < 150_000
