@@ -38,11 +38,13 @@ class _Member:
     link: str = ""
 
 
-def safe_extract(archive: Path, dest: Path) -> None:
+def safe_extract(archive: Path, dest: Path, only: str | None = None) -> None:
     """Extract `archive` (tar, tar.gz/xz/bz2 or zip) into the new folder `dest`, all or nothing.
 
     Members go into a hidden sibling folder (same filesystem) that is renamed to `dest` only
     once every member is in; any failure removes it, so no half-extracted tree is left behind.
+    With `only`, just the members inside that top-level folder are extracted, in one pass
+    through the archive: one category out of a data set's single multi-gigabyte archive.
     """
     archive, dest = Path(archive), Path(dest)
     if dest.exists():
@@ -52,7 +54,7 @@ def safe_extract(archive: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
     try:
-        _extract_into(archive, staging)
+        _extract_into(archive, staging, only)
         _refuse_escaping_symlinks(archive, staging)
         staging.rename(dest)
     except BaseException:
@@ -60,15 +62,17 @@ def safe_extract(archive: Path, dest: Path) -> None:
         raise
 
 
-def _extract_into(archive: Path, root: Path) -> None:
-    """Extract every member into `root`, vetting each one against the disk just before it lands."""
+def _extract_into(archive: Path, root: Path, only: str | None) -> None:
+    """Extract the wanted members into `root`, vetting each one against the disk just before it
+    lands."""
     try:
         if tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tar:
-                tar.extractall(root, members=_vetted_tar_members(archive, root, tar), **_TAR_FILTER)
+                members = _vetted_tar_members(archive, root, tar, only)
+                tar.extractall(root, members=members, **_TAR_FILTER)
         elif zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zipped:
-                _extract_zip(archive, root, zipped)
+                _extract_zip(archive, root, zipped, only)
         else:
             raise DdadError(
                 f"cannot extract {archive}: not a tar or zip archive; "
@@ -82,12 +86,18 @@ def _extract_into(archive: Path, root: Path) -> None:
 
 
 def _vetted_tar_members(
-    archive: Path, root: Path, tar: tarfile.TarFile
+    archive: Path, root: Path, tar: tarfile.TarFile, only: str | None
 ) -> Iterator[tarfile.TarInfo]:
-    """Tar members in order, each refused before extraction if it is unsafe."""
+    """The wanted tar members in order, each refused before extraction if it is unsafe."""
     for info in tar:
-        _vet(archive, root, _tar_member(info))
-        yield info
+        if _wanted(info.name, only):
+            _vet(archive, root, _tar_member(info))
+            yield info
+
+
+def _wanted(name: str, only: str | None) -> bool:
+    """Whether a member is inside the top-level folder `only` (every member when it is None)."""
+    return only is None or PurePosixPath(name).parts[:1] == (only,)
 
 
 def _tar_member(info: tarfile.TarInfo) -> _Member:
@@ -100,9 +110,11 @@ def _tar_member(info: tarfile.TarInfo) -> _Member:
     return _Member(info.name, "file" if info.isreg() else "special")
 
 
-def _extract_zip(archive: Path, root: Path, zipped: zipfile.ZipFile) -> None:
+def _extract_zip(archive: Path, root: Path, zipped: zipfile.ZipFile, only: str | None) -> None:
     """Extract zip members one by one; symlinks (stored as their target text) become real links."""
     for info in zipped.infolist():
+        if not _wanted(info.filename, only):
+            continue
         member = _zip_member(zipped, info)
         _vet(archive, root, member)
         if member.kind == "symlink":

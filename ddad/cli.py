@@ -26,7 +26,6 @@ from ddad.detect import (
     DEFAULT_PLAN,
     Detector,
     ScoreSettings,
-    dataset_root,
     overlay_names,
     save_overlay,
 )
@@ -159,8 +158,8 @@ def _bench_subject(args: argparse.Namespace, params: dict[str, Any]) -> dict[str
         model_dir = resolve_model_dir(args.model)
         model, diffusion, meta = load_trained(model_dir)
         preset, channels, size = meta["preset"], meta["channels"], meta["image_size"]
-        category, root = meta.get("category", model_dir.name), dataset_root()
-        if root and (root / category / "test").is_dir():
+        category, root = meta.get("category", model_dir.name), DATA_DIR
+        if (root / category / "test").is_dir():
             images = bench.category_images(
                 root, category, args.images, channels, size, **_preprocessing(params)
             )

@@ -10,7 +10,6 @@ them from the same params.yaml; run ``dvc repro`` after changing it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from ddad.scoring import ScoreSettings, anomaly_map, image_score
 from ddad.viz import heatmap_overlay
 
 RUNS_DIR = Path("runs")
-MANIFEST = Path("data/dataset.json")
+DATA_ROOT = Path("data/images")  # where the pipeline keeps each category's images
 DEFAULT_PLAN = Plan(timesteps=250, sampler="ddim", steps=4, ensemble=3)  # params.yaml defaults
 OVERLAY_MIN_SIDE = 256
 
@@ -87,13 +86,6 @@ def overlay_names(paths: Sequence[Path]) -> list[str]:
         seen[path.stem] = count
         names.append(f"{path.stem}.png" if count == 1 else f"{path.stem}-{count}.png")
     return names
-
-
-def dataset_root(manifest: Path = MANIFEST) -> Path | None:
-    """The dataset folder fetch_data recorded, or None when there is no manifest."""
-    if not manifest.is_file():
-        return None
-    return Path(json.loads(manifest.read_text())["root"])
 
 
 def validation_scores(scores_csv: Path) -> np.ndarray:
@@ -172,13 +164,13 @@ class Detector:
         batch_size: int = 64,
         seed: int = 0,
         runs_dir: Path = RUNS_DIR,
-        manifest: Path = MANIFEST,
+        data_root: Path = DATA_ROOT,
     ) -> Detector:
         """A detector for the model in ``model_dir`` (models/trained/<category>/).
 
         The threshold is, in order: ``threshold`` as given; calibrated on ``good_images``; learned
         from the held-out good images' scores in runs/<category>/score/scores.csv; calibrated on
-        the held-out images meta.json lists, under the dataset root the manifest names.
+        the held-out images meta.json lists, under ``data_root``.
         ``threshold_source`` says which. ``score.map == "features"`` builds the good-feature bank
         and the typical map from the training images under that root, as the score stage does.
         """
@@ -197,13 +189,13 @@ class Detector:
             seed=seed,
         )
         if detector.settings.map == "features":
-            detector._build_reference(meta, dataset_root(manifest), manifest)
+            detector._build_reference(meta, Path(data_root))
         if threshold is not None:
             detector.threshold, detector.threshold_source = float(threshold), "given"
         elif good_images is not None:
             detector.calibrate(good_images)
         else:
-            detector._learn_default_threshold(Path(model_dir), meta, runs_dir, manifest)
+            detector._learn_default_threshold(Path(model_dir), meta, runs_dir, Path(data_root))
         return detector
 
     def calibrate(self, good_paths: Sequence[Path], source: str | None = None) -> float:
@@ -285,11 +277,12 @@ class Detector:
             for amap, recon in zip(amaps, recons, strict=True)
         ]
 
-    def _build_reference(self, meta: dict, root: Path | None, manifest: Path) -> None:
-        if root is None:
+    def _build_reference(self, meta: dict, root: Path) -> None:
+        category = meta["category"]
+        if not (root / category).is_dir():
             raise DdadError(
-                f"score.map: features needs the good training images of {meta['category']!r}, "
-                f"but {manifest} is missing; run `dvc repro fetch_data`"
+                f"score.map: features needs the good training images of {category!r}, "
+                f"but {root / category} is missing; run `dvc repro fetch_data@{category}`"
             )
         self.reference = training_reference(self.model, root, meta, self._input, self.settings)
 
@@ -303,7 +296,7 @@ class Detector:
         return self.threshold
 
     def _learn_default_threshold(
-        self, model_dir: Path, meta: dict, runs_dir: Path, manifest: Path
+        self, model_dir: Path, meta: dict, runs_dir: Path, root: Path
     ) -> None:
         category = meta.get("category", model_dir.name)
         scores_csv = runs_dir / category / "score" / "scores.csv"
@@ -312,13 +305,12 @@ class Detector:
             source = f"{scores.size} held-out good images' scores in {scores_csv}"
             self._set_threshold(scores, source)
             return
-        root = dataset_root(manifest)
-        listed = [root / p for p in meta.get("validation_images", [])] if root else []
+        listed = [root / p for p in meta.get("validation_images", [])]
         present = [p for p in listed if p.is_file()]
         if not present:
             raise DdadError(
                 f"{model_dir}: no threshold: neither {scores_csv} nor the held-out good images "
-                f"of meta.json under {root or manifest} exist; give a threshold (--threshold X) "
+                f"of meta.json under {root} exist; give a threshold (--threshold X) "
                 "or defect-free images to learn it from (--good-dir DIR)"
             )
         self.calibrate(

@@ -1,14 +1,16 @@
-"""MVTec AD: which categories exist, and fetching them into an MVTec-layout folder."""
+"""MVTec AD: which categories exist, and one category out of the data set's single archive."""
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+import urllib.parse
+from functools import partial
+from pathlib import Path, PurePosixPath
 
 from ddad.archive import safe_extract
 from ddad.download import download
 from ddad.errors import DdadError
+from ddad.folders import replace_folder
 
 _OBJECTS = (
     "bottle",
@@ -28,80 +30,61 @@ MVTEC_CATEGORIES: dict[str, str] = {
     **dict.fromkeys(_TEXTURES, "texture"),
 }
 
-# Per-category archives; the publisher gives no checksum for these.
+MVTEC_PAGE = "https://www.mvtec.com/company/research/datasets/mvtec-ad"
+# The whole data set in one archive (4.9 GB, every category at its top level). The host gives
+# each file its own link and has moved this one before, so the URL can be overridden; the
+# checksum is the publisher's and pins the archive whatever the link.
 MVTEC_URL = (
-    "https://www.mydrive.ch/shares/38536/3830184030e49fe74747669442f0f282/download/"
-    "420938113-1629952094/{category}.tar.xz"
+    "https://www.mydrive.ch/shares/38536/3830184030e49fe74747669442f0f283/download/"
+    "420938113-1629960298/mvtec_anomaly_detection.tar.xz"
 )
-# Documented checksum of the full archive (mvtec_anomaly_detection.tar.xz, all categories).
-MVTEC_FULL_SHA256 = "cf4313b13603bec67abb49ca959488f7eedce2a9f7795ec54446c649ac98cd3d"
-
-_OFFLINE_HINT = (
-    "set data.source: folder and data.root: <path to an MVTec-layout folder> "
-    "to use data you already have"
-)
-_CATEGORY_FOLDERS = ("train/good", "test", "ground_truth")
+MVTEC_SHA256 = "cf4313b13603bec67abb49ca959488f7eedce2a9f7795ec54446c649ac98cd3d"
 
 
-def fetch_mvtec(
-    categories: Sequence[str],
-    root: Path,
+def archive_path(url: str, downloads: Path) -> Path:
+    """Where the archive at `url` is kept: `downloads/<the URL's file name>`. An archive put
+    there by hand is used as it is, without network."""
+    name = PurePosixPath(urllib.parse.urlparse(url).path).name
+    return Path(downloads) / (name or PurePosixPath(MVTEC_URL).name)
+
+
+def fetch_category(
+    category: str,
+    dest: Path,
     *,
-    url_template: str = MVTEC_URL,
-    sha256: Mapping[str, str] | None = None,
-    cache: Path | None = None,
+    downloads: Path,
+    url: str = MVTEC_URL,
+    sha256: str | None = None,
     progress: bool = True,
-) -> None:
-    """Make `root/<category>` hold each category, downloading only those not there yet.
+    hint: str = "",
+) -> str:
+    """Make `dest` hold MVTec AD's `category`, replacing what was there; return the archive's
+    sha256.
 
-    Archives are kept in `cache` (default `root/.downloads`) so a failed extraction never costs
-    a second download; a category folder appears only complete, by one rename.
+    The archive is downloaded once into `downloads` (resumable, retried) and kept there, so each
+    further category costs one pass through it and no network. The built-in URL's archive is
+    always checked against its known checksum, another URL's against `sha256` when given.
+    `hint` ends the one-line error of a failed download (where else to get the data).
     """
-    root = Path(root)
-    unknown = [name for name in categories if name not in MVTEC_CATEGORIES]
-    if unknown:
+    if category not in MVTEC_CATEGORIES:
         raise DdadError(
-            f"unknown MVTec AD categories {', '.join(unknown)}; "
-            f"choose from: {', '.join(MVTEC_CATEGORIES)}"
+            f"unknown MVTec AD category {category!r}; choose from: {', '.join(MVTEC_CATEGORIES)}"
         )
-    cache = Path(cache) if cache is not None else root / ".downloads"
-    pins = sha256 or {}
-    for category in categories:
-        if _is_complete(root / category):
-            continue
-        archive = cache / f"{category}.tar.xz"
-        download(
-            url_template.format(category=category),
-            archive,
-            sha256=pins.get(category),
-            progress=progress,
-            hint=_OFFLINE_HINT,
-        )
-        _install(archive, category, root)
+    archive = archive_path(url, downloads)
+    expected = MVTEC_SHA256 if url == MVTEC_URL else sha256
+    digest = download(url, archive, sha256=expected, progress=progress, hint=hint)
+    replace_folder(Path(dest), partial(_extract_category, archive, category))
+    return digest
 
 
-def _is_complete(folder: Path) -> bool:
-    """Whether `folder` is a fetched category; a partial one is refused rather than mixed into."""
-    if not folder.exists():
-        return False
-    missing = [name for name in _CATEGORY_FOLDERS if not (folder / name).is_dir()]
-    if missing:
-        raise DdadError(
-            f"{folder} exists but lacks {', '.join(missing)}, so it is not a complete MVTec AD "
-            "category; delete it to download it again"
-        )
-    return True
-
-
-def _install(archive: Path, category: str, root: Path) -> None:
-    """Extract `archive` beside `root/<category>` and move its `<category>/` folder in by rename."""
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{category}.", dir=root) as staging:
-        extracted = Path(staging) / "archive"
-        safe_extract(archive, extracted)
-        source = extracted / category
-        if not source.is_dir():
+def _extract_category(archive: Path, category: str, new: Path) -> None:
+    """Extract the archive's top-level `<category>/` folder, alone, to the new path `new`."""
+    with tempfile.TemporaryDirectory(prefix=".extract-", dir=new.parent) as scratch:
+        extracted = Path(scratch) / "archive"
+        safe_extract(archive, extracted, only=category)
+        if not (extracted / category).is_dir():
             raise DdadError(
-                f"{archive} has no top-level '{category}/' folder; delete it and download it again"
+                f"{archive} has no top-level '{category}/' folder, so it is not MVTec AD's "
+                "archive; delete it and download it again"
             )
-        source.rename(root / category)
+        (extracted / category).rename(new)

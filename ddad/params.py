@@ -25,6 +25,7 @@ from ddad.scoring import ERRORS, IMAGE_SCORES, MAPS
 
 PARAMS_FILE = Path("params.yaml")
 CATEGORY_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # category names become folder names under runs/
+SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ SCHEMA: dict[str, Any] = {
         "normalization": _choice(*NORMALIZATIONS),
         "channels": _choice("auto", "1", "3"),
         "category_types": Spec("map", item=_choice("object", "texture")),
-        "mvtec_sha256": Spec("map", item=Spec("str")),
+        "mvtec_url": Spec("str"),
+        "mvtec_sha256": Spec("str"),
         "synthetic": {
             "seed": Spec("int", 0),
             "train": Spec("int", 2),
@@ -228,6 +230,9 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
             raise _fail("data.categories", name, "a plain folder name (letters, digits, _ . -)")
     if len(set(params["data"]["categories"])) != len(params["data"]["categories"]):
         raise _fail("data.categories", params["data"]["categories"], "distinct names")
+    pin = params["data"]["mvtec_sha256"]
+    if pin and not SHA256.fullmatch(pin):
+        raise _fail("data.mvtec_sha256", pin, "'' or a sha256 (64 hex digits)")
     return params
 
 

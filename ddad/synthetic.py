@@ -9,9 +9,6 @@ model of the structure can.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -22,6 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ddad.errors import DdadError
+from ddad.folders import replace_folder
 from ddad.progress import progress_bar
 
 SYNTHETIC_CATEGORIES: dict[str, str] = {
@@ -312,26 +310,6 @@ def _write_category(
         bar.update()
 
 
-def _replace_atomically(root: Path, category: str, write: Callable[[Path], None]) -> None:
-    """Write a category into a hidden folder next to it, then swap it in with renames."""
-    for stale in root.glob(f".{category}.partial-*"):
-        shutil.rmtree(stale)
-    staging = Path(tempfile.mkdtemp(prefix=f".{category}.partial-", dir=root))
-    try:
-        write(staging)
-        target = root / category
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{category}.partial-", dir=root))
-            os.replace(target, retired / category)
-            os.replace(staging, target)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-
-
 def generate_dataset(
     root: Path,
     categories: Sequence[str],
@@ -365,4 +343,4 @@ def generate_dataset(
             total=sum(counts.values()), desc=f"synthetic {category}", disable=not progress
         ) as bar:
             write = partial(_write_category, category, seed, image_size, counts, bar)
-            _replace_atomically(root, category, write)
+            replace_folder(root / category, write)

@@ -1,4 +1,4 @@
-"""What every stage shares: the folder conventions, the dataset manifest, and the error wrapper."""
+"""What every stage shares: the folder conventions and the error wrapper."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ from ddad.layout import TestImage
 from ddad.preprocess import model_input, model_mask
 from stages.params import load_params
 
-DATA_DIR = Path("data/images")
-MANIFEST = Path("data/dataset.json")
+DATA_DIR = Path("data/images")  # fetch_data@<category> fills data/images/<category>
 PRETRAINED_DIR = Path("models/pretrained")
 TRAINED_DIR = Path("models/trained")
 RUNS_DIR = Path("runs")
@@ -43,23 +42,6 @@ def write_json(path: Path, payload: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
-
-
-def read_manifest() -> dict[str, Any]:
-    """The dataset description fetch_data wrote: its root and each category's type and channels."""
-    if not MANIFEST.is_file():
-        raise DdadError(f"{MANIFEST}: missing; run `dvc repro fetch_data` first")
-    return json.loads(MANIFEST.read_text())
-
-
-def category_info(manifest: dict[str, Any], category: str) -> dict[str, Any]:
-    """One category's manifest entry, or a one-line error listing the known ones."""
-    if category not in manifest["categories"]:
-        known = ", ".join(manifest["categories"])
-        raise DdadError(
-            f"category {category!r} is not in the data ({known}); check data.categories"
-        )
-    return manifest["categories"][category]
 
 
 def model_channels(params: dict[str, Any], data_channels: int) -> int:

@@ -21,10 +21,20 @@ import numpy as np
 import pandas as pd
 
 from ddad import metrics
-from stages.common import METRICS_DIR, PLOTS_DIR, RUNS_DIR, read_manifest, run_stage, write_json
+from ddad.mvtec import MVTEC_CATEGORIES
+from ddad.synthetic import SYNTHETIC_CATEGORIES
+from stages.common import METRICS_DIR, PLOTS_DIR, RUNS_DIR, run_stage, write_json
 
 SEED_COLUMNS = ["category", "category_type", "img_auc", "pixel_auc"]
 ROW_FOLDERS = ("mean", "category", "kind")  # under metrics/, the folders dvc.yaml lists
+
+
+def category_type(data: dict[str, Any], category: str) -> str:
+    """object or texture: data.category_types first, then the type the category has in the
+    synthetic set (synthetic source) or in MVTec AD (mvtec, and folders with MVTec's names),
+    else texture."""
+    known = SYNTHETIC_CATEGORIES if data["source"] == "synthetic" else MVTEC_CATEGORIES
+    return data["category_types"].get(category, known.get(category, "texture"))
 
 
 def category_metrics(category: str, wanted: list[str]) -> dict[str, Any]:
@@ -57,12 +67,11 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
-    manifest = read_manifest()
     wanted = params["evaluate"]["metrics"]
     rows, defects = [], {}
     for category in params["data"]["categories"]:
         summary = json.loads((RUNS_DIR / category / "recon" / "summary.json").read_text())
-        row = {"category": category, "category_type": manifest["categories"][category]["type"]}
+        row = {"category": category, "category_type": category_type(params["data"], category)}
         found = category_metrics(category, wanted)
         defects[category] = found.pop("defects")
         row.update(found)

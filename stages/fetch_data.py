@@ -1,78 +1,96 @@
-"""fetch_data: make the dataset available under data/ and describe it in data/dataset.json.
+"""fetch_data@<category>: one category's images in data/images/<category>, in MVTec layout.
 
-synthetic generates it here, mvtec downloads the chosen categories, folder validates a user's
-own MVTec-layout folder and reads it in place (nothing is copied).
+Each category has its own stage, so adding one fetches that one alone. synthetic generates it
+(each category from the seed alone, whatever the others are); mvtec extracts it from MVTec AD's
+archive, downloaded once into data/downloads/ (outside every stage output, so it survives);
+folder takes it from data.root: in place when that is data/images, where DVC versions your
+images as this stage's output, else as a copy. The output is `persist` in dvc.yaml so that DVC
+never deletes it, since with data.root data/images it is the only copy of your images.
 """
 
 from __future__ import annotations
 
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ddad.errors import DdadError
-from ddad.layout import dataset_channels, validate_category
-from ddad.mvtec import MVTEC_CATEGORIES, fetch_mvtec
+from ddad.folders import replace_folder
+from ddad.layout import train_images, validate_category
+from ddad.mvtec import MVTEC_CATEGORIES, MVTEC_PAGE, MVTEC_URL, archive_path, fetch_category
 from ddad.synthetic import SYNTHETIC_CATEGORIES, generate_dataset
-from stages.common import DATA_DIR, MANIFEST, run_stage, write_json
+from stages.common import DATA_DIR, run_stage
+
+DOWNLOADS = Path("data/downloads")
 
 
-def _check_known(categories: list[str], known: dict[str, str], source: str) -> None:
-    unknown = [c for c in categories if c not in known]
-    if unknown:
+def _check_known(category: str, known: dict[str, str], source: str) -> None:
+    if category not in known:
         raise DdadError(
-            f"data.categories: {unknown[0]!r} is not a {source} category; "
+            f"data.categories: {category!r} is not a {source} category; "
             f"choose from {', '.join(known)}"
         )
 
 
-def _prepare(data: dict[str, Any]) -> tuple[Path, dict[str, str]]:
-    """Produce the images for the chosen source; return where they are and each category's type."""
-    categories = data["categories"]
-    if data["source"] == "synthetic":
-        _check_known(categories, SYNTHETIC_CATEGORIES, "synthetic")
-        if DATA_DIR.exists():
-            shutil.rmtree(DATA_DIR)
-        syn = data["synthetic"]
-        generate_dataset(
-            DATA_DIR,
-            categories,
-            seed=syn["seed"],
-            n_train=syn["train"],
-            n_test_good=syn["test_good"],
-            n_test_defect=syn["test_defect"],
-        )
-        return DATA_DIR, {c: SYNTHETIC_CATEGORIES[c] for c in categories}
-    if data["source"] == "mvtec":
-        _check_known(categories, MVTEC_CATEGORIES, "MVTec AD")
-        fetch_mvtec(categories, DATA_DIR, sha256=data["mvtec_sha256"], cache=Path("data/downloads"))
-        return DATA_DIR, {c: MVTEC_CATEGORIES[c] for c in categories}
+def _generate(data: dict[str, Any], category: str) -> str:
+    _check_known(category, SYNTHETIC_CATEGORIES, "synthetic")
+    syn = data["synthetic"]
+    generate_dataset(
+        DATA_DIR,
+        [category],
+        seed=syn["seed"],
+        n_train=syn["train"],
+        n_test_good=syn["test_good"],
+        n_test_defect=syn["test_defect"],
+    )
+    return f"generated with seed {syn['seed']}"
+
+
+def _extract_mvtec(data: dict[str, Any], category: str) -> str:
+    _check_known(category, MVTEC_CATEGORIES, "MVTec AD")
+    url = data["mvtec_url"] or MVTEC_URL
+    archive = archive_path(url, DOWNLOADS)
+    hint = (
+        f"Get MVTec AD at {MVTEC_PAGE} and put mvtec_anomaly_detection.tar.xz at {archive}, "
+        "or set data.source: folder and data.root: <your extracted MVTec AD folder>; "
+        "if the archive has moved, set data.mvtec_url"
+    )
+    pin = data["mvtec_sha256"] or None
+    digest = fetch_category(
+        category, DATA_DIR / category, downloads=DOWNLOADS, url=url, sha256=pin, hint=hint
+    )
+    if url != MVTEC_URL and pin is None:
+        return f"extracted from {archive} (sha256 {digest}: pin it in data.mvtec_sha256)"
+    return f"extracted from {archive} (sha256 verified)"
+
+
+def _take_folder(data: dict[str, Any], category: str) -> str:
     if not data["root"]:
         raise DdadError(
-            "data.root: empty; with data.source folder, set it to your dataset's folder"
+            "data.root: empty; with data.source folder, set it to the folder that holds your "
+            "category folders"
         )
-    root = Path(data["root"]).expanduser().resolve()
-    if not root.is_dir():
-        raise DdadError(f"data.root: {root} is not a folder; point it at an MVTec-layout dataset")
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    (DATA_DIR / "README.txt").write_text(
-        f"data.source is folder: images are read in place from {root}\n"
+    root = Path(data["root"]).expanduser()
+    if root.resolve() == DATA_DIR.resolve():
+        return f"your images in place, versioned by DVC as {DATA_DIR / category}"
+    validate_category(root, category)
+    replace_folder(DATA_DIR / category, partial(shutil.copytree, root / category))
+    return (
+        f"copied from {root / category}; DVC does not watch that folder: after changing files "
+        f"there, run `dvc repro -f -s fetch_data@{category}`, or keep them in {DATA_DIR}"
     )
-    return root, {c: data["category_types"].get(c, "texture") for c in categories}
+
+
+SOURCES = {"synthetic": _generate, "mvtec": _extract_mvtec, "folder": _take_folder}
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
-    data = params["data"]
-    root, types = _prepare(data)
-    categories = {}
-    for category in data["categories"]:
-        validate_category(root, category)
-        categories[category] = {
-            "type": types[category],
-            "channels": dataset_channels(root, category),
-        }
-    write_json(MANIFEST, {"source": data["source"], "root": str(root), "categories": categories})
-    print(f"fetch_data: {len(categories)} categories from {data['source']} at {root}")
+    category = argv[0]
+    how = SOURCES[params["data"]["source"]](params["data"], category)
+    validate_category(DATA_DIR, category)
+    count = len(train_images(DATA_DIR, category))
+    print(f"fetch_data@{category}: {count} training images, {how}")
 
 
 if __name__ == "__main__":

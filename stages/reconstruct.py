@@ -20,12 +20,11 @@ from ddad.models import file_digest, load_trained
 from ddad.reconstruct import Plan
 from ddad.store import ResultStore
 from stages.common import (
+    DATA_DIR,
     RUNS_DIR,
     TRAINED_DIR,
-    category_info,
     load_model_input,
     load_test_mask,
-    read_manifest,
     run_stage,
     timesteps_for,
     write_json,
@@ -48,9 +47,6 @@ def plan_for(params: dict[str, Any], category: str) -> Plan:
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
     category = argv[0]
-    manifest = read_manifest()
-    category_info(manifest, category)
-    root = Path(manifest["root"])
     device = resolve_device(params["device"])
     model, diffusion, meta = load_trained(TRAINED_DIR / category)
     plan = plan_for(params, category)
@@ -66,8 +62,8 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     }
     store = ResultStore.open(RUNS_DIR / category / "recon", settings)
     channels = meta["channels"]
-    tests = {f"test/{item.key}": item for item in test_images(root, category)}
-    vals = {f"val/{Path(p).stem}": root / p for p in meta["validation_images"]}
+    tests = {f"test/{item.key}": item for item in test_images(DATA_DIR, category)}
+    vals = {f"val/{Path(p).stem}": DATA_DIR / p for p in meta["validation_images"]}
     paths = {key: item.path for key, item in tests.items()} | vals
     store.prune(set(paths))
     todo = [k for k in paths if not store.has(k)]

@@ -11,7 +11,6 @@ label, defect, score) and maps.npz (test maps and ground truth for evaluate and 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,7 @@ from ddad.features import feature_anomaly_maps, training_reference
 from ddad.models import load_trained
 from ddad.scoring import ScoreSettings, anomaly_map, image_score
 from ddad.store import ResultStore
-from stages.common import RUNS_DIR, TRAINED_DIR, load_model_input, read_manifest, run_stage
+from stages.common import DATA_DIR, RUNS_DIR, TRAINED_DIR, load_model_input, run_stage
 
 
 def reconstruction_map(result: dict[str, np.ndarray], sp: dict[str, Any]) -> np.ndarray:
@@ -46,7 +45,7 @@ def feature_maps(
     model = prepare_model(model, resolve_device(params["device"]))
     reference = training_reference(
         model,
-        Path(read_manifest()["root"]),
+        DATA_DIR,
         meta,
         lambda path: load_model_input(path, meta["channels"], params),
         settings,

@@ -17,17 +17,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddad.layout import split_train_val, train_images
+from ddad.layout import dataset_channels, split_train_val, train_images
 from ddad.models import build_diffusion, build_model, load_weights, read_checkpoint, save_checkpoint
 from ddad.train import TrainConfig, train_diffusion
 from stages.common import (
+    DATA_DIR,
     PLOTS_DIR,
     PRETRAINED_DIR,
     TRAINED_DIR,
-    category_info,
     load_model_input,
     model_channels,
-    read_manifest,
     run_stage,
     write_json,
 )
@@ -53,12 +52,9 @@ def _stack(paths: list[Path], channels: int, params: dict[str, Any]) -> torch.Te
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
     category = argv[0]
-    manifest = read_manifest()
-    info = category_info(manifest, category)
-    root = Path(manifest["root"])
     tp, data = params["train"], params["data"]
-    channels = model_channels(params, info["channels"])
-    fit, held_out = split_train_val(train_images(root, category), tp["val_images"], tp["seed"])
+    channels = model_channels(params, dataset_channels(DATA_DIR, category))
+    fit, held_out = split_train_val(train_images(DATA_DIR, category), tp["val_images"], tp["seed"])
     model, pretrained = _starting_model(
         params["model"]["preset"], channels, data["image_size"], tp["seed"]
     )
@@ -89,7 +85,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         "channels": channels,
         "image_size": data["image_size"],
         "trained_steps": tp["steps"],
-        "validation_images": [str(p.relative_to(root)) for p in held_out],
+        "validation_images": [str(p.relative_to(DATA_DIR)) for p in held_out],
         "validation_loss": validation_curve,
     }
     out = TRAINED_DIR / category

@@ -168,3 +168,28 @@ def test_non_archive_is_refused(tmp_path):
     with pytest.raises(DdadError, match="not a tar or zip archive"):
         safe_extract(archive, tmp_path / "dest")
     assert list(tmp_path.iterdir()) == [archive]
+
+
+TWO_FOLDERS = [
+    ("license.txt", tarfile.REGTYPE, ""),
+    *GOOD,
+    ("other/file.txt", tarfile.REGTYPE, ""),
+    ("packed/file.txt", tarfile.REGTYPE, ""),
+]
+
+
+@pytest.mark.parametrize("make", [make_tar, make_zip])
+def test_only_extracts_one_top_level_folder(tmp_path, make):
+    members = [m for m in TWO_FOLDERS if make is make_tar or m[1] != tarfile.DIRTYPE]
+    archive = make(tmp_path / ("a.tar.gz" if make is make_tar else "a.zip"), members)
+    dest = tmp_path / "work" / "dest"
+    safe_extract(archive, dest, only="pack")
+    assert [p.name for p in dest.iterdir()] == ["pack"]
+    assert (dest / "pack/alias").read_text() == "pack/sub/file.txt"
+
+
+def test_only_still_refuses_an_unsafe_member_inside_the_folder(tmp_path, outside):
+    archive = make_tar(tmp_path / "a.tar.gz", [*GOOD, ("pack/link", *UNSAFE["symlink"][1:])])
+    with pytest.raises(DdadError, match="'pack/link' is a symlink"):
+        safe_extract(archive, tmp_path / "work" / "dest", only="pack")
+    assert list((tmp_path / "work").iterdir()) == []

@@ -81,7 +81,6 @@ def test_detect_scores_with_the_features_map_by_default(
 ) -> None:
     for i in range(3):
         write_gray(project / "data" / "images" / "toy" / "train" / "good" / f"{i}.png", 0.5, i)
-    (project / "data" / "dataset.json").write_text('{"root": "data/images"}')
     (project / "params.yaml").write_text(FAST_RECONSTRUCT)
     image = str(write_gray(project / "img.png", 0.5))
     code, out, _ = _run(["detect", image, "--model", "toy", "--threshold", "1e9"], capsys)
@@ -212,7 +211,6 @@ def test_bench_searches_as_many_bank_images_as_the_score_stage_uses(
     for i in range(6):  # 2 of 6 become the typical map's images, 4 the bank
         write_gray(category / "train" / "good" / f"{i}.png", 0.5, i)
     write_gray(category / "test" / "good" / "0.png", 0.5)
-    (project / "data" / "dataset.json").write_text('{"root": "data/images"}')
     (project / "params.yaml").write_text(FAST_RECONSTRUCT + "score:\n  reference_images: 2\n")
     argv = ["bench", "--model", "toy", "--images", "1", "--seed-share", "1e-4"]
     code, out, _ = _run(argv, capsys)

@@ -163,8 +163,6 @@ def test_default_threshold_calibrates_on_meta_validation_images(tmp_path: Path) 
     root = tmp_path / "data"
     for name in ("001", "002"):
         write_gray(root / "toy" / "train" / "good" / f"{name}.png", 0.5, seed=int(name))
-    manifest = tmp_path / "dataset.json"
-    manifest.write_text(json.dumps({"root": str(root)}))
     listed = ["toy/train/good/001.png", "toy/train/good/002.png"]
     detector = Detector.load(
         tiny_model_dir(tmp_path, listed),
@@ -172,7 +170,7 @@ def test_default_threshold_calibrates_on_meta_validation_images(tmp_path: Path) 
         score=RECONSTRUCTION_MAP,
         device="cpu",
         runs_dir=tmp_path / "runs",
-        manifest=manifest,
+        data_root=root,
     )
     assert detector.threshold is not None and detector.threshold > 0
     assert detector.threshold_source.startswith("calibrated on 2 held-out good images listed in")
@@ -186,29 +184,27 @@ def test_no_threshold_source_is_a_one_line_error(tmp_path: Path) -> None:
             score=RECONSTRUCTION_MAP,
             device="cpu",
             runs_dir=tmp_path / "runs",
-            manifest=tmp_path / "missing.json",
+            data_root=tmp_path / "missing",
         )
 
 
 def _toy_dataset(tmp_path: Path) -> Path:
-    """Three good training images of category toy and a manifest naming their root."""
+    """Three good training images of category toy; returns the folder that holds toy/."""
     root = tmp_path / "data"
     for i in range(3):
         write_gray(root / "toy" / "train" / "good" / f"{i}.png", 0.5, seed=i)
-    manifest = tmp_path / "dataset.json"
-    manifest.write_text(json.dumps({"root": str(root)}))
-    return manifest
+    return root
 
 
 def test_features_map_scores_a_banked_image_near_zero_and_a_spot_higher(tmp_path: Path) -> None:
-    manifest = _toy_dataset(tmp_path)
+    root = _toy_dataset(tmp_path)
     detector = Detector.load(
         tiny_model_dir(tmp_path),
         threshold=1.0,
         plan=FAST_PLAN,
         score=ScoreSettings(map="features", sigma=0, reference_images=0),
         device="cpu",
-        manifest=manifest,
+        data_root=root,
     )
     assert detector.reference is not None
     assert detector.reference.bank.shape == (3, 96, SIZE // 2, SIZE // 2)
@@ -230,7 +226,7 @@ def test_features_map_without_training_images_is_a_one_line_error(tmp_path: Path
             threshold=1.0,
             score=ScoreSettings(map="features"),
             device="cpu",
-            manifest=tmp_path / "missing.json",
+            data_root=tmp_path / "missing",
         )
 
 

@@ -141,11 +141,13 @@ def test_missing_file_says_where_to_run(tmp_path):
         load_params(tmp_path / "params.yaml")
 
 
-def _run_stage(workdir: Path, stage: str, params: dict) -> subprocess.CompletedProcess:
+def _run_stage(
+    workdir: Path, stage: str, params: dict, *args: str
+) -> subprocess.CompletedProcess:
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = os.environ | {"PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-m", f"stages.{stage}"],
+        [sys.executable, "-m", f"stages.{stage}", *args],
         cwd=workdir,
         env=env,
         capture_output=True,
@@ -171,13 +173,20 @@ def test_stage_stderr_holds_nothing_but_the_error(tmp_path):
 
 
 def test_category_absent_from_the_data_is_named(tmp_path):
-    result = _run_stage(tmp_path, "fetch_data", _with("data.categories", ["nope"]))
+    result = _run_stage(tmp_path, "fetch_data", _with("data.categories", ["nope"]), "nope")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     (line,) = result.stderr.splitlines()
     assert line.startswith("error: data.categories: 'nope' is not a synthetic category")
     assert "stripes" in line
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("pin", ["abc", "g" * 64, "0" * 63])
+def test_mvtec_pin_must_be_a_sha256(pin):
+    with pytest.raises(DdadError, match=r"data.mvtec_sha256 = .* sha256 \(64 hex digits\)"):
+        validate(_with("data.mvtec_sha256", pin))
+    assert validate(_with("data.mvtec_sha256", "aB" * 32))
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", "..", ""])

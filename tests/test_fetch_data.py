@@ -1,0 +1,114 @@
+"""fetch_data@<category> and the category types evaluate reports, run in a throw-away folder."""
+
+import copy
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from http_server import FileServer, unreachable_url
+from mvtec_archive import category_files, make_mvtec_archive
+
+from ddad.errors import DdadError
+from ddad.mvtec import MVTEC_PAGE
+from stages import fetch_data
+from stages.evaluate import category_type
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = yaml.safe_load((REPO / "params.yaml").read_text())
+ARCHIVE = "mvtec_anomaly_detection.tar.xz"
+
+
+def params_with(**data) -> dict:
+    params = copy.deepcopy(REAL)
+    params["data"].update(data)
+    return params
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_category(root: Path, category: str) -> None:
+    for name, data in category_files(category, train=3).items():
+        (root / category / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / category / name).write_bytes(data)
+
+
+def test_a_folder_elsewhere_is_copied_and_follows_deletions(workdir, capsys):
+    write_category(workdir / "mine", "bottle")
+    params = params_with(source="folder", root=str(workdir / "mine"))
+    fetch_data.main(params, ["bottle"])
+    assert "run `dvc repro -f -s fetch_data@bottle`" in capsys.readouterr().out
+    copied = workdir / "data/images/bottle/train/good"
+    assert sorted(p.name for p in copied.iterdir()) == ["000.png", "001.png", "002.png"]
+    (workdir / "mine/bottle/train/good/001.png").unlink()
+    fetch_data.main(params, ["bottle"])
+    assert sorted(p.name for p in copied.iterdir()) == ["000.png", "002.png"]
+
+
+def test_a_folder_at_data_images_is_used_in_place(workdir, capsys):
+    write_category(workdir / "data/images", "screw")
+    before = {p: p.stat().st_ino for p in (workdir / "data/images").rglob("*")}
+    fetch_data.main(params_with(source="folder", root="data/images"), ["screw"])
+    assert {p: p.stat().st_ino for p in (workdir / "data/images").rglob("*")} == before
+    assert "3 training images, your images in place" in capsys.readouterr().out
+    with pytest.raises(DdadError, match="no category 'bottle' under data/images"):
+        fetch_data.main(params_with(source="folder", root="data/images"), ["bottle"])
+
+
+def test_an_unreachable_archive_says_where_to_get_it_and_the_ways_out(workdir):
+    with FileServer({}) as server:
+        url = server.url(f"/{ARCHIVE}")
+        with pytest.raises(DdadError) as caught:
+            fetch_data.main(params_with(source="mvtec", mvtec_url=url), ["bottle"])
+    message = str(caught.value)
+    assert message.startswith(f"cannot download {url}: HTTP 404 Not Found. ")
+    assert MVTEC_PAGE in message
+    assert f"put {ARCHIVE} at data/downloads/{ARCHIVE}" in message
+    assert "data.source: folder and data.root: <your extracted MVTec AD folder>" in message
+    assert not (workdir / "data/images").exists()
+
+
+def test_an_archive_put_in_place_is_used_offline_and_its_checksum_printed(workdir, capsys):
+    (workdir / "data/downloads").mkdir(parents=True)
+    make_mvtec_archive(workdir / "data/downloads" / ARCHIVE, train=3)
+    params = params_with(source="mvtec", mvtec_url=unreachable_url(f"/{ARCHIVE}"))
+    fetch_data.main(params, ["bottle"])
+    out = capsys.readouterr().out
+    assert "fetch_data@bottle: 3 training images, extracted from data/downloads/" in out
+    assert "pin it in data.mvtec_sha256" in out
+    assert sorted(p.name for p in (workdir / "data/images").iterdir()) == ["bottle"]
+
+
+def test_a_synthetic_category_is_the_same_whatever_else_is_fetched(workdir, tmp_path_factory):
+    params = params_with(synthetic={"seed": 0, "train": 2, "test_good": 1, "test_defect": 1})
+    fetch_data.main(params, ["washer"])
+    fetch_data.main(params, ["stripes"])
+    alone = tmp_path_factory.mktemp("alone")
+    shutil.copytree(workdir / "data/images/stripes", alone / "stripes")
+    shutil.rmtree(workdir / "data/images")
+    fetch_data.main(params, ["stripes"])
+    files = sorted((alone / "stripes").rglob("*.png"))
+    assert files and all(
+        p.read_bytes() == (workdir / "data/images" / p.relative_to(alone)).read_bytes()
+        for p in files
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "category", "types", "expected"),
+    [
+        ("synthetic", "washer", {}, "object"),
+        ("folder", "bottle", {}, "object"),
+        ("folder", "carpet", {}, "texture"),
+        ("folder", "my_part", {}, "texture"),
+        ("folder", "my_part", {"my_part": "object"}, "object"),
+        ("mvtec", "screw", {"screw": "texture"}, "texture"),
+    ],
+)
+def test_category_type(source, category, types, expected):
+    data = params_with(source=source, category_types=types)["data"]
+    assert category_type(data, category) == expected
