@@ -11,11 +11,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from http_server import FileServer, unreachable_url
+from mvtec_archive import make_mvtec_archive
+from PIL import Image
 
 from ddad.detect import Detector, ScoreSettings
+from ddad.synthetic import generate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -267,3 +272,109 @@ def test_two_runs_with_the_same_params_give_identical_scores(tmp_path, uninterru
     scores = Path("runs", "stripes", "score", "scores.csv")
     assert (project / scores).read_bytes() == (uninterrupted / scores).read_bytes()
     assert _metrics(project) == _metrics(uninterrupted)
+
+
+def _category_stages(category: str) -> list[str]:
+    return [f"{stage}@{category}" for stage in ("fetch_data", "train", "reconstruct", "score")]
+
+
+@pytest.mark.slow
+def test_adding_a_category_runs_its_stages_alone_and_removing_one_only_evaluates(tmp_path):
+    project = make_project(tmp_path / "grow")
+    _run(project, "dvc", "repro")
+    both = {"data": {"categories": ["stripes", "washer"]}}
+    _set_params(project, both)
+    assert _ran(_run(project, "dvc", "repro")) == [*_category_stages("washer"), "evaluate", "plot"]
+    _set_params(project)
+    assert _ran(_run(project, "dvc", "repro")) == ["evaluate", "plot"]
+    assert _ran(_run(project, "dvc", "repro")) == []
+    assert list(pd.read_csv(project / "metrics" / "results.csv")["category"]) == ["stripes"]
+
+
+def _paint_a_corner(path: Path) -> None:
+    """Invert the top-left quarter: a change that survives resizing to the model's size."""
+    with Image.open(path) as image:
+        pixels = np.array(image)
+    half = pixels.shape[0] // 2
+    pixels[:half, :half] = 255 - pixels[:half, :half]
+    Image.fromarray(pixels).save(path)
+
+
+@pytest.mark.slow
+def test_own_images_in_data_images_are_versioned_per_category(tmp_path):
+    own = {"data": {"source": "folder", "root": "data/images", "categories": ["stripes", "washer"]}}
+    project = make_project(tmp_path / "own", own)
+    syn = TINY["data"]["synthetic"]
+    generate_dataset(
+        project / "data" / "images",
+        ["stripes", "washer"],
+        n_train=syn["train"],
+        n_test_good=syn["test_good"],
+        n_test_defect=syn["test_defect"],
+        progress=False,
+    )
+    _run(project, "dvc", "repro")
+    washer = project / "data" / "images" / "washer"
+    _paint_a_corner(washer / "test" / "good" / "000.png")
+    assert _stale(project) == set(_category_stages("washer"))
+    repro = _run(project, "dvc", "repro")
+    assert _ran(repro) == [*_category_stages("washer"), "evaluate", "plot"]
+    shutil.copy(washer / "train" / "good" / "000.png", washer / "train" / "good" / "new.png")
+    (washer / "test" / "good" / "001.png").unlink()
+    assert _stale(project) == set(_category_stages("washer"))
+    _run(project, "dvc", "repro")
+    assert _stale(project) == set()
+    files = {p.relative_to(washer): p.read_bytes() for p in washer.rglob("*.png")}
+    _run(project, "dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote"))
+    _run(project, "dvc", "push")
+    shutil.rmtree(washer)
+    shutil.rmtree(project / ".dvc" / "cache")
+    _run(project, "dvc", "pull")
+    assert {p.relative_to(washer): p.read_bytes() for p in washer.rglob("*.png")} == files
+
+
+ARCHIVE = "mvtec_anomaly_detection.tar.xz"
+BOTTLE = ["-S", "data.source=mvtec", "-S", "data.categories=[bottle]", "-S", "train.steps=20"]
+
+
+def _fresh_clone(folder: Path) -> Path:
+    """A committed project with the repository's own params.yaml, as a clone would have it."""
+    project = make_project(folder)
+    shutil.copy(REPO / "params.yaml", project)
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    commit = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone"]
+    subprocess.run(commit, cwd=project, check=True)
+    return project
+
+
+def _categories_in_results(project: Path) -> list[str]:
+    return list(pd.read_csv(project / "metrics" / "results.csv")["category"])
+
+
+@pytest.mark.slow
+def test_mvtec_from_a_moved_archive_url_gives_a_bottle_row(tmp_path):
+    project = _fresh_clone(tmp_path / "served")
+    archive = make_mvtec_archive(tmp_path / ARCHIVE)
+    with FileServer({f"/{ARCHIVE}": archive.read_bytes()}) as server:
+        url = server.url(f"/{ARCHIVE}")
+        _run(project, "dvc", "exp", "run", *BOTTLE, "-S", f"data.mvtec_url={url}")
+        failed = _run(
+            project, "dvc", "exp", "run", *BOTTLE, "-S", f"data.mvtec_url={url}.moved", check=False
+        )
+    assert _categories_in_results(project) == ["bottle"]
+    assert (project / "data" / "downloads" / ARCHIVE).read_bytes() == archive.read_bytes()
+    output = failed.stdout + failed.stderr
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert failed.returncode and len(errors) == 1 and "Traceback" not in output
+    assert f"{url}.moved: HTTP 404" in errors[0]
+    assert "https://www.mvtec.com/company/research/datasets/mvtec-ad" in errors[0]
+
+
+@pytest.mark.slow
+def test_mvtec_from_an_archive_put_in_place_without_a_server(tmp_path):
+    project = _fresh_clone(tmp_path / "offline")
+    (project / "data" / "downloads").mkdir(parents=True)
+    make_mvtec_archive(project / "data" / "downloads" / ARCHIVE)
+    url = unreachable_url(f"/{ARCHIVE}")
+    _run(project, "dvc", "exp", "run", *BOTTLE, "-S", f"data.mvtec_url={url}")
+    assert _categories_in_results(project) == ["bottle"]
