@@ -1,9 +1,10 @@
 """Per-image results on disk, written atomically and tied to the settings that made them.
 
 Results live under ``<root>/<settings digest>/``: a result made with other settings sits in
-another folder and is never mistaken for a current one. Each file is written under a temporary
-name and renamed into place, so a killed run leaves only whole files, and a re-run picks up
-where it stopped.
+another folder and is never mistaken for a current one, and each result records the digest of
+the files it was made from, so an edited image is computed again. Each file is written under a
+temporary name and renamed into place, so a killed run leaves only whole files, and a re-run
+picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -50,8 +51,13 @@ class ResultStore:
     def path(self, key: str) -> Path:
         return self.folder / (key.replace("/", "__") + ".npz")
 
-    def has(self, key: str) -> bool:
-        return self.path(key).is_file()
+    def has(self, key: str, source: str) -> bool:
+        """Whether ``key``'s result is stored and was made from the input files whose digest
+        is ``source`` (the ``source`` array ``save`` was given)."""
+        if not self.path(key).is_file():
+            return False
+        with np.load(self.path(key)) as data:
+            return "source" in data.files and str(data["source"]) == source
 
     def save(self, key: str, **arrays: np.ndarray) -> None:
         """Write one result atomically."""

@@ -15,7 +15,7 @@ import numpy as np
 import ddad.engine
 import ddad.reconstruct
 from ddad.engine import prepare_model, resolve_device, run
-from ddad.layout import test_images
+from ddad.layout import TestImage, test_images
 from ddad.models import file_digest, load_trained
 from ddad.reconstruct import Plan
 from ddad.store import ResultStore
@@ -45,6 +45,12 @@ def plan_for(params: dict[str, Any], category: str) -> Plan:
     )
 
 
+def _input_digest(path: Path, item: TestImage | None) -> str:
+    """What a stored result was made from: the image file and, for a test image, its mask."""
+    mask = item.mask if item else None
+    return file_digest(path) + (file_digest(mask) if mask else "")
+
+
 def main(params: dict[str, Any], argv: list[str]) -> None:
     category = argv[0]
     device = resolve_device(params["device"])
@@ -65,8 +71,9 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     tests = {f"test/{item.key}": item for item in test_images(DATA_DIR, category)}
     vals = {f"val/{Path(p).stem}": DATA_DIR / p for p in meta["validation_images"]}
     paths = {key: item.path for key, item in tests.items()} | vals
+    sources = {key: _input_digest(path, tests.get(key)) for key, path in paths.items()}
     store.prune(set(paths))
-    todo = [k for k in paths if not store.has(k)]
+    todo = [k for k in paths if not store.has(k, sources[k])]
     print(
         f"reconstruct@{category}: {len(paths)} images ({len(paths) - len(todo)} already done), "
         f"{plan.sampler} from t={plan.timesteps}, ensemble {plan.ensemble}, device {device}",
@@ -90,6 +97,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
             extra = {"label": np.int64(item.label), "mask": load_test_mask(item, params)}
         store.save(
             result.key,
+            source=np.str_(sources[result.key]),
             image=result.image,
             reconstructions=result.reconstructions.astype(np.float16),
             timesteps=result.timesteps,

@@ -319,6 +319,7 @@ def test_own_images_in_data_images_are_versioned_per_category(tmp_path):
     assert _stale(project) == set(_category_stages("washer"))
     repro = _run(project, "dvc", "repro")
     assert _ran(repro) == [*_category_stages("washer"), "evaluate", "plot"]
+    assert "reconstruct@washer: 12 images (11 already done)" in repro.stderr
     shutil.copy(washer / "train" / "good" / "000.png", washer / "train" / "good" / "new.png")
     (washer / "test" / "good" / "001.png").unlink()
     assert _stale(project) == set(_category_stages("washer"))
