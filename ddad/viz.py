@@ -5,9 +5,9 @@ Pure functions over arrays that know nothing of params or folders. Figures are b
 window or piles up in pyplot's global list. Display images are [H, W] or [H, W, C] (C = 1 or 3)
 in [0, 1]; anomaly maps are [H, W] in the score's own units.
 
-All images of a category share one map scale (``map_scale``), so colour means the same on every
-picture of that category: no colour at or below what held-out good images typically reach, full
-colour at the level the most anomalous test images reach.
+All images of a category share one map scale (``threshold_scale``), so colour means the same on
+every picture of that category and in ``ddad detect``'s overlays: no colour at or below what
+held-out good images typically reach, mid-scale colour at the detect threshold.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ OVERVIEW_TILES = 48
 TILE_INCHES = 1.0
 MAX_PNG_BYTES = 150_000
 PALETTE_SIZES = (256, 128, 64, 32)
-SCALE_TOP_PERCENTILE = 90.0  # of per-image map peaks: the top tenth of test images saturates
+THRESHOLD_LEVEL = 0.5  # where the detect threshold sits on the map's colour scale (0..1)
 BAR_METRICS = ("img_auc", "pixel_auc", "aupro")
 MASK_COLOUR = "white"
 
@@ -47,21 +47,17 @@ class Tile:
     caption: str
 
 
-def map_scale(good_scores: np.ndarray, maps: np.ndarray) -> tuple[float, float]:
-    """A category's shared (vmin, vmax) for its anomaly maps.
+def threshold_scale(good_scores: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(vmin, vmax) for a category's anomaly maps, with the detect threshold halfway up.
 
-    vmin is the median image score of the held-out good (validation) images: the level a normal
-    image typically peaks at, so colour starts where a map leaves the normal range. vmax is the
-    90th percentile of the test maps' per-image peaks, so the most anomalous tenth saturates and one
-    outlier does not wash out the rest. Without good scores vmin falls back to the median test
-    pixel. vmax is never below vmin.
+    Colour starts at the median held-out good score (0 without good scores; never above the
+    threshold), where a map leaves the normal range; the threshold sits at THRESHOLD_LEVEL of the
+    scale, so a map that reaches it shows mid-scale colour, never the all-blue of a normal image,
+    and defects above it still range up to full colour.
     """
-    maps = np.asarray(maps, dtype=np.float64)
     good_scores = np.asarray(good_scores, dtype=np.float64)
-    vmin = float(np.median(good_scores)) if good_scores.size else float(np.median(maps))
-    peaks = maps.reshape(len(maps), -1).max(axis=1)
-    vmax = float(np.percentile(peaks, SCALE_TOP_PERCENTILE))
-    return vmin, max(vmin, vmax)
+    vmin = min(float(np.median(good_scores)) if good_scores.size else 0.0, threshold)
+    return vmin, vmin + (threshold - vmin) / THRESHOLD_LEVEL
 
 
 def map_levels(amap: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
@@ -105,20 +101,27 @@ def overlay_sheet(
 ) -> Figure:
     """One image read left to right: input | reconstruction | map | overlay | ground truth.
 
-    ``threshold`` (an image-score threshold), when given, is appended to the title so a reader
-    can tell whether the image would be called anomalous.
+    The map has a colour bar; ``threshold`` (the detect threshold, in image-score units), when
+    given, is marked on it and appended to the title, so a reader can tell whether ``ddad
+    detect`` would call the image a defect.
     """
     fig = Figure(figsize=(12, 2.9), layout="constrained")
     axes = fig.subplots(1, 5)
     _show(axes[0], as_rgb(image), "input")
     _show(axes[1], as_rgb(reconstruction), "reconstruction")
-    axes[2].imshow(amap, cmap=HEAT_CMAP, vmin=vmin, vmax=vmax)
-    _decorate(axes[2], f"anomaly map [{vmin:.3g}, {vmax:.3g}]")
+    shown = axes[2].imshow(amap, cmap=HEAT_CMAP, vmin=vmin, vmax=vmax)
+    _decorate(axes[2], "anomaly map")
+    bar = fig.colorbar(shown, ax=axes[2], fraction=0.08)
+    bar.ax.tick_params(labelsize=7)
     _show(axes[3], heatmap_overlay(image, amap, vmin, vmax), "overlay")
     _outline(axes[3], mask)
     axes[4].imshow(np.asarray(mask, dtype=np.float32), cmap="gray", vmin=0, vmax=1)
     _decorate(axes[4], "ground truth")
-    suffix = "" if threshold is None else f" | threshold {threshold:.4g}"
+    suffix = ""
+    if threshold is not None:
+        bar.ax.axhline(threshold, color="black", lw=2)
+        bar.set_label("black line: detect threshold", fontsize=7)
+        suffix = f" | detect threshold {threshold:.4g}"
     fig.suptitle(title + suffix, fontsize=10)
     return fig
 

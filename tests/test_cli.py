@@ -43,7 +43,7 @@ def test_detect_prints_a_verdict_per_image_and_writes_overlays(
     assert lines[1].endswith("  threshold 0")
     assert lines[2].startswith(f"DEFECT {images[1]}  score ")
     assert lines[3] == "2 of 2 images DEFECT; heat-map overlays in detections/"
-    assert sorted(p.name for p in (project / "detections").iterdir()) == ["0.png", "1.png"]
+    assert sorted(p.name for p in (project / "detections").iterdir()) == ["in_0.png", "in_1.png"]
 
 
 def test_detect_says_ok_below_the_threshold(project: Path, capsys: pytest.CaptureFixture) -> None:
@@ -52,7 +52,7 @@ def test_detect_says_ok_below_the_threshold(project: Path, capsys: pytest.Captur
     code, out, _ = _run(argv, capsys)
     assert code == 0
     assert out.splitlines()[1].startswith(f"OK     {image}  score ")
-    assert (project / "pics" / "img.png").is_file()
+    assert (project / "pics" / f"{project.name}_img.png").is_file()
 
 
 def test_detect_learns_the_threshold_from_a_good_folder(
