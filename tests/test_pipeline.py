@@ -194,7 +194,7 @@ def test_plots_show_only_the_listed_categories_loss_curves(finished):
     stale = finished / "plots" / "train" / "gone.json"
     shutil.copy(finished / "plots" / "train" / "stripes.json", stale)
     try:
-        shown = json.loads(_run(finished, "dvc", "plots", "show", "--json").stdout)
+        shown = json.loads(_run(finished, "dvc", "plots", "show", "--json").stdout)["data"]
     finally:
         stale.unlink()
     assert "plots/train/stripes.json" in shown
