@@ -209,7 +209,7 @@ class Detector:
         if self.threshold is None:
             raise DdadError("the detector has no threshold; calibrate it before drawing overlays")
         vmin, vmax = threshold_scale(self.good_scores, self.threshold)
-        return heatmap_overlay(result.image, result.amap, vmin, vmax)
+        return heatmap_overlay(result.image, result.amap, vmin, vmax, self.threshold)
 
     def _scored(self, paths: Sequence[Path]) -> list[tuple[float, np.ndarray, Reconstruction]]:
         """(image score, anomaly map, reconstruction) per path, in order."""

@@ -76,7 +76,7 @@ def load_category(name: str) -> Category:
     if not good.size:
         raise DdadError(f"{scores_csv}: no held-out good images' scores; run `dvc repro score`")
     threshold = threshold_from_good(good)
-    vmin, vmax = viz.threshold_scale(good, threshold)
+    vmin, vmax = viz.threshold_scale(good, threshold, maps)
     store = ResultStore(recon, summary["digest"])
     return Category(name, store, test, maps, masks, vmin, vmax, threshold)
 
@@ -124,7 +124,8 @@ def overview(category: Category) -> Figure:
     for index in positions:
         row = category.test.iloc[index]
         image = _display(category.store.load(row["key"])["image"])
-        overlay = viz.heatmap_overlay(image, category.maps[index], category.vmin, category.vmax)
+        amap = category.maps[index]
+        overlay = viz.heatmap_overlay(image, amap, category.vmin, category.vmax, category.threshold)
         caption = f"{row['defect']} {row['score']:.3g}"
         tiles.append(viz.Tile(overlay, category.masks[index], caption))
     scale = f"detect threshold {category.threshold:.3g} at mid-scale"

@@ -54,19 +54,25 @@ def test_levels_with_equal_bounds_mark_what_exceeds_them():
     np.testing.assert_array_equal(levels, [[0, 0, 1]])
 
 
-def test_threshold_scale_starts_at_typical_good_score_with_the_threshold_halfway():
+def test_threshold_scale_starts_at_typical_good_score_and_saturates_at_high_peaks():
     assert viz.threshold_scale(np.array([1.0, 2.0, 9.0]), 5.0) == (2.0, 8.0)
     assert viz.threshold_scale(np.empty(0), 5.0) == (0.0, 10.0)
     assert viz.threshold_scale(np.array([7.0]), 5.0) == (5.0, 5.0)
+    maps = np.zeros((10, 4, 4))
+    maps[:, 0, 0] = np.arange(10) * 10  # per-image peaks 0..90
+    assert viz.threshold_scale(np.array([1.0, 2.0]), 5.0, maps) == (1.5, pytest.approx(81.0))
+    assert viz.threshold_scale(np.array([1.0, 2.0]), 50.0, maps) == (1.5, 98.5)
 
 
-def test_a_map_at_the_threshold_is_not_drawn_blue():
-    """An image that just passes the detect threshold must not look like a normal one."""
-    vmin, vmax = viz.threshold_scale(np.array([1.0, 1.5, 2.0]), 2.0)
-    level = viz.map_levels(np.array([2.0]), vmin, vmax)[0]
-    red, green, blue, _ = viz.HEAT_CMAP(level)
-    assert level == pytest.approx(0.5)
+def test_a_map_at_the_threshold_is_drawn_mid_scale_not_blue():
+    """An image that just passes the detect threshold must not look like a normal one, even
+    when the most anomalous test images peak far above it."""
+    vmin, vmax = 1.0, 20.0
+    levels = viz.map_levels(np.array([1.0, 2.0, 11.0, 20.0]), vmin, vmax, threshold=2.0)
+    np.testing.assert_allclose(levels, [0.0, 0.5, 0.75, 1.0])
+    red, green, blue, _ = viz.HEAT_CMAP(levels[1])
     assert blue < max(red, green)
+    assert viz.map_levels(np.array([2.0]), vmin, vmax)[0] < 0.1  # without it: all blue
 
 
 @pytest.mark.parametrize("channels", [1, 3])
