@@ -7,7 +7,8 @@ from ddad.errors import DdadError
 # guided-diffusion decorates with a deprecated torch.cuda.amp API; the warning is not ours to fix.
 warnings.filterwarnings("ignore", category=FutureWarning, module="guided_diffusion")
 
-__all__ = ["DdadError", "Detector"]
+__version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
+__all__ = ["DdadError", "Detector", "__version__"]
 
 
 def __getattr__(name: str) -> object:

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from ddad import bench
+from ddad import __version__, bench
 from ddad.baseline import zscore_report
 from ddad.detect import (
     DEFAULT_PLAN,
@@ -41,6 +41,18 @@ from ddad.reconstruct import SAMPLERS, Plan, highest_timestep
 TRAINED_DIR = Path("models/trained")
 DETECT_OUT = Path("detections")
 DATA_DIR = Path("data/images")
+
+
+DESCRIPTION = (
+    "Visual anomaly detection with denoising diffusion models: inspect images with a trained "
+    "model (detect), time reconstruction (bench), or score a simple baseline (baseline). "
+    "Settings the pipeline also uses come from params.yaml in the current folder when it is there."
+)
+DEVICE_HELP = "auto (CUDA when present), cpu or cuda; default: params.yaml's device, else auto"
+
+
+def _from_params(key: str) -> str:
+    return f"default: params.yaml's {key}, else the pipeline's default"
 
 
 class _UsageError(Exception):
@@ -312,10 +324,15 @@ def _baseline(args: argparse.Namespace) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="ddad", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="ddad", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"ddad {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    timing = commands.add_parser("bench", help="time the seed's reconstruction against today's")
+    about_bench = (
+        "time reconstruction as the seed (the reference DDAD code) does it against "
+        "params.yaml's settings"
+    )
+    timing = commands.add_parser("bench", help=about_bench, description=about_bench)
     source = timing.add_mutually_exclusive_group()
     source.add_argument("--model", help="trained category folder, or its name under models/trained")
     source.add_argument("--preset", type=_choice(*PRESETS), help="random-weight model preset")
@@ -328,23 +345,35 @@ def _build_parser() -> argparse.ArgumentParser:
         default=0.02,
         help="share of the seed's UNet passes to time, the rest extrapolated (default 0.02)",
     )
-    timing.add_argument("--sampler", type=_choice(*SAMPLERS))
-    timing.add_argument("--steps", type=_integer(1, 999))
-    timing.add_argument("--ensemble", type=_integer(1))
-    timing.add_argument("--timesteps", type=_integer(1, 999))
-    timing.add_argument("--batch-size", type=_integer(1))
-    timing.add_argument("--device", type=_choice(*DEVICES))
+    timing.add_argument(
+        "--sampler", type=_choice(*SAMPLERS), help=_from_params("reconstruct.sampler")
+    )
+    timing.add_argument(
+        "--steps", type=_integer(1, 999), help=f"ddim steps; {_from_params('reconstruct.steps')}"
+    )
+    timing.add_argument(
+        "--ensemble",
+        type=_integer(1),
+        help=f"reconstructions per image; {_from_params('reconstruct.ensemble')}",
+    )
+    timing.add_argument(
+        "--timesteps", type=_integer(1, 999), help=_from_params("reconstruct.timesteps")
+    )
+    timing.add_argument(
+        "--batch-size", type=_integer(1), help=_from_params("reconstruct.batch_size")
+    )
+    timing.add_argument("--device", type=_choice(*DEVICES), help=DEVICE_HELP)
     timing.add_argument("--json", type=Path, help="also write the report here")
     timing.set_defaults(handler=_bench)
 
     detect = commands.add_parser("detect", help="score images and call each OK or DEFECT")
-    detect.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    detect.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="images to inspect")
     detect.add_argument("--model", required=True, help="trained category folder or name")
     detect.add_argument("--out", type=Path, default=DETECT_OUT, help=f"default {DETECT_OUT}")
     learn = detect.add_mutually_exclusive_group()
     learn.add_argument("--threshold", type=_number(), help="image-score threshold to use")
     learn.add_argument("--good-dir", type=Path, help="defect-free images to learn it from")
-    detect.add_argument("--device", type=_choice(*DEVICES))
+    detect.add_argument("--device", type=_choice(*DEVICES), help=DEVICE_HELP)
     detect.set_defaults(handler=_detect)
 
     baseline = commands.add_parser(

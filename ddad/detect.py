@@ -1,9 +1,9 @@
 """Inspect new images with a trained model: score each one and call it OK or DEFECT.
 
-The threshold is learned from defect-free images only, because a factory rarely has labelled
-defects when it starts inspecting. By default it comes from what the pipeline already did: the
-scores of the held-out good images in runs/<category>/score/scores.csv, else a fresh calibration
-on the held-out images the model's meta.json lists. Those scores are only comparable when
+The threshold is learned from defect-free images only (``ddad.threshold``). By default it comes
+from what the pipeline already did: the scores of the held-out good images in
+runs/<category>/score/scores.csv, else a fresh calibration on the held-out images the model's
+meta.json lists. Those scores are only comparable when
 ``ddad detect`` reconstructs and scores with the settings the pipeline used, so the CLI reads
 them from the same params.yaml; run ``dvc repro`` after changing it.
 """
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 from PIL import Image
@@ -27,7 +26,8 @@ from ddad.models import load_trained
 from ddad.preprocess import model_input, to_unit_range
 from ddad.reconstruct import Plan
 from ddad.scoring import ScoreSettings, anomaly_map, image_score
-from ddad.viz import heatmap_overlay
+from ddad.threshold import threshold_from_good, validation_scores
+from ddad.viz import heatmap_overlay, threshold_scale
 
 RUNS_DIR = Path("runs")
 DATA_ROOT = Path("data/images")  # where the pipeline keeps each category's images
@@ -51,53 +51,21 @@ class Result:
     reconstruction: np.ndarray
 
 
-def threshold_from_good(scores: Sequence[float] | np.ndarray) -> float:
-    """The image-score threshold learned from defect-free images' scores: their maximum.
-
-    An image is a defect when it scores strictly above every held-out good image. With n good
-    scores, a new good image exceeds their maximum with probability about 1/(n+1), so hold out
-    more good images for fewer false alarms. (mean + 3 std was tried first: with the 8 images
-    the pipeline holds out, it sat far above the good range and missed most synthetic defects.)
-    """
-    values = np.asarray(scores, dtype=np.float64).ravel()
-    if values.size == 0:
-        raise ValueError("threshold_from_good needs at least one good image's score")
-    if not np.isfinite(values).all():
-        raise ValueError("threshold_from_good got a score that is nan or infinite")
-    return float(values.max())
-
-
-def overlay_scale(good_scores: np.ndarray, threshold: float) -> tuple[float, float]:
-    """(vmin, vmax) for the heat map: colour starts at the typical good score, full at threshold.
-
-    Without good scores colour starts at 0. vmin never exceeds the threshold, so full colour
-    always means "as high as a defect".
-    """
-    vmin = float(np.median(good_scores)) if len(good_scores) else 0.0
-    return min(vmin, threshold), threshold
-
-
 def overlay_names(paths: Sequence[Path]) -> list[str]:
-    """A PNG name per input, from its stem; repeated stems get -2, -3... in input order."""
+    """A PNG name per input that says which one it is: <folder>_<stem>.png, e.g. crack_001.png
+    for test/crack/001.png (the defect kind in an MVTec layout), or <stem>.png for an image in
+    the current folder. Repeated names get -2, -3... in input order."""
     seen: dict[str, int] = {}
     names = []
     for path in paths:
-        count = seen.get(path.stem, 0) + 1
-        seen[path.stem] = count
-        names.append(f"{path.stem}.png" if count == 1 else f"{path.stem}-{count}.png")
+        folder = Path(path).parent.name
+        base = f"{folder}_{Path(path).stem}" if folder else Path(path).stem
+        count = seen.get(base, 0) + 1
+        seen[base] = count
+        names.append(f"{base}.png" if count == 1 else f"{base}-{count}.png")
     return names
 
 
-def validation_scores(scores_csv: Path) -> np.ndarray:
-    """Scores of the held-out good images (rows with split == validation); empty if none."""
-    if not scores_csv.is_file():
-        return np.empty(0)
-    table = pd.read_csv(scores_csv)
-    if not {"split", "score"} <= set(table.columns):
-        raise DdadError(
-            f"{scores_csv}: expected columns split and score; run `dvc repro` to rewrite it"
-        )
-    return table.loc[table["split"] == "validation", "score"].to_numpy(dtype=np.float64)
 
 
 def save_overlay(path: Path, rgb: np.ndarray, min_side: int = OVERLAY_MIN_SIDE) -> None:
@@ -231,11 +199,11 @@ class Detector:
         return results
 
     def overlay(self, result: Result) -> np.ndarray:
-        """The image with its heat map, on the scale ``overlay_scale`` gives ([H, W, 3])."""
+        """The image with its heat map, on the scale ``threshold_scale`` gives ([H, W, 3])."""
         if self.threshold is None:
             raise DdadError("the detector has no threshold; calibrate it before drawing overlays")
-        vmin, vmax = overlay_scale(self.good_scores, self.threshold)
-        return heatmap_overlay(result.image, result.amap, vmin, vmax)
+        vmin, vmax = threshold_scale(self.good_scores, self.threshold)
+        return heatmap_overlay(result.image, result.amap, vmin, vmax, self.threshold)
 
     def _scored(self, paths: Sequence[Path]) -> list[tuple[float, np.ndarray, Reconstruction]]:
         """(image score, anomaly map, reconstruction) per path, in order."""

@@ -101,17 +101,6 @@ def f1_max(labels: ArrayLike, scores: ArrayLike) -> float:
     return float(f1.max()) if f1.size else float("nan")
 
 
-def best_threshold(labels: ArrayLike, scores: ArrayLike) -> float:
-    """The threshold at which ``f1_max`` is reached; scores ``>=`` it are called anomalous.
-
-    It is always one of the anomalous samples' scores; when several thresholds reach the same
-    best F1, the highest is returned. Returns NaN when no sample is anomalous. Input rules are
-    those of ``image_auroc``.
-    """
-    thresholds, f1 = _f1_by_threshold(*_checked_by_class(labels, scores))
-    return float(thresholds[np.argmax(f1)]) if f1.size else float("nan")
-
-
 def pixel_ap(masks: ImageStack, maps: ImageStack) -> float:
     """Average precision over all pixels pooled (as float32), the sum of precision x recall gain.
 

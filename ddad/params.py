@@ -128,8 +128,16 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-def _fail(key: str, value: Any, allowed: str) -> DdadError:
-    return DdadError(f"params.yaml: {key} = {value!r} is not allowed; expected {allowed}")
+class ParamsError(DdadError):
+    """A bad params.yaml value; ``key`` is the dotted key to fix."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _fail(key: str, value: Any, allowed: str) -> ParamsError:
+    return ParamsError(key, f"params.yaml: {key} = {value!r} is not allowed; expected {allowed}")
 
 
 def _check_value(key: str, value: Any, spec: Spec) -> None:
@@ -170,11 +178,13 @@ def _check_tree(prefix: str, values: Any, schema: dict[str, Any]) -> None:
             where = f"{prefix}.{key}" if prefix else key
             close = difflib.get_close_matches(str(key), list(schema), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(schema)}"
-            raise DdadError(f"params.yaml: unknown key {where!r}{hint}")
+            raise ParamsError(where, f"params.yaml: unknown key {where!r}{hint}")
     for key, spec in schema.items():
         where = f"{prefix}.{key}" if prefix else key
         if key not in values:
-            raise DdadError(f"params.yaml: {where} is missing; add it (see README, 'The knobs')")
+            raise ParamsError(
+                where, f"params.yaml: {where} is missing; add it (see README, 'The knobs')"
+            )
         if isinstance(spec, dict):
             _check_tree(where, values[key], spec)
         else:

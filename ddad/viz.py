@@ -5,9 +5,10 @@ Pure functions over arrays that know nothing of params or folders. Figures are b
 window or piles up in pyplot's global list. Display images are [H, W] or [H, W, C] (C = 1 or 3)
 in [0, 1]; anomaly maps are [H, W] in the score's own units.
 
-All images of a category share one map scale (``map_scale``), so colour means the same on every
-picture of that category: no colour at or below what held-out good images typically reach, full
-colour at the level the most anomalous test images reach.
+All images of a category share one map scale (``threshold_scale``), so colour means the same on
+every picture of that category: no colour at or below what held-out good images typically
+reach, mid-scale colour at the detect threshold (as in ``ddad detect``'s overlays), full colour
+where the most anomalous test images peak.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -33,6 +35,7 @@ OVERVIEW_TILES = 48
 TILE_INCHES = 1.0
 MAX_PNG_BYTES = 150_000
 PALETTE_SIZES = (256, 128, 64, 32)
+THRESHOLD_LEVEL = 0.5  # where the detect threshold sits on the map's colour scale (0..1)
 SCALE_TOP_PERCENTILE = 90.0  # of per-image map peaks: the top tenth of test images saturates
 BAR_METRICS = ("img_auc", "pixel_auc", "aupro")
 MASK_COLOUR = "white"
@@ -47,37 +50,54 @@ class Tile:
     caption: str
 
 
-def map_scale(good_scores: np.ndarray, maps: np.ndarray) -> tuple[float, float]:
-    """A category's shared (vmin, vmax) for its anomaly maps.
+def threshold_scale(
+    good_scores: np.ndarray, threshold: float, maps: np.ndarray | None = None
+) -> tuple[float, float]:
+    """(vmin, vmax) for a category's anomaly maps, drawn with the detect threshold at mid-scale.
 
-    vmin is the median image score of the held-out good (validation) images: the level a normal
-    image typically peaks at, so colour starts where a map leaves the normal range. vmax is the
-    90th percentile of the test maps' per-image peaks, so the most anomalous tenth saturates and one
-    outlier does not wash out the rest. Without good scores vmin falls back to the median test
-    pixel. vmax is never below vmin.
+    vmin is the median held-out good score (0 without good scores; never above the threshold):
+    colour starts where a map leaves the normal range. vmax is the 90th percentile of the maps'
+    per-image peaks, so the most anomalous tenth saturates and one outlier does not wash out
+    the rest; never below threshold + (threshold - vmin), and exactly that without maps.
+    ``map_levels`` puts the threshold at THRESHOLD_LEVEL between the two, so a map that reaches
+    it shows mid-scale colour, never the all-blue of a normal image.
     """
-    maps = np.asarray(maps, dtype=np.float64)
     good_scores = np.asarray(good_scores, dtype=np.float64)
-    vmin = float(np.median(good_scores)) if good_scores.size else float(np.median(maps))
-    peaks = maps.reshape(len(maps), -1).max(axis=1)
-    vmax = float(np.percentile(peaks, SCALE_TOP_PERCENTILE))
-    return vmin, max(vmin, vmax)
+    vmin = min(float(np.median(good_scores)) if good_scores.size else 0.0, threshold)
+    vmax = 2 * threshold - vmin
+    if maps is not None and len(maps):
+        peaks = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1).max(axis=1)
+        vmax = max(vmax, float(np.percentile(peaks, SCALE_TOP_PERCENTILE)))
+    return vmin, vmax
 
 
-def map_levels(amap: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
-    """The map on the shared scale, in [0, 1]; with vmin == vmax, 1 exactly where it exceeds it."""
+def map_levels(
+    amap: np.ndarray, vmin: float, vmax: float, threshold: float | None = None
+) -> np.ndarray:
+    """The map on the shared scale, in [0, 1]; with vmin == vmax, 1 exactly where it exceeds it.
+
+    Linear from vmin to vmax, or, given a ``threshold`` between them, in two straight pieces
+    that meet at THRESHOLD_LEVEL there.
+    """
     amap = np.nan_to_num(np.asarray(amap, dtype=np.float64))
     if vmax <= vmin:
         return (amap > vmax).astype(np.float32)
-    return np.clip((amap - vmin) / (vmax - vmin), 0, 1).astype(np.float32)
+    if threshold is None or not vmin < threshold < vmax:
+        return np.clip((amap - vmin) / (vmax - vmin), 0, 1).astype(np.float32)
+    return np.interp(amap, [vmin, threshold, vmax], [0, THRESHOLD_LEVEL, 1]).astype(np.float32)
 
 
-def heatmap_overlay(image: np.ndarray, amap: np.ndarray, vmin: float, vmax: float) -> np.ndarray:
-    """The image in its own colours with the heat map blended in as strongly as the map is high.
-
-    Returns an RGB float32 image [H, W, 3] in [0, 1].
+def heatmap_overlay(
+    image: np.ndarray,
+    amap: np.ndarray,
+    vmin: float,
+    vmax: float,
+    threshold: float | None = None,
+) -> np.ndarray:
+    """The image in its own colours with the heat map blended in as strongly as the map is high
+    (``map_levels``). Returns an RGB float32 image [H, W, 3] in [0, 1].
     """
-    level = map_levels(amap, vmin, vmax)[..., None]
+    level = map_levels(amap, vmin, vmax, threshold)[..., None]
     heat = HEAT_CMAP(level[..., 0])[..., :3]
     alpha = OVERLAY_ALPHA * level
     return np.clip(as_rgb(image) * (1 - alpha) + heat * alpha, 0, 1).astype(np.float32)
@@ -105,20 +125,29 @@ def overlay_sheet(
 ) -> Figure:
     """One image read left to right: input | reconstruction | map | overlay | ground truth.
 
-    ``threshold`` (an image-score threshold), when given, is appended to the title so a reader
-    can tell whether the image would be called anomalous.
+    The map has a colour bar; ``threshold`` (the detect threshold, in image-score units), when
+    given, is marked on it and appended to the title, so a reader can tell whether ``ddad
+    detect`` would call the image a defect.
     """
     fig = Figure(figsize=(12, 2.9), layout="constrained")
     axes = fig.subplots(1, 5)
     _show(axes[0], as_rgb(image), "input")
     _show(axes[1], as_rgb(reconstruction), "reconstruction")
-    axes[2].imshow(amap, cmap=HEAT_CMAP, vmin=vmin, vmax=vmax)
-    _decorate(axes[2], f"anomaly map [{vmin:.3g}, {vmax:.3g}]")
-    _show(axes[3], heatmap_overlay(image, amap, vmin, vmax), "overlay")
+    centred = threshold is not None and vmin < threshold < vmax
+    norm = TwoSlopeNorm(threshold, vmin, vmax) if centred else Normalize(vmin, vmax)
+    shown = axes[2].imshow(amap, cmap=HEAT_CMAP, norm=norm)
+    _decorate(axes[2], "anomaly map")
+    bar = fig.colorbar(shown, ax=axes[2], fraction=0.08)
+    bar.ax.tick_params(labelsize=7)
+    _show(axes[3], heatmap_overlay(image, amap, vmin, vmax, threshold), "overlay")
     _outline(axes[3], mask)
     axes[4].imshow(np.asarray(mask, dtype=np.float32), cmap="gray", vmin=0, vmax=1)
     _decorate(axes[4], "ground truth")
-    suffix = "" if threshold is None else f" | threshold {threshold:.4g}"
+    suffix = ""
+    if threshold is not None:
+        bar.ax.axhline(threshold, color="black", lw=2)
+        bar.set_label("black line: detect threshold", fontsize=7)
+        suffix = f" | detect threshold {threshold:.4g}"
     fig.suptitle(title + suffix, fontsize=10)
     return fig
 

@@ -22,10 +22,10 @@ from matplotlib.figure import Figure
 
 from ddad import viz
 from ddad.errors import DdadError
-from ddad.metrics import best_threshold
 from ddad.preprocess import to_unit_range
 from ddad.progress import progress_bar
 from ddad.store import ResultStore
+from ddad.threshold import threshold_from_good, validation_scores
 from stages.common import METRICS_DIR, PLOTS_DIR, RUNS_DIR, run_stage
 
 IMAGES_DIR = PLOTS_DIR / "images"
@@ -44,7 +44,7 @@ class Category:
     masks: np.ndarray
     vmin: float
     vmax: float
-    threshold: float | None  # image-score threshold of best F1 on the test set
+    threshold: float  # the detect threshold, from the held-out good images as ddad detect has it
 
 
 @dataclass(frozen=True)
@@ -67,14 +67,16 @@ def load_category(name: str) -> Category:
     """A category's scores, maps and stored reconstructions, with its shared map scale."""
     recon = RUNS_DIR / name / "recon"
     summary = json.loads(_require(recon / "summary.json").read_text())
-    scores = pd.read_csv(_require(RUNS_DIR / name / "score" / "scores.csv"))
+    scores_csv = _require(RUNS_DIR / name / "score" / "scores.csv")
+    scores = pd.read_csv(scores_csv)
     with np.load(_require(RUNS_DIR / name / "score" / "maps.npz")) as stored:
         keys, maps, masks = stored["keys"].astype(str), stored["maps"], stored["masks"]
     test = scores[scores["split"] == "test"].set_index("key").loc[keys].reset_index()
-    good = scores.loc[scores["split"] == "validation", "score"].to_numpy()
-    vmin, vmax = viz.map_scale(good, maps)
-    labels, values = test["label"].to_numpy(), test["score"].to_numpy()
-    threshold = best_threshold(labels, values) if labels.any() else None
+    good = validation_scores(scores_csv)
+    if not good.size:
+        raise DdadError(f"{scores_csv}: no held-out good images' scores; run `dvc repro score`")
+    threshold = threshold_from_good(good)
+    vmin, vmax = viz.threshold_scale(good, threshold, maps)
     store = ResultStore(recon, summary["digest"])
     return Category(name, store, test, maps, masks, vmin, vmax, threshold)
 
@@ -122,10 +124,11 @@ def overview(category: Category) -> Figure:
     for index in positions:
         row = category.test.iloc[index]
         image = _display(category.store.load(row["key"])["image"])
-        overlay = viz.heatmap_overlay(image, category.maps[index], category.vmin, category.vmax)
+        amap = category.maps[index]
+        overlay = viz.heatmap_overlay(image, amap, category.vmin, category.vmax, category.threshold)
         caption = f"{row['defect']} {row['score']:.3g}"
         tiles.append(viz.Tile(overlay, category.masks[index], caption))
-    scale = f"map scale [{category.vmin:.3g}, {category.vmax:.3g}]"
+    scale = f"detect threshold {category.threshold:.3g} at mid-scale"
     return viz.category_overview(tiles, f"{category.name}: test images, {scale}")
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 from test_bench import quick_peak  # noqa: F401 (a fixture)
 from test_detect import tiny_model_dir, write_gray
 
-from ddad.cli import main
+from ddad import __version__
+from ddad.cli import _build_parser, main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -43,7 +45,7 @@ def test_detect_prints_a_verdict_per_image_and_writes_overlays(
     assert lines[1].endswith("  threshold 0")
     assert lines[2].startswith(f"DEFECT {images[1]}  score ")
     assert lines[3] == "2 of 2 images DEFECT; heat-map overlays in detections/"
-    assert sorted(p.name for p in (project / "detections").iterdir()) == ["0.png", "1.png"]
+    assert sorted(p.name for p in (project / "detections").iterdir()) == ["in_0.png", "in_1.png"]
 
 
 def test_detect_says_ok_below_the_threshold(project: Path, capsys: pytest.CaptureFixture) -> None:
@@ -52,7 +54,7 @@ def test_detect_says_ok_below_the_threshold(project: Path, capsys: pytest.Captur
     code, out, _ = _run(argv, capsys)
     assert code == 0
     assert out.splitlines()[1].startswith(f"OK     {image}  score ")
-    assert (project / "pics" / "img.png").is_file()
+    assert (project / "pics" / f"{project.name}_img.png").is_file()
 
 
 def test_detect_learns_the_threshold_from_a_good_folder(
@@ -216,3 +218,28 @@ def test_bench_searches_as_many_bank_images_as_the_score_stage_uses(
     code, out, _ = _run(argv, capsys)
     assert code == 0 and "1 test images of toy" in out
     assert " cells in 4 good images" in out
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = _run(["--version"], capsys)
+    assert code == 0
+    assert out == f"ddad {__version__}\n"
+
+
+@pytest.mark.parametrize("command", [[], ["detect"], ["bench"], ["baseline"]])
+def test_help_is_plain_text_that_defines_its_terms(
+    command: list[str], capsys: pytest.CaptureFixture
+) -> None:
+    code, out, _ = _run([*command, "--help"], capsys)
+    assert code == 0
+    assert "``" not in out
+    if "seed" in out.replace("--seed-share", "").replace("SEED_SHARE", ""):
+        assert "the seed (the reference DDAD code" in out
+
+
+def test_every_argument_has_help() -> None:
+    parser = _build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            assert action.help, f"ddad {name} {action.option_strings or action.metavar}: no help"

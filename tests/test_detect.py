@@ -18,13 +18,12 @@ from ddad.detect import (
     Detector,
     ScoreSettings,
     overlay_names,
-    overlay_scale,
     save_overlay,
-    threshold_from_good,
 )
 from ddad.errors import DdadError
 from ddad.models import build_model, save_checkpoint
 from ddad.reconstruct import Plan
+from ddad.threshold import threshold_from_good
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,38 +66,14 @@ def tiny_model_dir(folder: Path, validation_images: list[str] | None = None) -> 
     return model_dir
 
 
-def test_threshold_of_one_score_or_equal_scores_is_that_score() -> None:
-    assert threshold_from_good([0.25]) == 0.25
-    assert threshold_from_good([0.5, 0.5, 0.5]) == 0.5
+def test_overlay_names_say_which_input_they_belong_to() -> None:
+    paths = [Path("test/crack/000.png"), Path("test/good/000.png"), Path("y.png")]
+    assert overlay_names(paths) == ["crack_000.png", "good_000.png", "y.png"]
 
 
-def test_threshold_is_the_largest_good_score() -> None:
-    assert threshold_from_good(np.array([1.0, 3.0, 2.0])) == 3.0
-
-
-def test_threshold_separates_synthetic_good_from_shifted_scores() -> None:
-    rng = np.random.default_rng(0)
-    good = rng.normal(1.0, 0.1, 200)
-    threshold = threshold_from_good(good[:50])
-    assert (good[50:] <= threshold).mean() > 0.95
-    assert (good[50:] + 1.0 > threshold).all()
-
-
-@pytest.mark.parametrize("scores", [[], [0.1, float("nan")], [float("inf")]])
-def test_threshold_refuses_empty_or_non_finite_scores(scores: list[float]) -> None:
-    with pytest.raises(ValueError):
-        threshold_from_good(scores)
-
-
-def test_overlay_scale_starts_at_the_median_good_score_and_saturates_at_the_threshold() -> None:
-    assert overlay_scale(np.array([1.0, 2.0, 9.0]), 5.0) == (2.0, 5.0)
-    assert overlay_scale(np.empty(0), 5.0) == (0.0, 5.0)
-    assert overlay_scale(np.array([7.0]), 5.0) == (5.0, 5.0)
-
-
-def test_overlay_names_keep_repeated_stems_apart() -> None:
-    paths = [Path("a/x.png"), Path("b/x.jpg"), Path("y.png"), Path("c/x.png")]
-    assert overlay_names(paths) == ["x.png", "x-2.png", "y.png", "x-3.png"]
+def test_overlay_names_keep_inputs_with_the_same_folder_and_stem_apart() -> None:
+    paths = [Path("a/crack/000.png"), Path("b/crack/000.jpg"), Path("/c/crack/000.png")]
+    assert overlay_names(paths) == ["crack_000.png", "crack_000-2.png", "crack_000-3.png"]
 
 
 def test_save_overlay_enlarges_small_pictures(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import yaml
 
 from ddad.errors import DdadError
 from ddad.params import parse_params, setting, validate
+from stages import check_params
 from stages.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,7 +163,8 @@ def test_stage_with_bad_params_exits_2_with_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [
         "error: params.yaml: reconstruct.sampler = 'dpm' is not allowed; "
-        "expected one of ddpm, ddim, one_step"
+        "expected one of ddpm, ddim, one_step; params.yaml still holds it: "
+        "fix reconstruct.sampler there or run `git checkout params.yaml`"
     ]
     assert not (tmp_path / "models").exists()
 
@@ -170,6 +172,28 @@ def test_stage_with_bad_params_exits_2_with_one_line(tmp_path):
 def test_stage_stderr_holds_nothing_but_the_error(tmp_path):
     result = _run_stage(tmp_path, "fetch_model", _with("train.steps", "ten"))
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "key, value", [("trian", {}), ("score.sigma", DELETE), ("data.synthetic.train", 1)]
+)
+def test_a_stage_names_the_key_to_fix_in_params_yaml(tmp_path, key, value):
+    """The bad value stays in the file after the error, so the line says what to fix there."""
+    path = tmp_path / "params.yaml"
+    params = {**REAL, key: value} if key == "trian" else _with(key, value)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    with pytest.raises(DdadError) as caught:
+        load_params(path)
+    assert str(caught.value).endswith(f"fix {key} there or run `git checkout {path}`")
+
+
+def test_check_params_writes_the_same_file_every_time(tmp_path, monkeypatch):
+    """Every stage depends on it: a constant file re-runs nothing downstream."""
+    monkeypatch.chdir(tmp_path)
+    check_params.main(REAL, [])
+    first = check_params.CHECKED_FILE.read_bytes()
+    check_params.main(_with("score.sigma", 2.0), [])
+    assert check_params.CHECKED_FILE.read_bytes() == first
 
 
 def test_category_absent_from_the_data_is_named(tmp_path):

@@ -153,11 +153,11 @@ def test_repro_writes_metrics_and_leaves_nothing_to_do(finished):
     ],
 )
 def test_a_changed_knob_makes_its_own_stage_stale(finished, change, stale):
-    """`dvc status` names the stages whose own inputs changed; the ones after them follow on
-    `dvc repro` once their inputs (the changed outputs) differ."""
+    """`dvc status` names the stages whose own inputs changed (and check_params, which checks
+    every value); the ones after them follow on `dvc repro` once their inputs differ."""
     _set_params(finished, change)
     try:
-        assert _stale(finished) == stale
+        assert _stale(finished) == {"check_params", *stale}
     finally:
         _set_params(finished)
 
@@ -182,11 +182,74 @@ def test_detect_scores_like_the_pipeline_and_a_map_switch_rescores_only(finished
     _detect_agrees_with_the_pipeline(finished, ScoreSettings())
     _set_params(finished, {"score": {"map": "reconstruction"}})
     try:
-        assert _ran(_run(finished, "dvc", "repro")) == ["score@stripes", "evaluate", "plot"]
+        assert _ran(_run(finished, "dvc", "repro")) == [
+            "check_params",
+            "score@stripes",
+            "evaluate",
+            "plot",
+        ]
         assert 0 <= _metrics(finished)["categories"]["stripes"]["img_auc"] <= 1
     finally:
         _set_params(finished)
         _run(finished, "dvc", "repro")
+
+
+def test_plots_show_only_the_listed_categories_loss_curves(finished):
+    """A loss curve left by a category no longer in data.categories is not plotted."""
+    stale = finished / "plots" / "train" / "gone.json"
+    shutil.copy(finished / "plots" / "train" / "stripes.json", stale)
+    try:
+        shown = json.loads(_run(finished, "dvc", "plots", "show", "--json").stdout)["data"]
+    finally:
+        stale.unlink()
+    assert "plots/train/stripes.json" in shown
+    assert not any("gone" in name for name in shown)
+
+
+KEPT = [
+    "models/trained/stripes",
+    "plots/train/stripes.json",
+    "runs/stripes/recon",
+    "runs/stripes/score",
+]
+
+
+def _contents(project: Path) -> dict[str, bytes]:
+    """Every file under the outputs a bad value must not remove, by path."""
+    files = {}
+    for kept in KEPT:
+        root = project / kept
+        for path in [root] if root.is_file() else sorted(root.rglob("*")):
+            if path.is_file():
+                files[str(path.relative_to(project))] = path.read_bytes()
+    return files
+
+
+def _committed(project: Path) -> None:
+    """`dvc exp run` needs a commit."""
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run([*git, "add", "-A"], cwd=project, check=True, capture_output=True)
+    subprocess.run(
+        [*git, "commit", "-qm", "tiny project", "--allow-empty"], cwd=project, check=True
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "key, value", [("train.lr", -1), ("reconstruct.steps", 0), ("score.sigma", -1)]
+)
+def test_a_bad_value_keeps_every_output_and_the_fix_reruns_nothing(finished, key, value):
+    _committed(finished)
+    before = _contents(finished)
+    assert len(before) > 4
+    failed = _run(finished, "dvc", "exp", "run", "-S", f"{key}={value}", check=False)
+    assert failed.returncode
+    assert f"fix {key} there or run `git checkout params.yaml`" in failed.stderr
+    assert _contents(finished) == before
+    _set_params(finished)  # the fix by hand
+    assert set(_ran(_run(finished, "dvc", "repro"))) <= {"check_params"}
+    assert _ran(_run(finished, "dvc", "repro")) == []
+    assert _contents(finished) == before
 
 
 @pytest.mark.slow
@@ -195,8 +258,9 @@ def test_two_categories_rerun_only_what_changed(tmp_path):
     _run(project, "dvc", "repro")
     two = {"data": {"categories": ["stripes", "washer"]}}
     _set_params(project, two, {"score": {"sigma": 2.0}})
-    assert _stale(project) == {"score@stripes", "score@washer"}
+    assert _stale(project) == {"check_params", "score@stripes", "score@washer"}
     assert _ran(_run(project, "dvc", "repro")) == [
+        "check_params",
         "score@stripes",
         "score@washer",
         "evaluate",
@@ -206,9 +270,9 @@ def test_two_categories_rerun_only_what_changed(tmp_path):
     _set_params(project, two, {"score": {"sigma": 2.0}}, override)
     # Known limitation: dvc.yaml tracks the whole reconstruct section for every category, so one
     # category's override marks all of them stale; the others then reuse every stored result.
-    assert _stale(project) == {"reconstruct@stripes", "reconstruct@washer"}
+    assert _stale(project) == {"check_params", "reconstruct@stripes", "reconstruct@washer"}
     repro = _run(project, "dvc", "repro")
-    assert _ran(repro)[:2] == ["reconstruct@stripes", "reconstruct@washer"]
+    assert _ran(repro)[:3] == ["check_params", "reconstruct@stripes", "reconstruct@washer"]
     assert "reconstruct@stripes: 12 images (0 already done), ddim from t=200" in repro.stderr
     assert "reconstruct@washer: 12 images (12 already done), ddim from t=250" in repro.stderr
 

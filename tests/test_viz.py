@@ -1,6 +1,7 @@
 """The pictures: figure layouts, overlay values, PNG sizes, and the plot stage on a fake run."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ from PIL import Image
 from ddad import viz
 from ddad.errors import DdadError
 from ddad.store import ResultStore
+from ddad.threshold import threshold_from_good, validation_scores
 from stages import plot
 
 SIZE = 16
@@ -44,7 +46,7 @@ def test_constant_map_with_equal_bounds_does_not_crash():
     np.testing.assert_array_equal(viz.map_levels(amap, 3.0, 3.0), 0)
     assert np.isfinite(viz.heatmap_overlay(image, amap, 3.0, 3.0)).all()
     fig = viz.overlay_sheet(image, image, amap, np.zeros((SIZE, SIZE), bool), "t", 3.0, 3.0)
-    assert len(fig.axes) == 5
+    assert len(fig.axes) == 6
 
 
 def test_levels_with_equal_bounds_mark_what_exceeds_them():
@@ -52,13 +54,25 @@ def test_levels_with_equal_bounds_mark_what_exceeds_them():
     np.testing.assert_array_equal(levels, [[0, 0, 1]])
 
 
-def test_map_scale_starts_at_typical_good_peak():
+def test_threshold_scale_starts_at_typical_good_score_and_saturates_at_high_peaks():
+    assert viz.threshold_scale(np.array([1.0, 2.0, 9.0]), 5.0) == (2.0, 8.0)
+    assert viz.threshold_scale(np.empty(0), 5.0) == (0.0, 10.0)
+    assert viz.threshold_scale(np.array([7.0]), 5.0) == (5.0, 5.0)
     maps = np.zeros((10, 4, 4))
-    maps[:, 0, 0] = np.arange(10)  # per-image peaks 0..9
-    vmin, vmax = viz.map_scale(np.array([1.0, 2.0, 6.0]), maps)
-    assert vmin == 2.0
-    assert vmax == pytest.approx(8.1)
-    assert viz.map_scale(np.array([50.0]), maps) == (50.0, 50.0)
+    maps[:, 0, 0] = np.arange(10) * 10  # per-image peaks 0..90
+    assert viz.threshold_scale(np.array([1.0, 2.0]), 5.0, maps) == (1.5, pytest.approx(81.0))
+    assert viz.threshold_scale(np.array([1.0, 2.0]), 50.0, maps) == (1.5, 98.5)
+
+
+def test_a_map_at_the_threshold_is_drawn_mid_scale_not_blue():
+    """An image that just passes the detect threshold must not look like a normal one, even
+    when the most anomalous test images peak far above it."""
+    vmin, vmax = 1.0, 20.0
+    levels = viz.map_levels(np.array([1.0, 2.0, 11.0, 20.0]), vmin, vmax, threshold=2.0)
+    np.testing.assert_allclose(levels, [0.0, 0.5, 0.75, 1.0])
+    red, green, blue, _ = viz.HEAT_CMAP(levels[1])
+    assert blue < max(red, green)
+    assert viz.map_levels(np.array([2.0]), vmin, vmax)[0] < 0.1  # without it: all blue
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -68,8 +82,10 @@ def test_overlay_sheet_has_five_panels_and_titles(channels, tmp_path):
     mask = np.zeros((SIZE, SIZE), bool)
     mask[3:8, 3:8] = True
     fig = viz.overlay_sheet(image, image, rng.random((SIZE, SIZE)), mask, "key", 0.2, 0.9, 0.5)
-    assert len(fig.axes) == 5
-    assert fig.get_suptitle() == "key | threshold 0.5"
+    assert len(fig.axes) == 6  # five panels and the map's colour bar
+    assert fig.get_suptitle() == "key | detect threshold 0.5"
+    (marked,) = fig.axes[-1].lines
+    assert marked.get_ydata()[0] == 0.5
     path = tmp_path / "sheet.png"
     viz.save_figure(fig, path, dpi=50)
     with Image.open(path) as png:
@@ -227,6 +243,11 @@ def test_plot_stage_writes_every_picture_and_removes_stale_ones(tmp_path, monkey
     assert overviews == ["colour.png", "gray.png"]
     # colour's hole_002 scores highest but peaks off its mask; its hole_001 is next
     assert titles["plots/example.png"].startswith("colour: test/hole/001 | label 1")
+    # the threshold ddad detect uses: the highest held-out good score, not one fit to test labels
+    assert titles["plots/images/gray/hole_000.png"].endswith(" | detect threshold 0.95")
+    assert plot.load_category("gray").threshold == threshold_from_good(
+        validation_scores(Path("runs/gray/score/scores.csv"))
+    )
     for path in [*plot.IMAGES_DIR.rglob("*.png"), *plot.OVERVIEWS_DIR.iterdir()]:
         with Image.open(path) as png:
             png.verify()

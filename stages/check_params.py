@@ -1,0 +1,27 @@
+"""check_params: the pipeline's first stage, so a bad params.yaml value stops DVC before it
+removes any other stage's outputs.
+
+DVC deletes a stage's outputs before running it, so a stage that validates only its own params
+would lose finished work (a trained model, its loss curve) to a typo. Every stage depends on
+CHECKED_FILE instead; its content never changes, so a passing check re-runs nothing downstream.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from stages.common import run_stage
+
+CHECKED_FILE = Path("params.checked")
+CHECKED_TEXT = "params.yaml passed ddad's checks (written by the check_params stage)\n"
+
+
+def main(params: dict[str, Any], argv: list[str]) -> None:
+    """``run_stage`` has validated params.yaml; record that it passed."""
+    CHECKED_FILE.write_text(CHECKED_TEXT)
+    print("check_params: params.yaml is valid")
+
+
+if __name__ == "__main__":
+    run_stage(main)
