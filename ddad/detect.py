@@ -24,7 +24,7 @@ from ddad.errors import DdadError
 from ddad.features import GoodReference, feature_anomaly_maps, training_reference
 from ddad.models import load_trained
 from ddad.preprocess import model_input, to_unit_range
-from ddad.reconstruct import Plan
+from ddad.reconstruct import Plan, plan_for_map
 from ddad.scoring import ScoreSettings, anomaly_map, image_score
 from ddad.threshold import threshold_from_good, validation_scores
 from ddad.viz import heatmap_overlay, threshold_scale
@@ -39,7 +39,8 @@ OVERLAY_MIN_SIDE = 256
 class Result:
     """One inspected image: its score and verdict, and the pictures behind them.
 
-    ``image`` and ``reconstruction`` (the ensemble mean) are [H, W, C] in [0, 1] at model size;
+    ``image`` and ``reconstruction`` (the ensemble mean; with the feature map, which does not
+    read it, the one-pass x0 estimate of ``plan_for_map``) are [H, W, C] in [0, 1] at model size;
     ``amap`` is [H, W] in score units.
     """
 
@@ -219,7 +220,7 @@ class Detector:
                 self.model,
                 self.diffusion,
                 items,
-                self.plan,
+                plan_for_map(self.plan, s.map),
                 seed=self.seed,
                 batch_size=self.batch_size,
                 device=self.device,

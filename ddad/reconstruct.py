@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
@@ -54,6 +54,25 @@ class Plan:
         if self.sampler == "ddim":
             return min(self.steps, t + 1)
         return 1
+
+
+def plan_for_map(plan: Plan, score_map: str) -> Plan:
+    """The plan worth running when ``score_map`` makes the anomaly map.
+
+    The reconstruction-error map needs ``plan`` in full. The feature map reads only the input,
+    so the reconstruction is just the picture beside it: one UNet pass, the x0 estimate at
+    ``plan``'s t (one member), makes it instead of ``plan``'s steps x ensemble passes.
+    """
+    if score_map == "reconstruction":
+        return plan
+    return replace(plan, sampler="one_step", ensemble=1)
+
+
+def picture_title(plan: Plan) -> str:
+    """What a stored reconstruction of ``plan`` is, in the words a picture labels it with."""
+    if plan.sampler == "one_step":
+        return f"one-pass x0 estimate (t={plan.timesteps})"
+    return "reconstruction"
 
 
 def highest_timestep(timesteps: int, jitter: float) -> int:

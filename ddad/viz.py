@@ -122,17 +122,19 @@ def overlay_sheet(
     vmin: float,
     vmax: float,
     threshold: float | None = None,
+    reconstruction_title: str = "reconstruction",
 ) -> Figure:
     """One image read left to right: input | reconstruction | map | overlay | ground truth.
 
     The map has a colour bar; ``threshold`` (the detect threshold, in image-score units), when
     given, is marked on it and appended to the title, so a reader can tell whether ``ddad
-    detect`` would call the image a defect.
+    detect`` would call the image a defect. ``reconstruction_title`` says what
+    the second picture is (a one-pass estimate is blurrier than a full reconstruction).
     """
     fig = Figure(figsize=(12, 2.9), layout="constrained")
     axes = fig.subplots(1, 5)
     _show(axes[0], as_rgb(image), "input")
-    _show(axes[1], as_rgb(reconstruction), "reconstruction")
+    _show(axes[1], as_rgb(reconstruction), reconstruction_title)
     centred = threshold is not None and vmin < threshold < vmax
     norm = TwoSlopeNorm(threshold, vmin, vmax) if centred else Normalize(vmin, vmax)
     shown = axes[2].imshow(amap, cmap=HEAT_CMAP, norm=norm)

@@ -45,6 +45,7 @@ class Category:
     vmin: float
     vmax: float
     threshold: float  # the detect threshold, from the held-out good images as ddad detect has it
+    picture: str  # what the stored reconstruction is (reconstruct's summary.json)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ def load_category(name: str) -> Category:
     threshold = threshold_from_good(good)
     vmin, vmax = viz.threshold_scale(good, threshold, maps)
     store = ResultStore(recon, summary["digest"])
-    return Category(name, store, test, maps, masks, vmin, vmax, threshold)
+    picture = summary.get("picture", "reconstruction")
+    return Category(name, store, test, maps, masks, vmin, vmax, threshold, picture)
 
 
 def pick_overlays(test: pd.DataFrame, count: int) -> list[int]:
@@ -114,6 +116,7 @@ def sheet(category: Category, index: int, prefix: str = "") -> Figure:
         category.vmin,
         category.vmax,
         category.threshold,
+        category.picture,
     )
 
 

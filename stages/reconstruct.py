@@ -1,5 +1,9 @@
 """reconstruct@<category>: noise every test image (and the held-out good images) to t and denoise.
 
+With ``score.map: features`` the reconstruction is only the picture beside the map, so it is
+made with one UNet pass per image (ddad.reconstruct.plan_for_map); ``reconstruction`` runs the
+``reconstruct`` plan in full.
+
 Per-image results go to runs/<category>/recon/<settings digest>/ as they finish, so a killed run
 resumes where it stopped and a result made with other settings is never reused.
 """
@@ -17,7 +21,7 @@ import ddad.reconstruct
 from ddad.engine import prepare_model, resolve_device, run
 from ddad.layout import TestImage, test_images
 from ddad.models import file_digest, load_trained
-from ddad.reconstruct import Plan
+from ddad.reconstruct import Plan, picture_title, plan_for_map
 from ddad.store import ResultStore
 from stages.common import (
     DATA_DIR,
@@ -55,7 +59,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     category = argv[0]
     device = resolve_device(params["device"])
     model, diffusion, meta = load_trained(TRAINED_DIR / category)
-    plan = plan_for(params, category)
+    plan = plan_for_map(plan_for(params, category), params["score"]["map"])
     data = {k: params["data"][k] for k in ("image_size", "resize", "normalization", "mask_resize")}
     settings = {
         "model": file_digest(TRAINED_DIR / category / "model.pt"),
@@ -111,6 +115,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         {
             "digest": store.digest,
             "device": device.type,
+            "picture": picture_title(plan),
             "nfe_per_image": float(np.mean([float(c["nfe"]) for c in costs])),
             "seconds_per_image": float(np.mean([float(c["seconds"]) for c in costs])),
             "test": sorted(tests),

@@ -116,15 +116,17 @@ def test_the_timing_reference_has_exactly_the_rows_asked_for() -> None:
     assert maps.bank.shape == (5, 96, 8, 8) and maps.radius == ScoreSettings().search_radius
 
 
-def test_the_feature_map_costs_one_more_pass_per_image(diffusion: GaussianDiffusion) -> None:
+def test_the_feature_map_costs_two_passes_per_image_whatever_the_plan(
+    diffusion: GaussianDiffusion,
+) -> None:
     model, images = build_model("tiny", 1, 16), bench.random_images(3, 1, 16)
-    plan, cpu = Plan(timesteps=20, sampler="ddim", steps=2, ensemble=1), torch.device("cpu")
+    plan, cpu = Plan(timesteps=20, sampler="ddim", steps=4, ensemble=3), torch.device("cpu")
     costs = {
         kind: time_default(model, diffusion, images, cpu, plan, 4, score=ScoreSettings(map=kind))
         for kind in ("reconstruction", "features")
     }
-    assert costs["reconstruction"]["nfe_per_image"] == 2
-    assert costs["features"]["nfe_per_image"] == 3
+    assert costs["reconstruction"]["nfe_per_image"] == 4 * 3
+    assert costs["features"]["nfe_per_image"] == 1 + 1  # the picture, then the features
 
 
 def _report(extrapolated: bool, memory: dict | None) -> dict:
@@ -183,8 +185,9 @@ def test_bench_command_writes_the_json_report(
     default_keys |= {"achieved_flops", "peak_flops", "peak_fraction"}
     assert default_keys <= set(report["default"])
     assert report["seed"]["extrapolated"] is True and report["seed"]["nfe_per_image"] == 3992
-    assert report["default"]["nfe_per_image"] == 2 + 1  # ddim steps, then the feature pass
+    assert report["default"]["nfe_per_image"] == 1 + 1  # the picture, then the feature pass
     assert report["default_map"].startswith("feature map")
+    assert report["default_plan"] == "one-pass x0 estimate from t=250, the picture only"
     assert report["default"]["flops_per_pass"] > 0 and 0 < report["default"]["peak_fraction"]
     assert report["speedup"] > 1
     assert report["peak_memory_bytes"] is None and report["device"] == "cpu"

@@ -121,7 +121,7 @@ def test_repro_writes_metrics_and_leaves_nothing_to_do(finished):
         "nfe_per_image",
         "seconds_per_image",
     }
-    assert metrics["mean"]["nfe_per_image"] == 2.0
+    assert metrics["mean"]["nfe_per_image"] == 1.0  # the feature map's picture: one pass
     assert 0 <= metrics["categories"]["stripes"]["img_auc"] <= 1
     defects = json.loads((finished / "metrics" / "defects.json").read_text())["stripes"]
     assert (
@@ -178,16 +178,22 @@ def _detect_agrees_with_the_pipeline(project: Path, score: ScoreSettings) -> Non
     assert scores == pytest.approx(expected, rel=1e-4)
 
 
-def test_detect_scores_like_the_pipeline_and_a_map_switch_rescores_only(finished):
+def test_detect_scores_like_the_pipeline_and_a_map_switch_reconstructs_in_full(finished):
     _detect_agrees_with_the_pipeline(finished, ScoreSettings())
+    recon = finished / "runs" / "stripes" / "recon" / "summary.json"
+    assert json.loads(recon.read_text())["picture"] == "one-pass x0 estimate (t=250)"
     _set_params(finished, {"score": {"map": "reconstruction"}})
     try:
-        assert _ran(_run(finished, "dvc", "repro")) == [
+        repro = _run(finished, "dvc", "repro")
+        assert _ran(repro) == [
             "check_params",
+            "reconstruct@stripes",
             "score@stripes",
             "evaluate",
             "plot",
         ]
+        assert json.loads(recon.read_text())["nfe_per_image"] == 2.0  # ddim 2 steps, 1 member
+        assert json.loads(recon.read_text())["picture"] == "reconstruction"
         assert 0 <= _metrics(finished)["categories"]["stripes"]["img_auc"] <= 1
     finally:
         _set_params(finished)

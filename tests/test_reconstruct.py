@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from ddad.models import build_diffusion, build_model
-from ddad.reconstruct import Plan, _schedule, image_seed, reconstruct
+from ddad.reconstruct import (
+    Plan,
+    _schedule,
+    image_seed,
+    picture_title,
+    plan_for_map,
+    reconstruct,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -153,3 +160,14 @@ def test_result_does_not_depend_on_batch_company(model, diffusion, images, plan)
     assert torch.equal(together[1], swapped[1])
     other_seed, _, _ = reconstruct(model, diffusion, images[1:2], ["b"], plan, seed=6)
     assert not torch.equal(other_seed[0], alone[0])
+
+
+def test_the_feature_map_gets_a_one_pass_picture_and_the_error_map_the_full_plan():
+    plan = Plan(250, sampler="ddim", steps=4, ensemble=3, jitter=0.1, conditioning=0.2)
+    assert plan_for_map(plan, "reconstruction") == plan
+    picture = plan_for_map(plan, "features")
+    assert picture.sampler == "one_step" and picture.ensemble == 1
+    assert (picture.timesteps, picture.jitter, picture.conditioning) == (250, 0.1, 0.2)
+    assert picture.nfe(250) == 1
+    assert picture_title(picture) == "one-pass x0 estimate (t=250)"
+    assert picture_title(plan) == "reconstruction"

@@ -86,10 +86,17 @@ def test_overlay_sheet_has_five_panels_and_titles(channels, tmp_path):
     assert fig.get_suptitle() == "key | detect threshold 0.5"
     (marked,) = fig.axes[-1].lines
     assert marked.get_ydata()[0] == 0.5
+    assert fig.axes[1].get_title() == "reconstruction"
     path = tmp_path / "sheet.png"
     viz.save_figure(fig, path, dpi=50)
     with Image.open(path) as png:
         assert png.size == (600, 145)
+
+
+def test_overlay_sheet_says_what_its_reconstruction_is():
+    image, mask = np.zeros((SIZE, SIZE)), np.zeros((SIZE, SIZE), bool)
+    fig = viz.overlay_sheet(image, image, image, mask, "key", 0, 1, None, "one-pass x0 estimate")
+    assert fig.axes[1].get_title() == "one-pass x0 estimate"
 
 
 def test_overview_draws_one_axis_per_tile_up_to_the_limit(tmp_path):
