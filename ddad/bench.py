@@ -32,6 +32,7 @@ from ddad.features import (
     searched_as,
     unet_features,
 )
+from ddad.fitting import samples_per_pass
 from ddad.layout import test_images
 from ddad.preprocess import model_input
 from ddad.reconstruct import Plan, plan_for_map, reconstruct
@@ -61,15 +62,15 @@ def extrapolate(seconds: float, passes_timed: int, passes_total: float) -> float
 
 
 def procedure_summary(
-    seconds_per_image: float, nfe_per_image: float, flops_per_pass: float, peak_flops: float
+    seconds_per_image: float, nfe_per_image: float, flops_per_image: float, peak_flops: float
 ) -> dict[str, float]:
     """Throughput and achieved FLOP/s of one procedure from its cost per image."""
-    achieved = flops_per_pass * nfe_per_image / seconds_per_image
+    achieved = flops_per_image / seconds_per_image
     return {
         "nfe_per_image": nfe_per_image,
         "seconds_per_image": seconds_per_image,
         "images_per_second": 1.0 / seconds_per_image,
-        "flops_per_pass": flops_per_pass,
+        "flops_per_image": flops_per_image,
         "achieved_flops": achieved,
         "peak_flops": peak_flops,
         "peak_fraction": achieved / peak_flops,
@@ -148,6 +149,13 @@ def flops_per_pass(model: torch.nn.Module, image: torch.Tensor) -> int:
     t = torch.zeros(1, dtype=torch.long, device=image.device)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(image, t)
+    return counter.get_total_flops()
+
+
+def flops_per_feature_pass(model: torch.nn.Module, image: torch.Tensor) -> int:
+    """FLOPs of the feature map's partial UNet pass on one sample (ddad.features.unet_features)."""
+    with FlopCounterMode(display=False) as counter:
+        unet_features(model, image)
     return counter.get_total_flops()
 
 
@@ -270,7 +278,7 @@ def time_default(
     images: np.ndarray,
     device: torch.device,
     plan: Plan,
-    batch_size: int,
+    batch_size: int | str,
     seed: int = 0,
     score: ScoreSettings = DEFAULT_SCORE,
 ) -> dict[str, Any]:
@@ -278,6 +286,7 @@ def time_default(
     per image for the picture when ``score`` makes the feature map, as the pipeline does), then
     the feature map if ``score`` asks for it (one UNet pass per image)."""
     plan = plan_for_map(plan, score.map)
+    batch_size = samples_per_pass(batch_size, device)
     model = prepare_model(model, device)
     reference = timing_reference(model, images, score) if score.map == "features" else None
     items = [(f"bench/{i}", lambda i=i: images[i]) for i in range(len(images))]
@@ -318,7 +327,7 @@ def benchmark(
     images: np.ndarray,
     device: torch.device,
     plan: Plan,
-    batch_size: int,
+    batch_size: int | str,
     *,
     seed_share: float = 1.0,
     peak_seconds: float = PEAK_SECONDS,
@@ -334,10 +343,17 @@ def benchmark(
     default_run = time_default(model, diffusion, images, device, plan, batch_size, seed, score)
     sample = torch.from_numpy(images[:1]).to(device)
     flops = flops_per_pass(model, sample)
+    feature_flops = flops_per_feature_pass(model, sample) if score.map == "features" else 0
+    feature_passes = 1 if score.map == "features" else 0
     peak, peak_dtype = matmul_peak(device, peak_seconds)
     summaries = {
-        name: procedure_summary(run_["seconds_per_image"], run_["nfe_per_image"], flops, peak)
-        for name, run_ in (("seed", seed_run), ("default", default_run))
+        name: procedure_summary(
+            run_["seconds_per_image"],
+            run_["nfe_per_image"],
+            (run_["nfe_per_image"] - extra) * flops + extra * feature_flops,
+            peak,
+        )
+        for name, run_, extra in (("seed", seed_run, 0), ("default", default_run, feature_passes))
     }
     seed_keys = ("extrapolated", "share", "passes_timed", "passes_total")
     memory = {"seed": seed_run["peak_memory"], "default": default_run["peak_memory"]}
@@ -351,8 +367,10 @@ def benchmark(
         "seed_plan": describe_plan(SEED_PLAN),
         "default_plan": describe_plan(plan_for_map(plan, score.map)),
         "default_map": describe_map(score),
-        "batch_size": batch_size,
+        "batch_size": samples_per_pass(batch_size, device),
         "images": len(images),
+        "flops_per_pass": flops,
+        "flops_per_feature_pass": feature_flops,
     }
 
 
@@ -378,5 +396,5 @@ def describe_map(score: ScoreSettings) -> str:
         else:
             where = f"of {score.bank_vectors:,} patches"
         space = "whitened features" if score.whiten else "features"
-        return f"feature map (+1 UNet pass, nearest in {space} {where}{typical})"
+        return f"feature map (+1 partial UNet pass, nearest in {space} {where}{typical})"
     return "reconstruction-error map"

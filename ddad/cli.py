@@ -18,9 +18,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
 import torch
 
-from ddad import __version__, bench
+from ddad import __version__, bench, passes
 from ddad.baseline import zscore_report
 from ddad.detect import (
     DEFAULT_PLAN,
@@ -137,7 +138,7 @@ def _plan(params: dict[str, Any], flags: dict[str, Any], category: str | None = 
     return plan
 
 
-def _batch_size(params: dict[str, Any], flag: int | None) -> int:
+def _batch_size(params: dict[str, Any], flag: int | None) -> int | str:
     return flag or setting(params, "reconstruct.batch_size", 64)
 
 
@@ -221,12 +222,29 @@ def _bench(args: argparse.Namespace) -> int:
         score=subject["score"],
     )
     report |= subject["about"]
+    report["passes"] = _precision_rows(subject["model"], subject["images"], device)
     print(bench.format_report(report))
+    print("\none UNet pass at batch 1 (max |diff| against float32's output):")
+    print(passes.format_table(report["passes"]))
+    kept = passes.fastest_agreeing(report["passes"])
+    print(
+        f"fastest within {passes.AGREEMENT:g} of float32: {kept['precision']}, "
+        f"{'channels-last' if kept['channels_last'] else 'standard layout'}"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"\nwrote {args.json}")
     return 0
+
+
+def _precision_rows(
+    model: torch.nn.Module, images: np.ndarray, device: torch.device
+) -> list[dict[str, Any]]:
+    """One pass at batch 1 in each precision the device runs fast, in both memory layouts."""
+    sample = torch.from_numpy(images[:1]).to(device)
+    rows = passes.fast_precisions(device)
+    return passes.pass_table(model.to(device).eval(), sample, (1,), rows, (False, True))
 
 
 def _preprocessing(params: dict[str, Any]) -> dict[str, str]:

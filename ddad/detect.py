@@ -99,7 +99,7 @@ class Detector:
         resize: str = "bicubic",
         normalization: str = "fixed",
         device: str | torch.device = "auto",
-        batch_size: int = 64,
+        batch_size: int | str = 64,
         seed: int = 0,
     ) -> None:
         self.device = resolve_device(device)
@@ -130,7 +130,7 @@ class Detector:
         good_images: Sequence[Path] | None = None,
         resize: str = "bicubic",
         normalization: str = "fixed",
-        batch_size: int = 64,
+        batch_size: int | str = 64,
         seed: int = 0,
         runs_dir: Path = RUNS_DIR,
         data_root: Path = DATA_ROOT,

@@ -1,7 +1,8 @@
 """Batch images through the reconstruction sampler, loading the next batch while the UNet runs.
 
 Shared by the reconstruct stage and by ``ddad detect``: several images and all their ensemble
-members go through one forward pass; on CUDA the UNet runs in half precision, channels-last.
+members go through one forward pass; on CUDA the UNet runs in half precision, channels-last,
+and a batch that runs out of memory is halved (ddad.fitting).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 
 from ddad.errors import DdadError
+from ddad.fitting import in_fitting_chunks, samples_per_pass
 from ddad.progress import progress_bar
 from ddad.reconstruct import Plan, reconstruct
 
@@ -61,6 +63,11 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def _free_memory(device: torch.device) -> Callable[[], None]:
+    """What gives memory back before a smaller batch is tried."""
+    return torch.cuda.empty_cache if device.type == "cuda" else lambda: None
+
+
 def run(
     model: torch.nn.Module,
     diffusion: GaussianDiffusion,
@@ -68,23 +75,33 @@ def run(
     plan: Plan,
     *,
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int | str = 64,
     device: torch.device | None = None,
     progress: bool = True,
     desc: str = "reconstruct",
 ) -> Iterator[Reconstruction]:
     """Yield one :class:`Reconstruction` per ``(key, load)`` item, in order.
 
-    ``batch_size`` counts samples per UNet pass (images x ensemble members); at least one image
-    goes in each batch. ``load()`` returns the image as [C, H, W] float32 in [-1, 1].
+    ``batch_size`` counts samples per UNet pass (images x ensemble members), or is ``auto``
+    (ddad.fitting.samples_per_pass); at least one image goes in each batch, and fewer when a
+    batch runs out of memory. ``load()`` returns the image as [C, H, W] float32 in [-1, 1].
     """
     device = device or next(model.parameters()).device
-    per_batch = max(1, batch_size // plan.ensemble)
+    per_batch = max(1, samples_per_pass(batch_size, device) // plan.ensemble)
+    fitted = per_batch
     batches = [items[i : i + per_batch] for i in range(0, len(items), per_batch)]
     bar = progress_bar(total=len(items), desc=desc, unit="img", disable=not progress)
 
     def load(batch: Sequence[tuple[str, Callable[[], np.ndarray]]]) -> np.ndarray:
         return np.stack([loader() for _, loader in batch])
+
+    def reconstructed(
+        chunk: Sequence[tuple[np.ndarray, str]],
+    ) -> tuple[np.ndarray, torch.Tensor, int]:
+        x = torch.from_numpy(np.stack([image for image, _ in chunk])).to(device)
+        with _autocast(device):
+            recon, t, passes = reconstruct(model, diffusion, x, [k for _, k in chunk], plan, seed)
+        return recon.float().cpu().numpy(), t, passes
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(load, batches[0]) if batches else None
@@ -93,11 +110,13 @@ def run(
             if index + 1 < len(batches):
                 pending = pool.submit(load, batches[index + 1])
             start = time.perf_counter()
-            x = torch.from_numpy(images).to(device)
             keys = [key for key, _ in batch]
-            with _autocast(device):
-                recon, t, passes = reconstruct(model, diffusion, x, keys, plan, seed)
-            recon = recon.float().cpu().numpy()
+            chunks, fitted = in_fitting_chunks(
+                reconstructed, list(zip(images, keys, strict=True)), fitted, _free_memory(device)
+            )
+            recon = np.concatenate([chunk[0] for chunk in chunks])
+            t = torch.cat([chunk[1] for chunk in chunks])
+            passes = sum(chunk[2] for chunk in chunks)
             seconds = (time.perf_counter() - start) / len(batch)
             for i, key in enumerate(keys):
                 yield Reconstruction(

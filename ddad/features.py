@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from guided_diffusion.nn import timestep_embedding
 
 from ddad.layout import train_images
 from ddad.progress import progress_bar
@@ -38,24 +39,22 @@ def unet_features(
 ) -> torch.Tensor:
     """Patch features [N, D, H/2, W/2] of ``images`` [N, C, H, W] in [-1, 1], at t = 0.
 
-    ``blocks`` index ``model.input_blocks``; each block's output is averaged over a 3x3
-    neighbourhood and resized to half the image size, then the blocks are stacked.
+    ``blocks`` index ``model.input_blocks`` (a guided-diffusion UNet's); each block's output is
+    averaged over a 3x3 neighbourhood and resized to half the image size, then the blocks are
+    stacked. The UNet runs only up to the last of them: the rest of the pass (most of it: the
+    middle and the whole decoder) would be thrown away.
     """
     if not blocks:
         raise ValueError("unet_features needs at least one block")
     captured: dict[int, torch.Tensor] = {}
-    hooks = [
-        model.input_blocks[b].register_forward_hook(
-            lambda _m, _i, out, b=b: captured.__setitem__(b, out)
-        )
-        for b in blocks
-    ]
-    try:
-        with torch.no_grad():
-            model(images, torch.zeros(len(images), dtype=torch.long, device=images.device))
-    finally:
-        for hook in hooks:
-            hook.remove()
+    t = torch.zeros(len(images), dtype=torch.long, device=images.device)
+    with torch.no_grad():
+        emb = model.time_embed(timestep_embedding(t, model.model_channels))
+        h = images.type(model.dtype)
+        for index, block in enumerate(model.input_blocks[: max(blocks) + 1]):
+            h = block(h, emb)
+            if index in blocks:
+                captured[index] = h
     size = (images.shape[-2] // 2, images.shape[-1] // 2)
     pooled = [
         F.avg_pool2d(captured[b].float(), _NEIGHBOURHOOD, 1, _NEIGHBOURHOOD // 2) for b in blocks

@@ -42,6 +42,7 @@ class Preset:
     noise_schedule: str = "linear"
     image_size: int | None = None
     pretrained: bool = False
+    checkpoint_when_training: bool = False  # recompute activations in backward (memory)
 
 
 PRESETS: dict[str, Preset] = {
@@ -73,6 +74,7 @@ PRESETS: dict[str, Preset] = {
         resblock_updown=True,
         image_size=256,
         pretrained=True,
+        checkpoint_when_training=True,
     ),
 }
 
@@ -92,8 +94,11 @@ def check_preset(name: str, image_size: int) -> Preset:
     return preset
 
 
-def build_model(name: str, channels: int, image_size: int) -> UNetModel:
-    """Build the preset's UNet for ``channels``-channel images (random weights)."""
+def build_model(name: str, channels: int, image_size: int, for_training: bool = False) -> UNetModel:
+    """Build the preset's UNet for ``channels``-channel images (random weights); ``for_training``
+    turns on guided-diffusion's gradient checkpointing where the preset asks for it (the 256
+    model's activations for a batch would not fit otherwise). The weights' names and shapes do
+    not change, so a checkpoint loads either way."""
     preset = check_preset(name, image_size)
     return UNetModel(
         image_size=image_size,
@@ -107,6 +112,7 @@ def build_model(name: str, channels: int, image_size: int) -> UNetModel:
         num_head_channels=preset.num_head_channels,
         use_scale_shift_norm=True,
         resblock_updown=preset.resblock_updown,
+        use_checkpoint=for_training and preset.checkpoint_when_training,
     )
 
 

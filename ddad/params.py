@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,11 @@ class Spec:
     item: Spec | None = None
     size: int | None = None
     odd: bool = False  # besides 0, only odd values (a blur kernel has a centre)
+    auto: bool = False  # "auto" is accepted too
 
     def describe(self) -> str:
+        if self.auto:
+            return f"auto or {replace(self, auto=False).describe()}"
         if self.odd:
             return "0 (auto) or an odd size"
         if self.choices:
@@ -106,7 +109,7 @@ SCHEMA: dict[str, Any] = {
         "steps": Spec("int", 1, 999),
         "ensemble": Spec("int", 1),
         "conditioning": Spec("float", 0, 1),
-        "batch_size": Spec("int", 1),
+        "batch_size": Spec("int", 1, auto=True),
         "seed": Spec("int", 0),
     },
     "score": {
@@ -156,6 +159,8 @@ def _check_value(key: str, value: Any, spec: Spec) -> None:
             raise _fail(key, value, spec.describe())
         for name, element in value.items():
             _check_value(f"{key}.{name}", element, spec.item)
+        return
+    if spec.auto and value == "auto":
         return
     if spec.choices:
         if str(value) not in spec.choices or isinstance(value, (bool, list, dict)):

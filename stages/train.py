@@ -2,7 +2,8 @@
 
 The held-out images are written into the checkpoint's metadata: reconstruct uses them as good
 validation images (for the detection threshold and the plot scales), never as training data.
-With train.steps 0 the fetched weights pass through untouched.
+With train.steps 0 the fetched weights pass through untouched. Training runs on ``device``
+(mixed precision on CUDA, ddad.train).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ddad.engine import resolve_device
 from ddad.layout import dataset_channels, split_train_val, train_images
 from ddad.models import build_diffusion, build_model, load_weights, read_checkpoint, save_checkpoint
 from ddad.train import TrainConfig, train_diffusion
@@ -37,7 +39,7 @@ def _starting_model(
 ) -> tuple[torch.nn.Module, Path | None]:
     """The preset's model with the fetched weights (or a seeded random start), and their file."""
     torch.manual_seed(seed)
-    model = build_model(preset, channels, size)
+    model = build_model(preset, channels, size, for_training=True)
     marker = json.loads((PRETRAINED_DIR / "preset.json").read_text())
     if not marker["weights"]:
         return model, None
@@ -75,7 +77,12 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         images = _stack(fit, channels, params)
         validation = _stack(held_out, channels, params)
         model, log = train_diffusion(
-            model, build_diffusion(params["model"]["preset"]), images, config, validation
+            model,
+            build_diffusion(params["model"]["preset"]),
+            images,
+            config,
+            validation,
+            device=resolve_device(params["device"]),
         )
         curve = [{"step": s, "loss": v} for s, v in log.train]
         validation_curve = [{"step": s, "loss": v} for s, v in log.validation]

@@ -78,7 +78,7 @@ def test_pass_budget_and_extrapolation() -> None:
 
 def test_procedure_summary_relates_time_passes_and_flops() -> None:
     row = procedure_summary(
-        seconds_per_image=2.0, nfe_per_image=20, flops_per_pass=1e9, peak_flops=1e11
+        seconds_per_image=2.0, nfe_per_image=20, flops_per_image=2e10, peak_flops=1e11
     )
     assert row["images_per_second"] == 0.5
     assert row["achieved_flops"] == 1e10
@@ -130,11 +130,11 @@ def test_the_feature_map_costs_two_passes_per_image_whatever_the_plan(
 
 
 def _report(extrapolated: bool, memory: dict | None) -> dict:
-    row = procedure_summary(1.0, 4000, 1e9, 1e11)
+    row = procedure_summary(1.0, 4000, 4e12, 1e11)
     return {
         "seed": row
         | {"extrapolated": extrapolated, "share": 0.02, "passes_timed": 80, "passes_total": 4000.0},
-        "default": procedure_summary(0.01, 20, 1e9, 1e11),
+        "default": procedure_summary(0.01, 20, 2e10, 1e11),
         "speedup": 100.0,
         "device": "cuda" if memory else "cpu",
         "peak_dtype": "float32",
@@ -181,14 +181,20 @@ def test_bench_command_writes_the_json_report(
     report = json.loads((tmp_path / "out" / "b.json").read_text())
     seed_keys = {"nfe_per_image", "seconds_per_image", "images_per_second", "extrapolated", "share"}
     assert seed_keys <= set(report["seed"])
-    default_keys = {"nfe_per_image", "seconds_per_image", "images_per_second", "flops_per_pass"}
+    default_keys = {"nfe_per_image", "seconds_per_image", "images_per_second", "flops_per_image"}
     default_keys |= {"achieved_flops", "peak_flops", "peak_fraction"}
     assert default_keys <= set(report["default"])
     assert report["seed"]["extrapolated"] is True and report["seed"]["nfe_per_image"] == 3992
     assert report["default"]["nfe_per_image"] == 1 + 1  # the picture, then the feature pass
     assert report["default_map"].startswith("feature map")
     assert report["default_plan"] == "one-pass x0 estimate from t=250, the picture only"
-    assert report["default"]["flops_per_pass"] > 0 and 0 < report["default"]["peak_fraction"]
+    assert 0 < report["flops_per_feature_pass"] < report["flops_per_pass"]
+    assert (
+        report["default"]["flops_per_image"]
+        == report["flops_per_pass"] + report["flops_per_feature_pass"]
+    )
+    assert 0 < report["default"]["peak_fraction"]
+    assert [row["precision"] for row in report["passes"]] == ["float32"] * 2 + ["bfloat16"] * 2
     assert report["speedup"] > 1
     assert report["peak_memory_bytes"] is None and report["device"] == "cpu"
     assert (report["preset"], report["image_size"]) == ("tiny", 16)

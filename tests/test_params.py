@@ -62,6 +62,11 @@ def test_real_params_are_valid():
             "reconstruct.ensemble = 0 is not allowed; expected an integer >= 1",
         ),
         ("score.sigma", -1, "score.sigma = -1 is not allowed; expected a number >= 0"),
+        (
+            "reconstruct.batch_size",
+            "max",
+            "reconstruct.batch_size = 'max' is not allowed; expected auto or an integer >= 1",
+        ),
         ("reconstruct.sampler", "dpm", "expected one of ddpm, ddim, one_step"),
         (
             "model.preset",

@@ -1,0 +1,63 @@
+"""Batches that halve on out-of-memory: the retry arithmetic, on the CPU with a raising stand-in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+import torch
+
+from ddad.errors import DdadError
+from ddad.fitting import AUTO_SAMPLES, in_fitting_chunks, samples_per_pass
+
+
+def fits_at_most(limit: int, calls: list[int]):
+    """Work that sums its chunk, or runs out of memory when handed more than ``limit`` items."""
+
+    def work(chunk: Sequence[int]) -> int:
+        calls.append(len(chunk))
+        if len(chunk) > limit:
+            raise torch.OutOfMemoryError("CUDA out of memory (stand-in)")
+        return sum(chunk)
+
+    return work
+
+
+def test_a_chunk_that_runs_out_of_memory_is_halved_and_later_chunks_keep_the_size() -> None:
+    calls: list[int] = []
+    freed: list[bool] = []
+    results, size = in_fitting_chunks(
+        fits_at_most(3, calls), list(range(10)), 8, lambda: freed.append(True)
+    )
+    assert calls == [8, 4, 2, 2, 2, 2, 2]
+    assert results == [0 + 1, 2 + 3, 4 + 5, 6 + 7, 8 + 9] and sum(results) == sum(range(10))
+    assert size == 2 and len(freed) == 2
+
+
+def test_a_size_that_fits_is_kept_and_nothing_is_retried() -> None:
+    calls: list[int] = []
+    results, size = in_fitting_chunks(fits_at_most(100, calls), list(range(5)), 2)
+    assert (calls, results, size) == ([2, 2, 1], [1, 5, 4], 2)
+
+
+def test_one_item_that_does_not_fit_is_one_clear_error() -> None:
+    with pytest.raises(DdadError, match="one image per UNet pass; lower reconstruct.ensemble"):
+        in_fitting_chunks(fits_at_most(0, []), [1, 2], 4)
+
+
+def test_other_errors_are_not_retried() -> None:
+    calls: list[int] = []
+
+    def broken(chunk: Sequence[int]) -> int:
+        calls.append(len(chunk))
+        raise ValueError("not a memory problem")
+
+    with pytest.raises(ValueError):
+        in_fitting_chunks(broken, [1, 2, 3], 2)
+    assert calls == [2]
+
+
+def test_auto_starts_from_the_devices_size_and_a_number_is_kept() -> None:
+    assert samples_per_pass("auto", torch.device("cpu")) == AUTO_SAMPLES["cpu"]
+    assert samples_per_pass("auto", torch.device("cuda")) == AUTO_SAMPLES["cuda"]
+    assert samples_per_pass(12, torch.device("cuda")) == 12
