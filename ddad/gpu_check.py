@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -28,10 +29,10 @@ import torch
 import yaml
 
 from ddad import bench, passes
+from ddad.detect import DEFAULT_PLAN
 from ddad.engine import DEVICES, resolve_device
 from ddad.errors import DdadError
 from ddad.models import build_diffusion, build_model
-from ddad.reconstruct import Plan
 from ddad.scoring import ScoreSettings
 
 MVTEC_TEST_IMAGES = 1725
@@ -45,17 +46,19 @@ class Scale:
     preset: str
     image_size: int
     batches: tuple[int, ...]
+    repeats: int  # timed calls per row of the pass table
     images: int
     seed_share: float
     repro_params: dict[str, Any]
     repro_timeout: float
 
 
-FULL = Scale("openai-256-uncond", 256, (1, 8, 32), 8, 0.005, {}, 360)
+FULL = Scale("openai-256-uncond", 256, (1, 8, 32), 3, 8, 0.005, {}, 360)
 QUICK = Scale(
     "tiny",
-    64,
+    32,
     (1, 8, 32),
+    1,
     4,
     0.002,
     {
@@ -71,29 +74,31 @@ QUICK = Scale(
 )
 
 
-def measure_passes(scale: Scale, device: torch.device) -> list[dict[str, Any]]:
-    """The pass table of the scale's model on ``device``, 3 timed calls per row."""
-    model = build_model(scale.preset, 3, scale.image_size).to(device).eval()
+def measure_passes(
+    model: torch.nn.Module, scale: Scale, device: torch.device
+) -> list[dict[str, Any]]:
+    """The pass table of ``model`` on ``device``, in the memory layout ddad.engine uses there."""
+    model = model.to(device).eval()
     images = torch.from_numpy(bench.random_images(1, 3, scale.image_size)).to(device)
-    rows = passes.pass_table(
-        model, images, scale.batches, passes.fast_precisions(device), repeats=3
-    )
+    layouts = (device.type == "cuda",)
+    precisions = passes.fast_precisions(device)
+    rows = passes.pass_table(model, images, scale.batches, precisions, layouts, scale.repeats)
     print(passes.format_table(rows), flush=True)
     return rows
 
 
-def measure_procedures(scale: Scale, device: torch.device) -> dict[str, Any]:
-    """The default and the seed procedure on the scale's model, with MVTec wall-time projections."""
-    model = build_model(scale.preset, 3, scale.image_size)
+def measure_procedures(
+    model: torch.nn.Module, scale: Scale, device: torch.device
+) -> dict[str, Any]:
+    """The default and the seed procedure on ``model``, with MVTec wall-time projections."""
     diffusion = build_diffusion(scale.preset)
     images = bench.random_images(scale.images, 3, scale.image_size)
-    plan = Plan(timesteps=250, sampler="ddim", steps=4, ensemble=3)  # params.yaml's defaults
     report = bench.benchmark(
         model,
         diffusion,
         images,
         device,
-        plan,
+        DEFAULT_PLAN,
         "auto",
         seed_share=scale.seed_share,
         score=ScoreSettings(),
@@ -174,15 +179,17 @@ def check(scale: Scale, device: torch.device, out: Path, source: Path) -> dict[s
         "passes_per_second_definition": "samples (images) through one UNet call, per second",
     }
     start = time.perf_counter()
+    model = build_model(scale.preset, 3, scale.image_size)
     sections = (
-        ("passes", lambda: measure_passes(scale, device)),
-        ("procedures", lambda: measure_procedures(scale, device)),
+        ("passes", lambda: measure_passes(model, scale, device)),
+        ("procedures", lambda: measure_procedures(model, scale, device)),
         ("dvc_repro", lambda: measure_repro(scale, device, source)),
     )
     for name, measure in sections:
         print(f"gpu_check: {name} ...", file=sys.stderr, flush=True)
         record[name] = measure()
         record["seconds"] = time.perf_counter() - start
+        record["process_peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(record, indent=2) + "\n")
     return record
