@@ -109,7 +109,7 @@ def test_the_openai_256_path_runs_end_to_end_for_both_maps_and_the_seed_settings
             with np.load(project / "runs" / category / "score" / "maps.npz") as maps:
                 assert maps["maps"].shape == (2, 256, 256)
                 assert np.isfinite(maps["maps"]).all()
-            assert (project / "plots" / "images" / f"{category}_overview.png").is_file()
+            assert (project / "plots" / "overviews" / f"{category}.png").is_file()
             summary = project / "runs" / category / "recon" / "summary.json"
             assert json.loads(summary.read_text())["nfe_per_image"] == 1.0
     peak = _peak_child_memory_gib()
