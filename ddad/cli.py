@@ -35,7 +35,14 @@ from ddad.errors import DdadError
 from ddad.features import training_split
 from ddad.imageio import is_image_file, read_image
 from ddad.layout import list_categories
-from ddad.models import PRESETS, build_diffusion, build_model, check_preset, load_trained
+from ddad.models import (
+    PRESETS,
+    build_diffusion,
+    build_model,
+    check_preset,
+    load_trained,
+    with_random_outputs,
+)
 from ddad.params import PARAMS_FILE, parse_params, setting
 from ddad.reconstruct import SAMPLERS, Plan, highest_timestep
 
@@ -188,7 +195,8 @@ def _bench_subject(args: argparse.Namespace, params: dict[str, Any]) -> dict[str
         size = args.image_size or PRESETS[preset].image_size
         size = size or setting(params, "data.image_size", 64)
         check_preset(preset, size)
-        model, diffusion = build_model(preset, channels, size), build_diffusion(preset)
+        model = with_random_outputs(build_model(preset, channels, size))
+        diffusion = build_diffusion(preset)
         images = bench.random_images(args.images, channels, size)
         source = "random images in [-1, 1] (random weights)"
     return {

@@ -32,7 +32,7 @@ from ddad import bench, passes
 from ddad.detect import DEFAULT_PLAN
 from ddad.engine import DEVICES, resolve_device
 from ddad.errors import DdadError
-from ddad.models import build_diffusion, build_model
+from ddad.models import build_diffusion, build_model, with_random_outputs
 from ddad.scoring import ScoreSettings
 
 MVTEC_TEST_IMAGES = 1725
@@ -179,7 +179,7 @@ def check(scale: Scale, device: torch.device, out: Path, source: Path) -> dict[s
         "passes_per_second_definition": "samples (images) through one UNet call, per second",
     }
     start = time.perf_counter()
-    model = build_model(scale.preset, 3, scale.image_size)
+    model = with_random_outputs(build_model(scale.preset, 3, scale.image_size))
     sections = (
         ("passes", lambda: measure_passes(model, scale, device)),
         ("procedures", lambda: measure_procedures(model, scale, device)),

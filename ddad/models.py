@@ -116,6 +116,22 @@ def build_model(name: str, channels: int, image_size: int, for_training: bool = 
     )
 
 
+def with_random_outputs(model: UNetModel, seed: int = 0) -> UNetModel:
+    """``model`` with every all-zero parameter filled with small seeded noise, in place.
+
+    guided-diffusion starts the output layer and every residual branch at zero, so a fresh
+    model outputs zeros whatever its input and precision: timing it is fair, but comparing two
+    precisions' outputs would show no difference at all.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if not parameter.any():
+                noise = torch.randn(parameter.shape, generator=generator)
+                parameter.copy_(0.02 * noise)
+    return model
+
+
 def build_diffusion(name: str) -> GaussianDiffusion:
     """The preset's 1000-step diffusion process (epsilon prediction, no respacing)."""
     preset = PRESETS[name]

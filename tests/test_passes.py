@@ -6,14 +6,13 @@ import pytest
 import torch
 
 from ddad import passes
-from ddad.models import build_model
+from ddad.models import build_model, with_random_outputs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_rows_cover_every_setting_and_float32_is_its_own_reference() -> None:
-    model = build_model("tiny", 1, 16).eval()
-    torch.nn.init.normal_(model.out[-1].weight, std=0.1)  # guided-diffusion starts it at zero
+    model = with_random_outputs(build_model("tiny", 1, 16)).eval()
     images = torch.rand(1, 1, 16, 16) * 2 - 1
     rows = passes.pass_table(model, images, (1, 2), ("float32", "bfloat16"), (False, True))
     assert [(r["batch"], r["precision"], r["channels_last"]) for r in rows] == [
@@ -40,3 +39,13 @@ def test_the_fastest_row_within_the_tolerance_is_kept() -> None:
 def test_cpus_time_no_float16() -> None:
     assert passes.fast_precisions(torch.device("cpu")) == ("float32", "bfloat16")
     assert passes.fast_precisions(torch.device("cuda"))[0] == "float32"
+
+
+def test_a_fresh_models_zero_outputs_become_seeded_noise() -> None:
+    images = torch.rand(1, 1, 16, 16)
+    t = torch.zeros(1, dtype=torch.long)
+    assert build_model("tiny", 1, 16)(images, t).abs().max() == 0
+    first = with_random_outputs(build_model("tiny", 1, 16))
+    again = with_random_outputs(build_model("tiny", 1, 16))
+    assert first(images, t).abs().max() > 0
+    assert torch.equal(first.out[-1].weight, again.out[-1].weight)
