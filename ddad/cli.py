@@ -230,7 +230,8 @@ def _bench(args: argparse.Namespace) -> int:
         score=subject["score"],
     )
     report |= subject["about"]
-    report["passes"] = _precision_rows(subject["model"], subject["images"], device)
+    precisions = ("float32", *args.precisions) if args.precisions else None
+    report["passes"] = _precision_rows(subject["model"], subject["images"], device, precisions)
     print(bench.format_report(report))
     print("\none UNet pass at batch 1 (max |diff| against float32's output):")
     print(passes.format_table(report["passes"]))
@@ -247,12 +248,16 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _precision_rows(
-    model: torch.nn.Module, images: np.ndarray, device: torch.device
+    model: torch.nn.Module,
+    images: np.ndarray,
+    device: torch.device,
+    precisions: tuple[str, ...] | None = None,
 ) -> list[dict[str, Any]]:
-    """One pass at batch 1 in each precision the device runs fast, in both memory layouts."""
+    """One pass at batch 1 in each of ``precisions`` (default: those the device runs fast), in
+    both memory layouts."""
     sample = torch.from_numpy(images[:1]).to(device)
-    rows = passes.fast_precisions(device)
-    return passes.pass_table(model.to(device).eval(), sample, (1,), rows, (False, True))
+    timed = precisions or passes.fast_precisions(device)
+    return passes.pass_table(model.to(device).eval(), sample, (1,), timed, (False, True))
 
 
 def _preprocessing(params: dict[str, Any]) -> dict[str, str]:
@@ -389,6 +394,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=_integer(1), help=_from_params("reconstruct.batch_size")
     )
     timing.add_argument("--device", type=_choice(*DEVICES), help=DEVICE_HELP)
+    timing.add_argument(
+        "--precisions",
+        nargs="+",
+        type=_choice("bfloat16", "float16"),
+        help="also time one pass in these against float32 (default: those the device runs fast)",
+    )
     timing.add_argument("--json", type=Path, help="also write the report here")
     timing.set_defaults(handler=_bench)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 
-from ddad import bench
+from ddad import bench, passes
 from ddad.bench import (
     SEED_PLAN,
     expected_nfe,
@@ -177,6 +177,7 @@ def test_bench_command_writes_the_json_report(
     monkeypatch.chdir(tmp_path)
     argv = ["bench", "--preset", "tiny", "--channels", "1", "--image-size", "16", "--images", "2"]
     argv += ["--seed-share", "0.001", "--steps", "2", "--ensemble", "1", "--json", "out/b.json"]
+    argv += ["--precisions", "bfloat16"]
     assert main(argv) == 0
     report = json.loads((tmp_path / "out" / "b.json").read_text())
     seed_keys = {"nfe_per_image", "seconds_per_image", "images_per_second", "extrapolated", "share"}
@@ -194,7 +195,9 @@ def test_bench_command_writes_the_json_report(
         == report["flops_per_pass"] + report["flops_per_feature_pass"]
     )
     assert 0 < report["default"]["peak_fraction"]
-    assert [row["precision"] for row in report["passes"]] == ["float32"] * 2 + ["bfloat16"] * 2
+    timed = [(row["precision"], row["channels_last"]) for row in report["passes"]]
+    assert timed == [(p, c) for p in ("float32", "bfloat16") for c in (False, True)]
+    assert 0 < report["passes"][2]["max_abs_difference"] < passes.AGREEMENT
     assert report["speedup"] > 1
     assert report["peak_memory_bytes"] is None and report["device"] == "cpu"
     assert (report["preset"], report["image_size"]) == ("tiny", 16)
