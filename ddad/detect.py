@@ -67,8 +67,6 @@ def overlay_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-
-
 def save_overlay(path: Path, rgb: np.ndarray, min_side: int = OVERLAY_MIN_SIDE) -> None:
     """Write an [H, W, 3] image in [0, 1] as PNG, enlarged (pixels kept sharp) to ``min_side``."""
     picture = Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8))

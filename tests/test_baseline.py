@@ -42,9 +42,7 @@ def _write(path: Path, value: float, spot: bool = False) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
-def test_report_is_perfect_when_defects_leave_the_normal_range(
-    tmp_path: Path, suffix: str
-) -> None:
+def test_report_is_perfect_when_defects_leave_the_normal_range(tmp_path: Path, suffix: str) -> None:
     for index in range(6):
         _write(tmp_path / "toy" / "train" / "good" / f"{index:03d}{suffix}", 0.4 + 0.01 * index)
         _write(tmp_path / "toy" / "test" / "good" / f"{index:03d}{suffix}", 0.405 + 0.01 * index)

@@ -147,9 +147,7 @@ def test_missing_file_says_where_to_run(tmp_path):
         load_params(tmp_path / "params.yaml")
 
 
-def _run_stage(
-    workdir: Path, stage: str, params: dict, *args: str
-) -> subprocess.CompletedProcess:
+def _run_stage(workdir: Path, stage: str, params: dict, *args: str) -> subprocess.CompletedProcess:
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = os.environ | {"PYTHONPATH": str(REPO)}
     return subprocess.run(
