@@ -18,6 +18,7 @@ from ddad.layout import dataset_channels, test_images, train_images, validate_ca
 from ddad.metrics import METRIC_NAMES, summary
 from ddad.preprocess import model_mask
 from ddad.progress import progress_bar
+from ddad.scoring import image_score
 
 _EPS = 1e-3  # a quarter of an 8-bit level, so constant pixels do not divide by zero
 
@@ -34,8 +35,12 @@ def zscore_maps(train: np.ndarray, test: np.ndarray) -> np.ndarray:
 
 def zscore_image_scores(train: np.ndarray, test: np.ndarray) -> np.ndarray:
     """Per test image: the largest value of its z-score map (``zscore_maps``)."""
-    maps = zscore_maps(train, test)
-    return maps.reshape(len(test), -1).max(axis=1)
+    return _image_scores(zscore_maps(train, test))
+
+
+def _image_scores(maps: np.ndarray) -> np.ndarray:
+    """Each map's image score as the pipeline takes it (its maximum, ddad.scoring)."""
+    return np.array([image_score(amap) for amap in maps])
 
 
 def zscore_report(
@@ -63,4 +68,4 @@ def zscore_report(
     maps = zscore_maps(train, test)
     masks = np.stack([model_mask(item, size, mask_resize) for item in items])
     labels = [item.label for item in items]
-    return summary(labels, maps.reshape(len(maps), -1).max(axis=1), masks, maps, names)
+    return summary(labels, _image_scores(maps), masks, maps, names)
