@@ -33,6 +33,7 @@ from ddad.features import (
     unet_features,
 )
 from ddad.fitting import samples_per_pass
+from ddad.imageio import Size, sides
 from ddad.layout import test_images
 from ddad.preprocess import model_input
 from ddad.reconstruct import Plan, plan_for_map, reconstruct
@@ -123,14 +124,14 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines + [""] + table)
 
 
-def random_images(count: int, channels: int, size: int, seed: int = 0) -> np.ndarray:
+def random_images(count: int, channels: int, size: Size, seed: int = 0) -> np.ndarray:
     """``count`` float32 images [C, H, W] of uniform noise in [-1, 1] (content costs nothing)."""
     rng = np.random.default_rng(seed)
-    return rng.uniform(-1, 1, (count, channels, size, size)).astype(np.float32)
+    return rng.uniform(-1, 1, (count, channels, *sides(size))).astype(np.float32)
 
 
 def category_images(
-    root: Path, category: str, count: int, channels: int, size: int, **preprocessing: str
+    root: Path, category: str, count: int, channels: int, size: Size, **preprocessing: str
 ) -> np.ndarray:
     """The first ``count`` test images of a category as the model sees them (fewer if short)."""
     paths = [item.path for item in test_images(root, category)[:count]]

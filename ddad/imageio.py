@@ -1,4 +1,4 @@
-"""Image and mask files to float arrays, and back to the model's square size.
+"""Image and mask files to float arrays, and to the model's size (square, or a height and width).
 
 Users point ddad at their own factory folders, so a file may be gray or colour, 8 or 16 bit,
 palette or CMYK, turned by an EXIF tag, or simply broken. This module turns each file into a
@@ -23,7 +23,7 @@ Rules, so that every format lands on the same scale:
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -47,6 +47,20 @@ _MASK_RESIZE = {
     "bilinear_any": (Image.Resampling.BILINEAR, 1),
 }
 _OPEN_LOCK = threading.Lock()
+
+Size = int | Sequence[int]  # one side (square) or [height, width]
+
+
+def sides(size: Size) -> tuple[int, int]:
+    """(height, width) of a model size given as one side (a square) or as [height, width].
+
+    Non-square photographs keep their shape only when both sides are given: a 1130 x 460 part
+    squashed into a square loses its small defects along the long side first.
+    """
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)
 
 
 def is_image_file(path: Path) -> bool:
@@ -102,16 +116,18 @@ def read_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
         return np.asarray(_converted(mask, "L", path, "mask")) >= 128
 
 
-def resize_image(img: np.ndarray, size: int, method: str = "bicubic") -> np.ndarray:
-    """Resize H x W x C float pixels to size x size, channel by channel, clipped to [0, 1].
+def resize_image(img: np.ndarray, size: Size, method: str = "bicubic") -> np.ndarray:
+    """Resize H x W x C float pixels to ``size`` (``sides``), channel by channel, clipped to
+    [0, 1].
 
     PIL's filters widen with the scale factor, so shrinking is antialiased.
     """
     resample = Image.Resampling[_checked_method(method, RESIZE_METHODS).upper()]
+    height, width = sides(size)
     planes = [
         np.asarray(
             Image.fromarray(np.ascontiguousarray(img[..., c], dtype=np.float32)).resize(
-                (size, size), resample
+                (width, height), resample
             )
         )
         for c in range(img.shape[2])
@@ -119,15 +135,16 @@ def resize_image(img: np.ndarray, size: int, method: str = "bicubic") -> np.ndar
     return np.clip(np.stack(planes, axis=-1), 0.0, 1.0)
 
 
-def resize_mask(mask: np.ndarray, size: int, method: str = "nearest") -> np.ndarray:
-    """Resize a bool H x W mask to size x size.
+def resize_mask(mask: np.ndarray, size: Size, method: str = "nearest") -> np.ndarray:
+    """Resize a bool H x W mask to ``size`` (``sides``).
 
     "nearest" keeps the mask exact; "bilinear_any" is the seed's rule: a bilinear resize of the
     0/255 mask where any non-zero result counts as defect, so defect borders grow slightly.
     """
     resample, threshold = _MASK_RESIZE[_checked_method(method, MASK_RESIZE_METHODS)]
     levels = Image.fromarray(np.asarray(mask, dtype=np.uint8) * np.uint8(255))
-    return np.asarray(levels.resize((size, size), resample)) >= threshold
+    height, width = sides(size)
+    return np.asarray(levels.resize((width, height), resample)) >= threshold
 
 
 def _checked_method(method: str, allowed: tuple[str, ...]) -> str:

@@ -19,6 +19,7 @@ from guided_diffusion.script_util import create_gaussian_diffusion
 from guided_diffusion.unet import UNetModel
 
 from ddad.errors import DdadError
+from ddad.imageio import Size, sides
 
 OPENAI_256_URL = (
     "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/256x256_diffusion_uncond.pt"
@@ -79,34 +80,40 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def check_preset(name: str, image_size: int) -> Preset:
-    """Return the preset, or say in one line why it cannot run at ``image_size``."""
+def check_preset(name: str, image_size: Size) -> Preset:
+    """Return the preset, or say in one line why it cannot run at ``image_size`` (one side, or
+    [height, width])."""
     if name not in PRESETS:
         raise DdadError(f"model.preset: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     preset = PRESETS[name]
-    if preset.image_size is not None and image_size != preset.image_size:
+    if preset.image_size is not None and sides(image_size) != sides(preset.image_size):
         raise DdadError(
             f"data.image_size: {name} needs image_size {preset.image_size}, got {image_size}"
         )
     levels = 2 ** (len(preset.channel_mult) - 1)
-    if image_size % levels:
-        raise DdadError(f"data.image_size: {name} needs a multiple of {levels}, got {image_size}")
+    if any(side % levels for side in sides(image_size)):
+        raise DdadError(
+            f"data.image_size: {name} needs multiples of {levels} on each side, got {image_size}"
+        )
     return preset
 
 
-def build_model(name: str, channels: int, image_size: int, for_training: bool = False) -> UNetModel:
+def build_model(
+    name: str, channels: int, image_size: Size, for_training: bool = False
+) -> UNetModel:
     """Build the preset's UNet for ``channels``-channel images (random weights); ``for_training``
     turns on guided-diffusion's gradient checkpointing where the preset asks for it (the 256
     model's activations for a batch would not fit otherwise). The weights' names and shapes do
     not change, so a checkpoint loads either way."""
     preset = check_preset(name, image_size)
+    side = min(sides(image_size))  # attention sits at the same downsampling on either side
     return UNetModel(
-        image_size=image_size,
+        image_size=side,
         in_channels=channels,
         model_channels=preset.model_channels,
         out_channels=channels * (2 if preset.learn_sigma else 1),
         num_res_blocks=preset.num_res_blocks,
-        attention_resolutions=tuple(image_size // r for r in preset.attention_resolutions),
+        attention_resolutions=tuple(side // r for r in preset.attention_resolutions),
         dropout=0.0,
         channel_mult=preset.channel_mult,
         num_head_channels=preset.num_head_channels,

@@ -58,6 +58,8 @@ class Spec:
             return f"a list of {count}({self.item.describe()})"
         if self.kind == "map":
             return f"a mapping of category -> ({self.item.describe()})"
+        if self.kind == "size":
+            return f"a side{bounds} (square) or [height, width], each{bounds}"
         return {"int": "an integer", "float": "a number", "bool": "true or false"}.get(
             self.kind, "a string"
         ) + bounds
@@ -73,7 +75,7 @@ SCHEMA: dict[str, Any] = {
         "source": _choice("synthetic", "mvtec", "folder"),
         "root": Spec("str"),
         "categories": Spec("list", item=Spec("str"), low=1),
-        "image_size": Spec("int", 8, 4096),
+        "image_size": Spec("size", 8, 4096),
         "resize": _choice("bicubic", "bilinear", "nearest"),
         "mask_resize": _choice("nearest", "bilinear_any"),
         "normalization": _choice(*NORMALIZATIONS),
@@ -159,6 +161,16 @@ def _check_value(key: str, value: Any, spec: Spec) -> None:
             raise _fail(key, value, spec.describe())
         for name, element in value.items():
             _check_value(f"{key}.{name}", element, spec.item)
+        return
+    if spec.kind == "size":
+        side = replace(spec, kind="int")
+        if isinstance(value, list) and len(value) == 2:
+            for i, element in enumerate(value):
+                _check_value(f"{key}[{i}]", element, side)
+            return
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        if not whole or not spec.low <= value <= spec.high:
+            raise _fail(key, value, spec.describe())
         return
     if spec.auto and value == "auto":
         return

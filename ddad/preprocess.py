@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddad.imageio import display_size, read_image, read_mask, resize_image, resize_mask
+from ddad.imageio import Size, display_size, read_image, read_mask, resize_image, resize_mask, sides
 from ddad.layout import TestImage
 
 NORMALIZATIONS = ("fixed", "minmax")
@@ -32,15 +32,16 @@ def to_unit_range(image: np.ndarray) -> np.ndarray:
 
 
 def model_input(
-    path: Path, channels: int, size: int, resize: str = "bicubic", normalization: str = "fixed"
+    path: Path, channels: int, size: Size, resize: str = "bicubic", normalization: str = "fixed"
 ) -> np.ndarray:
-    """An image file as the model sees it: [C, H, W] float32 in [-1, 1] at ``size``."""
+    """An image file as the model sees it: [C, H, W] float32 in [-1, 1] at ``size``
+    (one side, or [height, width])."""
     image = resize_image(read_image(path, channels), size, resize)
     return to_model_range(image, normalization).transpose(2, 0, 1).copy()
 
 
-def model_mask(item: TestImage, size: int, method: str = "nearest") -> np.ndarray:
-    """A test image's ground truth at the model's ``size`` x ``size`` (all False when good)."""
+def model_mask(item: TestImage, size: Size, method: str = "nearest") -> np.ndarray:
+    """A test image's ground truth at the model's ``size`` (all False when good)."""
     if item.mask is None:
-        return np.zeros((size, size), dtype=bool)
+        return np.zeros(sides(size), dtype=bool)
     return resize_mask(read_mask(item.mask, display_size(item.path)), size, method)

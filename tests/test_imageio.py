@@ -243,6 +243,15 @@ def test_resize_image_is_square_float_and_clipped(tmp_path):
     np.testing.assert_allclose(flat, 0.3, atol=1e-5)
 
 
+def test_resize_keeps_a_height_and_width_apart():
+    wide = np.zeros((46, 113, 1), np.float32)
+    wide[:, 100:] = 1.0  # a stripe near the right edge stays near it
+    resized = resize_image(wide, [16, 40], "nearest")
+    assert resized.shape == (16, 40, 1)
+    assert resized[:, 36:].min() == 1.0 and resized[:, :34].max() == 0.0
+    assert resize_mask(wide[..., 0] > 0, (16, 40)).shape == (16, 40)
+
+
 def test_resize_methods_are_checked():
     with pytest.raises(DdadError, match="unknown resize method 'cubic'; use one of: nearest"):
         resize_image(np.zeros((2, 2, 1), np.float32), 4, "cubic")

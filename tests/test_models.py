@@ -30,6 +30,14 @@ def test_openai_preset_refuses_another_size():
         build_model("openai-256-uncond", 3, 64)
 
 
+def test_a_preset_runs_on_a_non_square_size_it_divides():
+    model = build_model("tiny", 1, [16, 40])
+    out = model(torch.zeros(1, 1, 16, 40), torch.zeros(1))
+    assert out.shape == (1, 1, 16, 40)
+    with pytest.raises(DdadError, match=r"needs multiples of 4 on each side, got \[16, 42\]"):
+        build_model("tiny", 1, [16, 42])
+
+
 def test_small_preset_checkpoint_round_trips(tmp_path):
     torch.manual_seed(0)
     model = build_model("tiny", 1, 16)

@@ -88,6 +88,14 @@ def test_real_params_are_valid():
             6,
             "score.kernel_size = 6 is not allowed; expected 0 (auto) or an odd",
         ),
+        (
+            "data.image_size",
+            [64],
+            "data.image_size = [64] is not allowed; expected a side in 8..4096 (square) or "
+            "[height, width]",
+        ),
+        ("data.image_size", [64, 4], "data.image_size[1] = 4 is not allowed"),
+        ("data.image_size", 5000, "expected a side in 8..4096"),
         ("score.sigma", DELETE, "score.sigma is missing; add it"),
         ("data.synthetic", DELETE, "data.synthetic is missing"),
     ],
