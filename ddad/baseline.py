@@ -3,20 +3,20 @@
 Each pixel of a test image is compared with the mean and spread of the same pixel over
 train/good, at the size the model sees. On aligned parts photographed the same way every time
 this is a strong detector, so ddad's maps must beat it; on textures that shift from image to
-image it is helpless. ``ddad baseline`` reports it with the evaluate stage's own metrics.
+image it is helpless. ``ddad baseline`` scores its maps exactly as the evaluate stage scores the
+pipeline's (same halves, same resolution, same metrics).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ddad.evaluation import Protocol, evaluate_maps
 from ddad.imageio import read_image, resize_image
 from ddad.layout import dataset_channels, test_images, train_images, validate_category
-from ddad.metrics import METRIC_NAMES, summary
-from ddad.preprocess import model_mask
 from ddad.progress import progress_bar
 from ddad.scoring import image_score
 
@@ -44,15 +44,11 @@ def _image_scores(maps: np.ndarray) -> np.ndarray:
 
 
 def zscore_report(
-    root: Path,
-    category: str,
-    size: int = 64,
-    resize: str = "bicubic",
-    mask_resize: str = "nearest",
-    names: Sequence[str] = METRIC_NAMES,
-) -> dict[str, float]:
-    """The z-score baseline's metrics on an MVTec-layout category, images and masks read and
-    resized exactly as the pipeline reads them (any format it accepts, ``size`` x ``size``)."""
+    root: Path, category: str, protocol: Protocol, resize: str = "bicubic"
+) -> dict[str, Any]:
+    """The z-score baseline's figures on an MVTec-layout category (ddad.evaluation's
+    ``evaluate_maps``): images read and resized exactly as the pipeline reads them (any format
+    it accepts, to ``protocol.image_size``), scored under the evaluate stage's protocol."""
     root = Path(root)
     validate_category(root, category)
     channels = dataset_channels(root, category)
@@ -60,12 +56,10 @@ def zscore_report(
     paths = [*train_images(root, category), *(item.path for item in items)]
     pixels = np.stack(
         [
-            resize_image(read_image(path, channels), size, resize)
+            resize_image(read_image(path, channels), protocol.image_size, resize)
             for path in progress_bar(paths, desc=f"{category}: reading", unit="image")
         ]
     )
     train, test = pixels[: -len(items)], pixels[-len(items) :]
     maps = zscore_maps(train, test)
-    masks = np.stack([model_mask(item, size, mask_resize) for item in items])
-    labels = [item.label for item in items]
-    return summary(labels, _image_scores(maps), masks, maps, names)
+    return evaluate_maps(items, _image_scores(maps), list(maps), protocol)

@@ -32,8 +32,9 @@ from ddad.detect import (
 )
 from ddad.engine import DEVICES, resolve_device
 from ddad.errors import DdadError
+from ddad.evaluation import Protocol
 from ddad.features import training_split
-from ddad.imageio import is_image_file, read_image
+from ddad.imageio import Size, is_image_file, read_image, sides
 from ddad.layout import list_categories
 from ddad.models import (
     PRESETS,
@@ -325,32 +326,42 @@ def _detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(sides_given: list[int] | None) -> Size | None:
+    """--image-size's one side or height and width; None when not given."""
+    if not sides_given:
+        return None
+    if len(sides_given) > 2:
+        raise DdadError(f"--image-size: give one side or a height and width, not {sides_given}")
+    return sides_given[0] if len(sides_given) == 1 else sides_given
+
+
 def _baseline(args: argparse.Namespace) -> int:
     categories = args.category or list_categories(args.data)
     if not categories:
         raise DdadError(f"--data: {args.data} holds no categories (folders with train/ or test/)")
     params = _read_params()
-    size = args.image_size or setting(params, "data.image_size", 64)
-    columns = ("img_auc", "pixel_auc", "aupro")
+    protocol = Protocol(
+        metrics=("img_auc", "pixel_auc", "aupro"),
+        resolution=setting(params, "evaluate.resolution", "native"),
+        halves=setting(params, "evaluate.halves", True),
+        split_seed=setting(params, "evaluate.split_seed", 0),
+        image_size=_size(args.image_size) or setting(params, "data.image_size", 64),
+        mask_resize=setting(params, "data.mask_resize", "nearest"),
+    )
+    resize = setting(params, "data.resize", "bicubic")
+    found = {c: zscore_report(args.data, c, protocol, resize) for c in categories}
+    halves = ("confirmation", "tuning") if protocol.halves else ("confirmation",)
     width = max(len("category"), *(len(c) for c in categories))
-    rows = [
-        (
-            category,
-            zscore_report(
-                args.data,
-                category,
-                size,
-                setting(params, "data.resize", "bicubic"),
-                setting(params, "data.mask_resize", "nearest"),
-                columns,
-            ),
-        )
-        for category in categories
-    ]
-    print(f"per-pixel z-score baseline at {size}x{size} px, {args.data}")
-    print(f"{'category':<{width}}  " + "  ".join(f"{c:>9}" for c in columns))
-    for category, found in rows:
-        print(f"{category:<{width}}  " + "  ".join(f"{found[c]:>9.4f}" for c in columns))
+    size = "x".join(str(side) for side in sides(protocol.image_size))
+    print(
+        f"per-pixel z-score baseline at {size} px (height x width), {args.data}, "
+        f"maps scored at the {protocol.resolution} resolution"
+    )
+    print(f"{'category':<{width}}  {'half':<12}  " + "  ".join(f"{c:>9}" for c in protocol.metrics))
+    for category, figures in found.items():
+        for half in halves:
+            values = "  ".join(f"{figures[half][c]:>9.4f}" for c in protocol.metrics)
+            print(f"{category:<{width}}  {half if protocol.halves else 'all':<12}  {values}")
     return 0
 
 
@@ -421,7 +432,10 @@ def _build_parser() -> argparse.ArgumentParser:
     baseline.add_argument(
         "--image-size",
         type=_integer(8, 4096),
-        help="side the images are resized to (default: data.image_size of params.yaml, else 64)",
+        nargs="+",
+        metavar="SIDE",
+        help="one side (square) or height and width the images are resized to "
+        "(default: data.image_size of params.yaml, else 64)",
     )
     baseline.set_defaults(handler=_baseline)
     return parser

@@ -147,6 +147,14 @@ def resize_mask(mask: np.ndarray, size: Size, method: str = "nearest") -> np.nda
     return np.asarray(levels.resize((width, height), resample)) >= threshold
 
 
+def resize_map(amap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """An anomaly map (H x W floats) bilinearly resized to ``shape`` (height, width): how a map
+    made at the model's size is scored against ground truth at the photograph's own size."""
+    height, width = shape
+    plane = Image.fromarray(np.ascontiguousarray(amap, dtype=np.float32))
+    return np.asarray(plane.resize((width, height), Image.Resampling.BILINEAR))
+
+
 def _checked_method(method: str, allowed: tuple[str, ...]) -> str:
     if method not in allowed:
         raise DdadError(f"unknown resize method {method!r}; use one of: {', '.join(allowed)}")

@@ -15,6 +15,7 @@ scores); a metric that is undefined for valid input (only one class present) ret
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -140,6 +141,23 @@ def summary(
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; choose from {', '.join(METRIC_NAMES)}")
     return {name: compute[name]() for name in names}
+
+
+def auroc_standard_error(auroc: float, n_anomalous: int, n_normal: int) -> float:
+    """Hanley and McNeil's (1982) standard error of an AUROC measured on ``n_anomalous`` and
+    ``n_normal`` samples: how far the same detector's AUROC would typically move on another
+    test set of that size. On 40 good and 40 defective images an AUROC of 0.90 has a standard
+    error of about 0.034, so smaller differences between two settings are not evidence.
+    Returns NaN when the AUROC is NaN or either count is zero.
+    """
+    if math.isnan(auroc) or n_anomalous <= 0 or n_normal <= 0:
+        return float("nan")
+    q1 = auroc / (2 - auroc)
+    q2 = 2 * auroc**2 / (1 + auroc)
+    variance = (
+        auroc * (1 - auroc) + (n_anomalous - 1) * (q1 - auroc**2) + (n_normal - 1) * (q2 - auroc**2)
+    ) / (n_anomalous * n_normal)
+    return math.sqrt(max(variance, 0.0))
 
 
 def roc_points(

@@ -127,7 +127,12 @@ SCHEMA: dict[str, Any] = {
         "search_radius": Spec("int", -1),
         "whiten": Spec("bool"),
     },
-    "evaluate": {"metrics": Spec("list", item=_choice(*METRIC_NAMES), low=1)},
+    "evaluate": {
+        "metrics": Spec("list", item=_choice(*METRIC_NAMES), low=1),
+        "resolution": _choice("native", "model"),
+        "halves": Spec("bool"),
+        "split_seed": Spec("int", 0),
+    },
     "plot": {"overlays_per_category": Spec("int", 0)},
     "device": _choice(*DEVICES),
 }

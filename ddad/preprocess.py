@@ -45,3 +45,12 @@ def model_mask(item: TestImage, size: Size, method: str = "nearest") -> np.ndarr
     if item.mask is None:
         return np.zeros(sides(size), dtype=bool)
     return resize_mask(read_mask(item.mask, display_size(item.path)), size, method)
+
+
+def native_mask(item: TestImage) -> np.ndarray:
+    """A test image's ground truth at the photograph's own size (all False when good): what
+    maps are scored against, so a defect too small to survive the model's size still counts."""
+    width, height = display_size(item.path)
+    if item.mask is None:
+        return np.zeros((height, width), dtype=bool)
+    return read_mask(item.mask, (width, height))

@@ -1,11 +1,19 @@
 """evaluate: per-category and mean metrics, results.csv, metrics.json, defects.json and ROC
 plot data.
 
+Each category's test images are split once into a tuning and a confirmation half (ddad.halves;
+``evaluate.halves: false`` scores all of them, as the seed did). Every reported figure is the
+confirmation half's; the tuning half's are in metrics/tuning/, for choosing settings. Pixel
+metrics compare each map, resized bilinearly, with its ground truth at the photograph's own
+size (``evaluate.resolution: native``, as MVTec AD's evaluation does), so a defect smaller than
+a model pixel still counts; ``model`` is the seed's way: masks shrunk to the model's size.
+
 results.csv keeps the seed's four columns first (category, category_type, img_auc, pixel_auc).
-metrics.json holds each category, the mean over all, and the mean per category type;
-defects.json scores each defect kind alone against the good test images (which kinds a map
-misses is what to work on next). DVC reads the same figures one small flat file per row
-(metrics/mean/, metrics/category/, metrics/kind/<category>/): `dvc metrics show` prints a file
+metrics.json holds each category (with ``img_auc_se``, the AUROC's standard error at that many
+images), the mean over all, the mean per category type and the tuning half; defects.json scores
+each defect kind alone against the good test images (which kinds a map misses is what to work
+on next). DVC reads the same figures one small flat file per row (metrics/mean/,
+metrics/category/, metrics/kind/<category>/, metrics/tuning/): `dvc metrics show` prints a file
 per row and a key per column, so rows keep `dvc metrics show` and `dvc metrics diff` narrow
 where one nested file made a single row hundreds of columns wide.
 """
@@ -20,13 +28,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ddad import metrics
+from ddad.evaluation import Protocol, evaluate_maps
+from ddad.layout import test_images
 from ddad.mvtec import MVTEC_CATEGORIES
 from ddad.synthetic import SYNTHETIC_CATEGORIES
-from stages.common import METRICS_DIR, PLOTS_DIR, RUNS_DIR, run_stage, write_json
+from stages.common import DATA_DIR, METRICS_DIR, PLOTS_DIR, RUNS_DIR, run_stage, write_json
 
 SEED_COLUMNS = ["category", "category_type", "img_auc", "pixel_auc"]
-ROW_FOLDERS = ("mean", "category", "kind")  # under metrics/, the folders dvc.yaml lists
+ROW_FOLDERS = ("mean", "category", "kind", "tuning")  # under metrics/, as dvc.yaml lists them
 
 
 def category_type(data: dict[str, Any], category: str) -> str:
@@ -37,28 +46,29 @@ def category_type(data: dict[str, Any], category: str) -> str:
     return data["category_types"].get(category, known.get(category, "texture"))
 
 
-def category_metrics(category: str, wanted: list[str]) -> dict[str, Any]:
-    """The asked-for metrics of one category, and of each of its defect kinds against the good
-    test images (``defects``), from its scores and maps."""
+def category_metrics(category: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One category's figures (ddad.evaluation.evaluate_maps) from its scores and maps."""
     scores = pd.read_csv(RUNS_DIR / category / "score" / "scores.csv")
-    test = scores[scores["split"] == "test"].set_index("key")
-    with np.load(RUNS_DIR / category / "score" / "maps.npz") as maps:
-        keys, masks, amaps = maps["keys"], maps["masks"], maps["maps"]
-    test = test.loc[keys]  # the maps' order
-    defects, good = test["defect"].to_numpy(), test["label"].to_numpy() == 0
-    per_kind = {}
-    for kind in sorted(set(defects[~good])):
-        pick = good | (defects == kind)
-        per_kind[kind] = {"images": int((defects == kind).sum())} | _metrics(
-            test[pick], masks[pick], amaps[pick], wanted
-        )
-    return _metrics(test, masks, amaps, wanted) | {"defects": per_kind}
+    with np.load(RUNS_DIR / category / "score" / "maps.npz") as stored:
+        keys, amaps = stored["keys"].astype(str), list(stored["maps"])
+    test = scores[scores["split"] == "test"].set_index("key").loc[keys]  # the maps' order
+    items = {f"test/{item.key}": item for item in test_images(DATA_DIR, category)}
+    return evaluate_maps(
+        [items[key] for key in keys], test["score"].to_numpy(), amaps, protocol(params)
+    )
 
 
-def _metrics(
-    test: pd.DataFrame, masks: np.ndarray, amaps: np.ndarray, wanted: list[str]
-) -> dict[str, float]:
-    return metrics.summary(test["label"].to_numpy(), test["score"].to_numpy(), masks, amaps, wanted)
+def protocol(params: dict[str, Any]) -> Protocol:
+    """The evaluation protocol params.yaml sets."""
+    ep, data = params["evaluate"], params["data"]
+    return Protocol(
+        metrics=tuple(ep["metrics"]),
+        resolution=ep["resolution"],
+        halves=ep["halves"],
+        split_seed=ep["split_seed"],
+        image_size=data["image_size"],
+        mask_resize=data["mask_resize"],
+    )
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float:
@@ -68,19 +78,17 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
     wanted = params["evaluate"]["metrics"]
-    rows, defects = [], {}
+    rows, defects, tuning = [], {}, {}
     for category in params["data"]["categories"]:
         summary = json.loads((RUNS_DIR / category / "recon" / "summary.json").read_text())
         row = {"category": category, "category_type": category_type(params["data"], category)}
-        found = category_metrics(category, wanted)
-        defects[category] = found.pop("defects")
-        row.update(found)
+        found = category_metrics(category, params)
+        defects[category], tuning[category] = found["defects"], found["tuning"]
+        fpr, tpr = found["roc"]
+        row.update(found["confirmation"])
         row["nfe_per_image"] = summary["nfe_per_image"]
         row["seconds_per_image"] = summary["seconds_per_image"]
         rows.append(row)
-        scores = pd.read_csv(RUNS_DIR / category / "score" / "scores.csv")
-        test = scores[scores["split"] == "test"]
-        fpr, tpr = metrics.roc_points(test["label"].to_numpy(), test["score"].to_numpy())
         write_json(
             PLOTS_DIR / "roc" / f"{category}.json",
             [{"fpr": float(f), "tpr": float(t)} for f, t in zip(fpr, tpr, strict=True)],
@@ -97,7 +105,10 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         report[f"mean_{kind}"] = {
             k: _mean([r for r in rows if r["category_type"] == kind], k) for k in wanted
         }
-    report["categories"] = {r["category"]: {k: r[k] for k in numeric} for r in rows}
+    report["categories"] = {
+        r["category"]: {k: r[k] for k in numeric + ["img_auc_se"]} for r in rows
+    }
+    report["tuning"] = {"mean": {k: _mean(list(tuning.values()), k) for k in wanted}} | tuning
     write_json(METRICS_DIR / "metrics.json", _rounded(report))
     write_json(METRICS_DIR / "defects.json", _rounded(defects))
     _write_rows(report, defects, wanted)
@@ -108,6 +119,8 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     if not by_kind.empty:
         print("\neach defect kind against the good test images:")
         print(by_kind.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print("\nthe tuning half (choose settings on these, report the table above):")
+    print(pd.DataFrame(report["tuning"]).T.to_string(float_format=lambda v: f"{v:.4f}"))
 
 
 def _write_rows(
@@ -125,6 +138,7 @@ def _write_rows(
     for category, found in report["categories"].items():
         rows[f"category/{category}"] = found
         rows |= {f"kind/{category}/{kind}": v for kind, v in defects[category].items()}
+    rows |= {f"tuning/{name}": v for name, v in report["tuning"].items()}
     for name, row in rows.items():
         flat = {k: row[k] for k in wanted} | (
             {"nfe": row["nfe_per_image"]} if "nfe_per_image" in row else {}

@@ -8,6 +8,7 @@ from PIL import Image
 
 from ddad.baseline import zscore_image_scores, zscore_report
 from ddad.errors import DdadError
+from ddad.evaluation import Protocol
 from ddad.metrics import METRIC_NAMES
 from ddad.synthetic import SYNTHETIC_CATEGORIES, generate_dataset
 
@@ -47,8 +48,8 @@ def test_report_is_perfect_when_defects_leave_the_normal_range(tmp_path: Path, s
         _write(tmp_path / "toy" / "train" / "good" / f"{index:03d}{suffix}", 0.4 + 0.01 * index)
         _write(tmp_path / "toy" / "test" / "good" / f"{index:03d}{suffix}", 0.405 + 0.01 * index)
         _write(tmp_path / "toy" / "test" / "burn" / f"{index:03d}{suffix}", 0.4, spot=True)
-    report = zscore_report(tmp_path, "toy", size=8)
-    assert list(report) == list(METRIC_NAMES)
+    report = zscore_report(tmp_path, "toy", Protocol(image_size=8))["confirmation"]
+    assert list(report) == [*METRIC_NAMES, "img_auc_se"]
     assert report["img_auc"] == 1.0
     assert report["pixel_auc"] > 0.99 and report["aupro"] > 0.9
 
@@ -58,22 +59,21 @@ def test_report_computes_only_the_metrics_asked_for(tmp_path: Path) -> None:
         _write(tmp_path / "toy" / "train" / "good" / f"{index}.png", 0.4)
         _write(tmp_path / "toy" / "test" / "good" / f"{index}.png", 0.4)
         _write(tmp_path / "toy" / "test" / "burn" / f"{index}.png", 0.4, spot=True)
-    assert list(zscore_report(tmp_path, "toy", size=8, names=["aupro", "img_auc"])) == [
-        "aupro",
-        "img_auc",
-    ]
+    protocol = Protocol(metrics=("aupro", "img_auc"), image_size=8)
+    assert list(zscore_report(tmp_path, "toy", protocol)["tuning"]) == ["aupro", "img_auc"]
 
 
 def test_missing_category_is_a_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "other" / "train").mkdir(parents=True)
     with pytest.raises(DdadError, match="no category 'missing'.*found: other"):
-        zscore_report(tmp_path, "missing")
+        zscore_report(tmp_path, "missing", Protocol())
 
 
 def test_zscore_cannot_solve_the_synthetic_dataset(tmp_path: Path) -> None:
     generate_dataset(tmp_path, list(SYNTHETIC_CATEGORIES), progress=False)
+    protocol = Protocol(metrics=("img_auc",), halves=False)
     aurocs = {
-        name: zscore_report(tmp_path, name, names=["img_auc"])["img_auc"]
+        name: zscore_report(tmp_path, name, protocol)["confirmation"]["img_auc"]
         for name in SYNTHETIC_CATEGORIES
     }
     print("z-score image AUROC:", {name: round(value, 3) for name, value in aurocs.items()})

@@ -176,12 +176,19 @@ def test_baseline_prints_three_metrics_per_category(
         write_gray(tmp_path / "toy" / "test" / "good" / f"{i}.jpg", 0.4, seed=10 + i)
         write_gray(tmp_path / "toy" / "test" / "burn" / f"{i}.jpg", 0.95, seed=20 + i)
         write_gray(mask / f"{i}_mask.png", 1.0, seed=i)
-    code, out, _ = _run(["baseline", "--data", str(tmp_path), "--image-size", "16"], capsys)
+    code, out, _ = _run(["baseline", "--data", str(tmp_path), "--image-size", "16", "24"], capsys)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == f"per-pixel z-score baseline at 16x16 px, {tmp_path}"
-    assert lines[1].split() == ["category", "img_auc", "pixel_auc", "aupro"]
-    assert lines[2].split()[:2] == ["toy", "1.0000"]
+    assert lines[0] == (
+        f"per-pixel z-score baseline at 16x24 px (height x width), {tmp_path}, "
+        "maps scored at the native resolution"
+    )
+    assert lines[1].split() == ["category", "half", "img_auc", "pixel_auc", "aupro"]
+    assert lines[2].split()[:3] == ["toy", "confirmation", "1.0000"]
+    assert lines[3].split()[:2] == ["toy", "tuning"]
+    three = ["baseline", "--data", str(tmp_path), "--image-size", "8", "8", "8"]
+    code, _, err = _run(three, capsys)
+    assert code == 2 and "give one side or a height and width" in err
 
 
 def test_baseline_on_a_missing_folder_exits_2(

@@ -20,6 +20,8 @@ from mvtec_archive import make_mvtec_archive
 from PIL import Image
 
 from ddad.detect import Detector, ScoreSettings
+from ddad.halves import confirmation_half
+from ddad.layout import test_images
 from ddad.synthetic import generate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,8 +126,11 @@ def test_repro_writes_metrics_and_leaves_nothing_to_do(finished):
     assert metrics["mean"]["nfe_per_image"] == 1.0  # the feature map's picture: one pass
     assert 0 <= metrics["categories"]["stripes"]["img_auc"] <= 1
     defects = json.loads((finished / "metrics" / "defects.json").read_text())["stripes"]
-    assert (
-        sum(kind["images"] for kind in defects.values()) == TINY["data"]["synthetic"]["test_defect"]
+    items = test_images(finished / "data" / "images", "stripes")
+    defect_of = [item.defect for item in items]
+    confirmed = confirmation_half([item.key for item in items], defect_of)
+    assert sum(kind["images"] for kind in defects.values()) == sum(
+        c and d != "good" for c, d in zip(confirmed, defect_of, strict=True)
     )
     assert all(0 <= kind["pixel_auc"] <= 1 for kind in defects.values())
     assert (finished / "plots" / "images").is_dir()
@@ -136,8 +141,9 @@ def test_repro_writes_metrics_and_leaves_nothing_to_do(finished):
     assert kinds == sorted(defects)
     shown = _run(finished, "dvc", "metrics", "show").stdout.splitlines()
     assert shown[0].split()[:2] == ["Path", "aupro"] and "metrics/mean/all.json" in shown[1]
-    # header, the mean over all, over textures, the category, its kinds
-    assert len(shown) == 4 + len(kinds) and max(map(len, shown)) <= 100
+    # header, the mean over all, over textures, the category, its kinds, the tuning half's two
+    assert len(shown) == 6 + len(kinds) and max(map(len, shown)) <= 100
+    assert "metrics/tuning/stripes.json" in "".join(shown)
     status = _run(finished, "dvc", "status")
     assert "up to date" in status.stdout
     assert _stale(finished) == set()

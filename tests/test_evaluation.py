@@ -1,0 +1,95 @@
+"""The evaluation protocol: seeded halves per defect kind, ground truth at the photograph's size."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ddad.evaluation import Protocol, evaluate_maps
+from ddad.halves import confirmation_half
+from ddad.imageio import resize_map
+from ddad.layout import test_images
+from ddad.metrics import auroc_standard_error
+
+
+def test_halves_split_each_kind_and_do_not_follow_list_order() -> None:
+    keys = [f"{kind}/{i}" for kind, n in (("good", 7), ("crack", 4), ("hole", 1)) for i in range(n)]
+    kinds = [key.split("/")[0] for key in keys]
+    confirm = confirmation_half(keys, kinds, seed=0)
+    counts = {kind: int(confirm[np.array(kinds) == kind].sum()) for kind in set(kinds)}
+    assert counts == {"good": 4, "crack": 2, "hole": 1}  # the odd image out is confirmed
+    shuffled = confirmation_half(keys[::-1], kinds[::-1], seed=0)
+    assert np.array_equal(shuffled[::-1], confirm)
+    assert not np.array_equal(confirmation_half(keys, kinds, seed=1), confirm)
+
+
+def test_adding_an_image_moves_at_most_one_other_across() -> None:
+    keys = [f"good/{i}" for i in range(20)]
+    before = dict(zip(keys, confirmation_half(keys, ["good"] * 20), strict=True))
+    grown = keys + ["good/new"]
+    after = dict(zip(grown, confirmation_half(grown, ["good"] * 21), strict=True))
+    assert sum(before[k] != after[k] for k in keys) <= 1
+
+
+def test_halves_refuse_repeated_keys() -> None:
+    with pytest.raises(ValueError, match="distinct"):
+        confirmation_half(["a", "a"], ["good", "good"])
+
+
+def test_auroc_standard_error_matches_hanley_and_mcneil() -> None:
+    assert auroc_standard_error(0.9, 40, 40) == pytest.approx(0.0360, abs=5e-4)
+    assert auroc_standard_error(1.0, 10, 10) == 0.0
+    assert np.isnan(auroc_standard_error(float("nan"), 10, 10))
+    assert np.isnan(auroc_standard_error(0.8, 0, 10))
+
+
+def test_resize_map_is_bilinear_to_height_and_width() -> None:
+    ramp = np.array([[0.0, 1.0]], dtype=np.float32)
+    wide = resize_map(ramp, (3, 8))
+    assert wide.shape == (3, 8) and wide.dtype == np.float32
+    assert np.all(np.diff(wide[0]) >= 0) and wide[0, 0] == 0.0 and wide[0, -1] == 1.0
+
+
+def _category(root: Path, pit: tuple[int, int]) -> None:
+    """Good and defective 40 x 100 photographs; each defect a 2 x 2 pit at ``pit``."""
+    for folder, count in (("good", 4), ("pit", 4)):
+        (root / "cat" / "test" / folder).mkdir(parents=True)
+        for i in range(count):
+            Image.new("L", (100, 40)).save(root / "cat" / "test" / folder / f"{i}.png")
+    masks = root / "cat" / "ground_truth" / "pit"
+    masks.mkdir(parents=True)
+    mask = np.zeros((40, 100), dtype=np.uint8)
+    mask[pit[0] : pit[0] + 2, pit[1] : pit[1] + 2] = 255
+    for i in range(4):
+        Image.fromarray(mask).save(masks / f"{i}_mask.png")
+
+
+def test_a_defect_smaller_than_a_model_pixel_still_counts_at_native_resolution(
+    tmp_path: Path,
+) -> None:
+    _category(tmp_path, pit=(1, 1))
+    items = test_images(tmp_path, "cat")
+    maps = []
+    for item in items:  # 4 x 10 model-size maps: the defective ones peak at the pit's cell
+        amap = np.zeros((4, 10), dtype=np.float32)
+        amap[0, 0] = item.label
+        maps.append(amap)
+    scores = [item.label for item in items]
+    native = evaluate_maps(items, scores, maps, Protocol(image_size=(4, 10)))
+    assert native["confirmation"]["pixel_auc"] > 0.95
+    assert native["defects"]["pit"]["images"] == 2
+    shrunk = Protocol(image_size=(4, 10), resolution="model", halves=False)
+    # nearest shrinking samples the pixel at (5, 5) of each 10 x 10 cell: the pit is gone
+    assert np.isnan(evaluate_maps(items, scores, maps, shrunk)["confirmation"]["pixel_auc"])
+
+
+def test_without_halves_tuning_and_confirmation_are_all_images(tmp_path: Path) -> None:
+    _category(tmp_path, pit=(10, 10))
+    items = test_images(tmp_path, "cat")
+    maps = [np.full((4, 10), item.label, dtype=np.float32) for item in items]
+    scores = [0.1, 0.2, 0.3, 0.4, 0.15, 0.25, 0.35, 0.45]
+    found = evaluate_maps(items, scores, maps, Protocol(metrics=("img_auc",), halves=False))
+    assert found["confirmation"]["img_auc"] == found["tuning"]["img_auc"] == 0.625
+    fpr, tpr = found["roc"]
+    assert fpr[0] == 0.0 and tpr[-1] == 1.0
