@@ -79,18 +79,22 @@ def run(
     device: torch.device | None = None,
     progress: bool = True,
     desc: str = "reconstruct",
+    share: Callable[[list], list] = list,
 ) -> Iterator[Reconstruction]:
     """Yield one :class:`Reconstruction` per ``(key, load)`` item, in order.
 
     ``batch_size`` counts samples per UNet pass (images x ensemble members), or is ``auto``
     (ddad.fitting.samples_per_pass); at least one image goes in each batch, and fewer when a
     batch runs out of memory. ``load()`` returns the image as [C, H, W] float32 in [-1, 1].
+    ``share`` picks the batches this process runs (ddad.distributed.share for one rank of
+    several): the batches are cut as for one process, so each holds the same images.
     """
     device = device or next(model.parameters()).device
     per_batch = max(1, samples_per_pass(batch_size, device) // plan.ensemble)
     fitted = per_batch
-    batches = [items[i : i + per_batch] for i in range(0, len(items), per_batch)]
-    bar = progress_bar(total=len(items), desc=desc, unit="img", disable=not progress)
+    batches = share([items[i : i + per_batch] for i in range(0, len(items), per_batch)])
+    total = sum(len(batch) for batch in batches)
+    bar = progress_bar(total=total, desc=desc, unit="img", disable=not progress)
 
     def load(batch: Sequence[tuple[str, Callable[[], np.ndarray]]]) -> np.ndarray:
         return np.stack([loader() for _, loader in batch])

@@ -17,7 +17,7 @@ import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -32,6 +32,14 @@ FEATURE_BLOCKS = (1, 3)  # the first blocks at full and at half resolution
 _NEIGHBOURHOOD = 3
 _CHUNK = 4096
 _BATCH = 32
+T = TypeVar("T")
+R = TypeVar("R")
+BatchMap = Callable[[Callable[[T], R], Sequence[T]], list[R]]
+
+
+def in_this_process(work: Callable[[T], R], batches: Sequence[T]) -> list[R]:
+    """Every batch here, in order: the ``BatchMap`` of one process."""
+    return [work(batch) for batch in batches]
 
 
 def unet_features(
@@ -258,23 +266,33 @@ def training_reference(
     meta: dict,
     load: Callable[[Path], np.ndarray],
     settings: ScoreSettings,
+    over_batches: BatchMap = in_this_process,
 ) -> GoodReference:
     """The good reference of a trained category, built from its ``training_split`` images.
 
-    ``load`` turns a path into the model's [C, H, W] input.
+    ``load`` turns a path into the model's [C, H, W] input; ``over_batches`` runs the UNet
+    passes (ddad.distributed.sharded_map splits them over ranks).
     """
     split = training_split(root, meta, settings)
     good = [load(path) for path in split.bank]
-    features = (_features(model, batch) for batch in _batches(good))
+    device = next(model.parameters()).device
+    features = [f.to(device) for f in over_batches(lambda b: _features(model, b), _batches(good))]
     if settings.search_radius < 0:
         bank = feature_bank(features, settings.bank_vectors)
     else:
-        bank = torch.cat(list(features))
+        bank = torch.cat(features)
     undivided = searched_as(bank, settings)
     if not split.reference:
         return undivided
     references = [load(path) for path in split.reference]
-    raw = feature_anomaly_maps(model, references, undivided, settings.sigma, settings.kernel_size)
+    raw = feature_anomaly_maps(
+        model,
+        references,
+        undivided,
+        settings.sigma,
+        settings.kernel_size,
+        over_batches=over_batches,
+    )
     return replace(undivided, typical=typical_map(raw))
 
 
@@ -285,24 +303,32 @@ def feature_anomaly_maps(
     sigma: float,
     kernel_size: int,
     desc: str | None = None,
+    over_batches: BatchMap = in_this_process,
 ) -> list[np.ndarray]:
     """Nearest-good-feature maps of ``images`` ([C, H, W]), blurred like the error maps, and
     divided by ``reference.typical`` when it is set.
 
-    ``desc`` shows a progress bar with that label.
+    ``desc`` shows a progress bar with that label; ``over_batches`` as in
+    ``training_reference``.
     """
-    maps = []
-    batches = list(_batches(images))
-    for batch in progress_bar(batches, desc=desc, unit="batch", disable=desc is None):
+    batches = _batches(images)
+    bar = progress_bar(total=len(batches), desc=desc, unit="batch", disable=desc is None)
+
+    def mapped(batch: Sequence[np.ndarray]) -> np.ndarray:
         nearest = reference.distances(_features(model, batch), batch[0].shape[-2:])
-        maps.extend(blur(nearest.double().cpu(), sigma, kernel_size).numpy())
+        bar.update(1)
+        return blur(nearest.double().cpu(), sigma, kernel_size).numpy()
+
+    maps = [amap for batch_maps in over_batches(mapped, batches) for amap in batch_maps]
+    bar.close()
     if reference.typical is None:
         return maps
     return [amap / reference.typical for amap in maps]
 
 
-def _batches(images: Sequence[np.ndarray]) -> Iterable[Sequence[np.ndarray]]:
-    return (images[i : i + _BATCH] for i in range(0, len(images), _BATCH))
+def _batches(images: Sequence[np.ndarray]) -> list[Sequence[np.ndarray]]:
+    """The UNet batches, cut the same way however many processes share them."""
+    return [images[i : i + _BATCH] for i in range(0, len(images), _BATCH)]
 
 
 def _features(model: torch.nn.Module, batch: Sequence[np.ndarray]) -> torch.Tensor:

@@ -26,6 +26,7 @@ from ddad.scoring import ERRORS, IMAGE_SCORES, MAPS
 PARAMS_FILE = Path("params.yaml")
 CATEGORY_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # category names become folder names under runs/
 SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+ENDPOINT = re.compile(r"[^\s:]+:[0-9]{1,5}")
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,12 @@ SCHEMA: dict[str, Any] = {
     },
     "plot": {"overlays_per_category": Spec("int", 0)},
     "device": _choice(*DEVICES),
+    "dist": {
+        "nproc_per_node": Spec("int", 1),
+        "nnodes": Spec("int", 1),
+        "rdzv_endpoint": Spec("str"),
+        "timeout_s": Spec("int", 1),
+    },
 }
 
 
@@ -262,6 +269,20 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
             raise _fail("data.categories", name, "a plain folder name (letters, digits, _ . -)")
     if len(set(params["data"]["categories"])) != len(params["data"]["categories"]):
         raise _fail("data.categories", params["data"]["categories"], "distinct names")
+    dist = params["dist"]
+    if dist["nnodes"] > 1 and not ENDPOINT.fullmatch(dist["rdzv_endpoint"]):
+        raise _fail(
+            "dist.rdzv_endpoint",
+            dist["rdzv_endpoint"],
+            f"host:port of node 0 (dist.nnodes = {dist['nnodes']})",
+        )
+    processes = dist["nproc_per_node"] * dist["nnodes"]
+    if params["train"]["batch_size"] < processes:
+        raise _fail(
+            "train.batch_size",
+            params["train"]["batch_size"],
+            f"at least the {processes} processes of dist (each takes a share of the batch)",
+        )
     pin = params["data"]["mvtec_sha256"]
     if pin and not SHA256.fullmatch(pin):
         raise _fail("data.mvtec_sha256", pin, "'' or a sha256 (64 hex digits)")

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 
 import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
+from torch.nn.parallel import DistributedDataParallel
 
+from ddad import distributed
 from ddad.progress import progress_bar
 
 
@@ -101,12 +103,20 @@ def train_diffusion(
 ) -> tuple[torch.nn.Module, TrainLog]:
     """Train on ``images`` ([N, C, H, W] in [-1, 1], on the CPU) on ``device`` (default the
     CPU); return the EMA model (on ``device``) and the loss log. Each batch is drawn on the CPU
-    with the seeded generator, so a device changes the arithmetic, not the draws."""
+    with the seeded generator, so a device changes the arithmetic, not the draws.
+
+    In a process group (ddad.distributed) ``config.batch_size`` is the global batch: every rank
+    draws the same batch and passes its slice through DistributedDataParallel, whose averaged
+    gradients are the global batch's, so W ranks follow one process up to float rounding.
+    """
     device = device or torch.device("cpu")
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     model = model.to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
+    ranks = distributed.world_size()
+    mine = torch.tensor_split(torch.arange(config.batch_size), ranks)[distributed.rank()]
+    trained = model if ranks == 1 else DistributedDataParallel(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: _warmup_cosine(step, config.steps)
@@ -121,18 +131,24 @@ def train_diffusion(
         batch = _augment(images[idx], config, generator)
         t = torch.randint(low, high + 1, (len(batch),), generator=generator)
         noise = torch.randn(batch.shape, generator=generator)
+        if ranks > 1:
+            batch, t, noise = batch[mine], t[mine], noise[mine]
         with _mixed_precision(device):
             losses = diffusion.training_losses(
-                model, batch.to(device), t.to(device), noise=noise.to(device)
+                trained, batch.to(device), t.to(device), noise=noise.to(device)
             )
-        loss = losses["loss"].float().mean()
+        # DDP averages the ranks' gradients: each rank's sum over the global batch size, times
+        # the ranks, averages to the global batch's mean even when slices differ in size
+        per_sample = losses["loss"].float()
+        loss = per_sample.mean() if ranks == 1 else per_sample.sum() * ranks / config.batch_size
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         _update_ema(ema, model, min(config.ema, (1 + step) / (10 + step)))
-        running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
+        value = distributed.average_across_ranks(loss.item())
+        running = value if running is None else 0.9 * running + 0.1 * value
         bar.set_postfix(loss=f"{running:.4f}", refresh=False)
         last = step + 1 == config.steps
         if (step + 1) % config.log_every == 0 or last:

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from ddad import distributed
+from ddad.engine import resolve_device
 from ddad.errors import DdadError
 from ddad.layout import TestImage
 from ddad.preprocess import model_input, model_mask
@@ -24,12 +26,38 @@ METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
 
 
-def run_stage(main: Callable[[dict[str, Any], list[str]], None]) -> None:
-    """Validate params, run ``main(params, argv)``; user errors become one line and exit 2."""
+RESUME_HINT = "finished per-image results are kept; `dvc repro` finishes the missing images"
+
+
+def dist_launch(params: dict[str, Any]) -> distributed.Launch:
+    """params.yaml's ``dist`` section; the node's rank comes from PET_NODE_RANK (torchrun's
+    variable), as every node reads the same params.yaml."""
+    return distributed.Launch(
+        **params["dist"], node_rank=int(os.environ.get(distributed.NODE_RANK_ENV, "0"))
+    )
+
+
+def run_stage(main: Callable[[dict[str, Any], list[str]], None], sharded: bool = False) -> None:
+    """Validate params, run ``main(params, argv)``; user errors become one line and exit 2.
+
+    A ``sharded`` stage (train, reconstruct, score) with ``dist`` asking for several processes
+    starts itself once per rank under torch's launcher (ddad.distributed); a rank (started so,
+    or by torchrun) joins the group. The other stages always run as one process.
+    """
     try:
-        main(load_params(), sys.argv[1:])
+        params = load_params()
+        launch = dist_launch(params)
+        if sharded and distributed.in_worker():
+            with distributed.process_group(resolve_device(params["device"])):
+                main(params, sys.argv[1:])
+        elif sharded and launch.world_size > 1:
+            module = sys.modules["__main__"].__spec__.name
+            distributed.launch(launch, module, sys.argv[1:], RESUME_HINT)
+        else:
+            main(params, sys.argv[1:])
     except DdadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if not distributed.report_failure(str(exc)):
+            print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; run `dvc repro` to go on", file=sys.stderr)

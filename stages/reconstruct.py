@@ -18,11 +18,12 @@ import numpy as np
 
 import ddad.engine
 import ddad.reconstruct
+from ddad import distributed
 from ddad.engine import prepare_model, resolve_device, run
 from ddad.layout import TestImage, test_images
 from ddad.models import file_digest, load_trained
 from ddad.reconstruct import Plan, picture_title, plan_for_map
-from ddad.store import ResultStore
+from ddad.store import ResultStore, settings_digest
 from stages.common import (
     DATA_DIR,
     RUNS_DIR,
@@ -55,6 +56,15 @@ def _input_digest(path: Path, item: TestImage | None) -> str:
     return file_digest(path) + (file_digest(mask) if mask else "")
 
 
+def _leader_opened(root: Path, settings: dict[str, Any], keys: set[str]) -> ResultStore:
+    """The store for ``settings``, opened and pruned to ``keys`` by the leader alone while the
+    other ranks wait (two ranks clearing one folder would race)."""
+    if distributed.is_leader():
+        ResultStore.open(root, settings).prune(keys)
+    distributed.barrier()
+    return ResultStore(root, settings_digest(settings))
+
+
 def main(params: dict[str, Any], argv: list[str]) -> None:
     category = argv[0]
     device = resolve_device(params["device"])
@@ -70,19 +80,21 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         # the sampler's own code: a changed sampler must not reuse results of the old one
         "code": [file_digest(Path(module.__file__)) for module in (ddad.reconstruct, ddad.engine)],
     }
-    store = ResultStore.open(RUNS_DIR / category / "recon", settings)
     channels = meta["channels"]
     tests = {f"test/{item.key}": item for item in test_images(DATA_DIR, category)}
     vals = {f"val/{Path(p).stem}": DATA_DIR / p for p in meta["validation_images"]}
     paths = {key: item.path for key, item in tests.items()} | vals
     sources = {key: _input_digest(path, tests.get(key)) for key, path in paths.items()}
-    store.prune(set(paths))
+    store = _leader_opened(RUNS_DIR / category / "recon", settings, set(paths))
     todo = [k for k in paths if not store.has(k, sources[k])]
-    print(
-        f"reconstruct@{category}: {len(paths)} images ({len(paths) - len(todo)} already done), "
-        f"{plan.sampler} from t={plan.timesteps}, ensemble {plan.ensemble}, device {device}",
-        file=sys.stderr,
-    )
+    distributed.barrier()  # every rank has read the same to-do list before any rank writes
+    if distributed.is_leader():
+        print(
+            f"reconstruct@{category}: {len(paths)} images ({len(paths) - len(todo)} already "
+            f"done), {plan.sampler} from t={plan.timesteps}, ensemble {plan.ensemble}, "
+            f"device {device}, {distributed.world_size()} process(es)",
+            file=sys.stderr,
+        )
     items = [(k, lambda p=paths[k]: load_model_input(p, channels, params)) for k in todo]
     results = run(
         prepare_model(model, device),
@@ -93,6 +105,8 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         batch_size=params["reconstruct"]["batch_size"],
         device=device,
         desc=f"reconstruct@{category}",
+        progress=distributed.is_leader(),
+        share=distributed.share,
     )
     for result in results:
         extra = {}
@@ -109,6 +123,9 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
             seconds=np.float64(result.seconds),
             **extra,
         )
+    distributed.barrier()  # every rank's images are stored
+    if not distributed.is_leader():
+        return
     costs = [store.load(k, ("nfe", "seconds")) for k in tests]
     write_json(
         RUNS_DIR / category / "recon" / "summary.json",
@@ -125,4 +142,4 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, sharded=True)

@@ -3,7 +3,8 @@
 ``score.map: reconstruction`` scores what did not come back from the stored reconstructions;
 ``features`` scores each patch by its distance to the nearest patch of the good training images
 in the trained UNet's feature space, divided by that distance's typical value at the position
-(ddad.features), reading the model and training images.
+(ddad.features), reading the model and training images. With several ranks the UNet passes
+are shared (ddad.distributed.sharded_map) and rank 0 writes the outputs.
 Writes runs/<category>/score/scores.csv (one row per test and held-out good image: key, split,
 label, defect, score) and maps.npz (test maps and ground truth for evaluate and plot).
 """
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ddad import distributed
 from ddad.engine import prepare_model, resolve_device
 from ddad.features import feature_anomaly_maps, training_reference
 from ddad.models import load_trained
@@ -49,6 +51,7 @@ def feature_maps(
         meta,
         lambda path: load_model_input(path, meta["channels"], params),
         settings,
+        over_batches=distributed.sharded_map,
     )
     return feature_anomaly_maps(
         model,
@@ -56,7 +59,8 @@ def feature_maps(
         reference,
         settings.sigma,
         settings.kernel_size,
-        desc=f"score@{category}",
+        desc=f"score@{category}" if distributed.is_leader() else None,
+        over_batches=distributed.sharded_map,
     )
 
 
@@ -96,7 +100,11 @@ def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
     category = argv[0]
+    if params["score"]["map"] == "reconstruction" and not distributed.is_leader():
+        return  # no UNet pass to share: the maps come from the stored reconstructions
     result = category_maps(params, category)
+    if not distributed.is_leader():
+        return
     out = RUNS_DIR / category / "score"
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(result["rows"]).to_csv(out / "scores.csv", index=False, float_format="%.8g")
@@ -108,4 +116,4 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, sharded=True)

@@ -3,7 +3,8 @@
 The held-out images are written into the checkpoint's metadata: reconstruct uses them as good
 validation images (for the detection threshold and the plot scales), never as training data.
 With train.steps 0 the fetched weights pass through untouched. Training runs on ``device``
-(mixed precision on CUDA, ddad.train).
+(mixed precision on CUDA, ddad.train), over every rank of dist with the global batch
+train.batch_size; rank 0 writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ddad import distributed
 from ddad.engine import resolve_device
 from ddad.layout import dataset_channels, split_train_val, train_images
 from ddad.models import build_diffusion, build_model, load_weights, read_checkpoint, save_checkpoint
@@ -73,7 +75,9 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
             flips=tuple(tp["flips"]),
             seed=tp["seed"],
         )
-        print(f"train@{category}: {len(fit)} images, {len(held_out)} held out, {tp['steps']} steps")
+        if distributed.is_leader():
+            steps = tp["steps"]
+            print(f"train@{category}: {len(fit)} images, {len(held_out)} held out, {steps} steps")
         images = _stack(fit, channels, params)
         validation = _stack(held_out, channels, params)
         model, log = train_diffusion(
@@ -83,9 +87,12 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
             config,
             validation,
             device=resolve_device(params["device"]),
+            progress=distributed.is_leader(),
         )
         curve = [{"step": s, "loss": v} for s, v in log.train]
         validation_curve = [{"step": s, "loss": v} for s, v in log.validation]
+    if not distributed.is_leader():
+        return  # rank 0 writes the one checkpoint
     meta = {
         "category": category,
         "preset": params["model"]["preset"],
@@ -108,4 +115,4 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, sharded=True)
