@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from ddad import __version__, bench, passes
+from ddad import __version__, bench, passes, scaling
 from ddad.baseline import zscore_report
 from ddad.detect import (
     DEFAULT_PLAN,
@@ -34,6 +34,7 @@ from ddad.engine import DEVICES, resolve_device
 from ddad.errors import DdadError
 from ddad.evaluation import Protocol
 from ddad.features import training_split
+from ddad.fitting import samples_per_pass
 from ddad.imageio import Size, is_image_file, read_image, sides
 from ddad.layout import list_categories
 from ddad.models import (
@@ -45,7 +46,7 @@ from ddad.models import (
     with_random_outputs,
 )
 from ddad.params import PARAMS_FILE, parse_params, setting
-from ddad.reconstruct import SAMPLERS, Plan, highest_timestep
+from ddad.reconstruct import SAMPLERS, Plan, highest_timestep, plan_for_map
 
 TRAINED_DIR = Path("models/trained")
 DETECT_OUT = Path("detections")
@@ -241,6 +242,18 @@ def _bench(args: argparse.Namespace) -> int:
         f"fastest within {passes.AGREEMENT:g} of float32: {kept['precision']}, "
         f"{'channels-last' if kept['channels_last'] else 'standard layout'}"
     )
+    if args.processes > 1:
+        work = scaling.scaling_workload(
+            subject["model"],
+            subject["diffusion"],
+            subject["images"],
+            plan_for_map(plan, subject["score"].map),
+            samples_per_pass(_batch_size(params, args.batch_size), device),
+            device,
+            args.processes,
+        )
+        report["scaling"] = scaling.measure(work, args.processes)
+        print("\n" + scaling.format_scaling(report["scaling"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
@@ -410,6 +423,12 @@ def _build_parser() -> argparse.ArgumentParser:
         nargs="+",
         type=_choice("bfloat16", "float16"),
         help="also time one pass in these against float32 (default: those the device runs fast)",
+    )
+    timing.add_argument(
+        "--processes",
+        type=_integer(1),
+        default=2,
+        help="also time the reconstruction with 1 and this many processes (default 2; 1: skip)",
     )
     timing.add_argument("--json", type=Path, help="also write the report here")
     timing.set_defaults(handler=_bench)

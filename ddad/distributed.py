@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -130,8 +130,15 @@ def report_failure(message: str) -> bool:
     return True
 
 
-def launch(config: Launch, module: str, args: Sequence[str], resume_hint: str) -> None:
-    """Run ``python -m module *args`` as ``config.nproc_per_node`` ranks on this node.
+def launch(
+    config: Launch,
+    entrypoint: str | Callable[..., R],
+    args: Sequence[Any],
+    resume_hint: str,
+) -> dict[int, R | None]:
+    """Run ``entrypoint`` as ``config.nproc_per_node`` ranks on this node: a module name runs
+    as ``python -m entrypoint *args``, a function as ``entrypoint(*args)``; returns each local
+    rank's return value (None for a module).
 
     A failed rank becomes one DdadError naming it (what it reported, the signal that killed it,
     or its exit code); ``resume_hint`` says how to go on.
@@ -153,8 +160,12 @@ def launch(config: Launch, module: str, args: Sequence[str], resume_hint: str) -
         max_restarts=0,
         monitor_interval=0.1,
     )
+    if isinstance(entrypoint, str):
+        target, target_args = sys.executable, ("-m", entrypoint, *args)
+    else:
+        target, target_args = entrypoint, tuple(args)
     try:
-        elastic_launch(launch_config, sys.executable)("-m", module, *args)
+        return elastic_launch(launch_config, target)(*target_args)
     except ChildFailedError as exc:
         local_rank, failure = exc.get_first_failure()
         global_rank = config.node_rank * config.nproc_per_node + local_rank

@@ -198,7 +198,14 @@ def test_bench_command_writes_the_json_report(
     timed = [(row["precision"], row["channels_last"]) for row in report["passes"]]
     assert timed == [(p, c) for p in ("float32", "bfloat16") for c in (False, True)]
     assert 0 < report["passes"][2]["max_abs_difference"] < passes.AGREEMENT
+    # measured with 1 and 2 processes under torch's launcher; 2 images: one batch each
+    scaling = report["scaling"]
+    assert scaling["processes"] == 2 and scaling["samples_per_batch"] == 1
+    assert scaling["images_per_second_1"] > 0 and scaling["images_per_second_2"] > 0
+    assert scaling["speedup"] == scaling["images_per_second_2"] / scaling["images_per_second_1"]
     assert report["speedup"] > 1
     assert report["peak_memory_bytes"] is None and report["device"] == "cpu"
     assert (report["preset"], report["image_size"]) == ("tiny", 16)
-    assert "EXTRAPOLATED" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "EXTRAPOLATED" in out
+    assert "scaling: reconstruct of 2 images" in out and "2 processes" in out

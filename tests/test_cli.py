@@ -205,7 +205,8 @@ def test_bench_times_a_trained_model_at_its_own_size(
     code, _, err = _run(["bench", "--model", "toy", "--image-size", "32"], capsys)
     assert code == 2 and "--channels/--image-size: not used with --model" in err
     code, out, _ = _run(
-        ["bench", "--model", "toy", "--images", "1", "--seed-share", "1e-4"], capsys
+        ["bench", "--model", "toy", "--images", "1", "--seed-share", "1e-4", "--processes", "1"],
+        capsys,
     )
     assert code == 0
     assert out.startswith("bench: tiny, 1 channel(s), 16x16, 1 random images in [-1, 1] (no test")
@@ -221,7 +222,7 @@ def test_bench_searches_as_many_bank_images_as_the_score_stage_uses(
         write_gray(category / "train" / "good" / f"{i}.png", 0.5, i)
     write_gray(category / "test" / "good" / "0.png", 0.5)
     (project / "params.yaml").write_text(FAST_RECONSTRUCT + "score:\n  reference_images: 2\n")
-    argv = ["bench", "--model", "toy", "--images", "1", "--seed-share", "1e-4"]
+    argv = ["bench", "--model", "toy", "--images", "1", "--seed-share", "1e-4", "--processes", "1"]
     code, out, _ = _run(argv, capsys)
     assert code == 0 and "1 test images of toy" in out
     assert " cells in 4 good images" in out
