@@ -143,7 +143,9 @@ def launch(
     A failed rank becomes one DdadError naming it (what it reported, the signal that killed it,
     or its exit code); ``resume_hint`` says how to go on.
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous import RendezvousError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     _quiet_launcher()
@@ -170,7 +172,10 @@ def launch(
         local_rank, failure = exc.get_first_failure()
         global_rank = config.node_rank * config.nproc_per_node + local_rank
         raise DdadError(f"rank {global_rank} {_what_happened(failure)}; {resume_hint}") from None
-    except Exception as exc:  # the rendezvous: unreachable address, port in use, timeout
+    except SignalException:  # Ctrl-C or a kill reached the launcher, which stopped the ranks
+        raise KeyboardInterrupt from None
+    except (dist.DistError, RendezvousError, TimeoutError, OSError) as exc:
+        # the rendezvous: an unreachable address, a port in use, a node that never came
         reason = " ".join(str(exc).split())[:300].rstrip(".") or type(exc).__name__
         raise DdadError(
             f"node {config.node_rank} could not join the others at "

@@ -60,7 +60,8 @@ def run_stage(main: Callable[[dict[str, Any], list[str]], None], sharded: bool =
             print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted: finished work is kept; run `dvc repro` to go on", file=sys.stderr)
+        if not (sharded and distributed.in_worker()):  # the launcher says it once for all ranks
+            print("interrupted: finished work is kept; run `dvc repro` to go on", file=sys.stderr)
         sys.exit(130)
 
 
