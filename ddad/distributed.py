@@ -171,7 +171,7 @@ def launch(
     except ChildFailedError as exc:
         local_rank, failure = exc.get_first_failure()
         global_rank = config.node_rank * config.nproc_per_node + local_rank
-        raise DdadError(f"rank {global_rank} {_what_happened(failure)}; {resume_hint}") from None
+        raise DdadError(f"rank {global_rank} {_what_happened(failure, resume_hint)}") from None
     except SignalException:  # Ctrl-C or a kill reached the launcher, which stopped the ranks
         raise KeyboardInterrupt from None
     except (dist.DistError, RendezvousError, TimeoutError, OSError) as exc:
@@ -193,11 +193,14 @@ def _quiet_launcher() -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def _what_happened(failure: object) -> str:
-    exitcode = failure.exitcode
-    if exitcode < 0:
-        return f"(pid {failure.pid}) was killed by {signal.Signals(-exitcode).name}"
-    if failure.error_file_data.get("message"):
-        message = failure.error_file_data["message"]
-        return f"failed: {message if isinstance(message, str) else message.get('message')}"
-    return f"(pid {failure.pid}) exited with code {exitcode} (its output above says why)"
+def _what_happened(failure: Any, resume_hint: str) -> str:
+    """A failed rank in words: the error it reported (which says how to fix it), or the signal
+    or exit code that ended it and ``resume_hint``."""
+    reported = failure.error_file_data.get("message")
+    if reported:
+        return f"failed: {reported if isinstance(reported, str) else reported.get('message')}"
+    if failure.exitcode < 0:
+        ended = f"was killed by {signal.Signals(-failure.exitcode).name}"
+    else:
+        ended = f"exited with code {failure.exitcode} (its output above says why)"
+    return f"(pid {failure.pid}) {ended}; {resume_hint}"
