@@ -224,6 +224,7 @@ def test_an_unreachable_node_0_is_one_line_within_the_timeout(tmp_path):
     assert "dist.timeout_s = 2" in err
 
 
+@pytest.mark.slow
 def test_an_error_in_a_rank_is_its_own_one_line(tmp_path):
     project = _bare_project(tmp_path / "p", nproc_per_node=2)  # no trained model there
     err = _one_line_error(project, node_rank=0)
