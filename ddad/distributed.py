@@ -196,11 +196,11 @@ def _quiet_launcher() -> None:
 def _what_happened(failure: Any, resume_hint: str) -> str:
     """A failed rank in words: the error it reported (which says how to fix it), or the signal
     or exit code that ended it and ``resume_hint``."""
-    reported = failure.error_file_data.get("message")
-    if reported:
-        return f"failed: {reported if isinstance(reported, str) else reported.get('message')}"
     if failure.exitcode < 0:
         ended = f"was killed by {signal.Signals(-failure.exitcode).name}"
+    elif os.path.isfile(failure.error_file):  # what report_failure wrote
+        reported = failure.error_file_data["message"]
+        return f"failed: {reported if isinstance(reported, str) else reported.get('message')}"
     else:
         ended = f"exited with code {failure.exitcode} (its output above says why)"
     return f"(pid {failure.pid}) {ended}; {resume_hint}"
