@@ -204,23 +204,25 @@ def _one_line_error(project: Path, node_rank: int) -> str:
     return err
 
 
+def _rendezvous_error(folder: Path, endpoint: str, node_rank: int) -> str:
+    """The one line of a node of two that cannot meet the other at ``endpoint``."""
+    project = _bare_project(folder, nnodes=2, rdzv_endpoint=endpoint, timeout_s=2)
+    err = _one_line_error(project, node_rank)
+    assert f"node {node_rank} could not join the others at {endpoint}" in err
+    return err
+
+
 def test_a_port_in_use_is_one_line(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        endpoint = f"127.0.0.1:{taken.getsockname()[1]}"
-        project = _bare_project(tmp_path / "p", nnodes=2, rdzv_endpoint=endpoint, timeout_s=2)
-        err = _one_line_error(project, node_rank=0)
-    assert f"node 0 could not join the others at {endpoint}" in err
+        err = _rendezvous_error(tmp_path / "p", f"127.0.0.1:{taken.getsockname()[1]}", 0)
     assert "address already in use" in err
 
 
 @pytest.mark.slow
 def test_an_unreachable_node_0_is_one_line_within_the_timeout(tmp_path):
-    endpoint = f"127.0.0.1:{_free_port()}"  # nobody listens there
-    project = _bare_project(tmp_path / "p", nnodes=2, rdzv_endpoint=endpoint, timeout_s=2)
-    err = _one_line_error(project, node_rank=1)
-    assert f"node 1 could not join the others at {endpoint}" in err
+    err = _rendezvous_error(tmp_path / "p", f"127.0.0.1:{_free_port()}", 1)  # nobody listens
     assert "dist.timeout_s = 2" in err
 
 
