@@ -78,6 +78,8 @@ def evaluate_maps(
 
     def measured(pick: np.ndarray) -> dict[str, float]:
         chosen = np.flatnonzero(pick)
+        if not chosen.size:  # a half can be empty when every kind has a single image
+            return {name: float("nan") for name in protocol.metrics}
         masks, amaps = zip(*(truth(i) for i in chosen), strict=True)
         return metrics.summary(labels[chosen], scores[chosen], masks, amaps, protocol.metrics)
 

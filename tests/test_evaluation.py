@@ -93,3 +93,12 @@ def test_without_halves_tuning_and_confirmation_are_all_images(tmp_path: Path) -
     assert found["confirmation"]["img_auc"] == found["tuning"]["img_auc"] == 0.625
     fpr, tpr = found["roc"]
     assert fpr[0] == 0.0 and tpr[-1] == 1.0
+
+
+def test_an_empty_tuning_half_gives_nan_not_an_error(tmp_path: Path) -> None:
+    _category(tmp_path, pit=(10, 10))
+    items = [i for i in test_images(tmp_path, "cat") if i.path.stem == "0"]  # one per kind
+    maps = [np.full((4, 10), item.label, dtype=np.float32) for item in items]
+    found = evaluate_maps(items, [0.0, 1.0], maps, Protocol(metrics=("img_auc", "aupro")))
+    assert found["confirmation"]["img_auc"] == 1.0
+    assert all(np.isnan(value) for value in found["tuning"].values())
