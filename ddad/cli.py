@@ -32,7 +32,7 @@ from ddad.detect import (
 )
 from ddad.engine import DEVICES, resolve_device
 from ddad.errors import DdadError
-from ddad.evaluation import Protocol
+from ddad.evaluation import protocol_from
 from ddad.features import training_split
 from ddad.fitting import samples_per_pass
 from ddad.imageio import Size, is_image_file, read_image, sides
@@ -353,13 +353,11 @@ def _baseline(args: argparse.Namespace) -> int:
     if not categories:
         raise DdadError(f"--data: {args.data} holds no categories (folders with train/ or test/)")
     params = _read_params()
-    protocol = Protocol(
+    configured = protocol_from(params)
+    protocol = replace(
+        configured,
         metrics=("img_auc", "pixel_auc", "aupro"),
-        resolution=setting(params, "evaluate.resolution", "native"),
-        halves=setting(params, "evaluate.halves", True),
-        split_seed=setting(params, "evaluate.split_seed", 0),
-        image_size=_size(args.image_size) or setting(params, "data.image_size", 64),
-        mask_resize=setting(params, "data.mask_resize", "nearest"),
+        image_size=_size(args.image_size) or configured.image_size,
     )
     resize = setting(params, "data.resize", "bicubic")
     found = {c: zscore_report(args.data, c, protocol, resize) for c in categories}

@@ -15,6 +15,7 @@ The protocol's two choices, and why they are the defaults:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from ddad import metrics
 from ddad.halves import confirmation_half
 from ddad.imageio import Size, resize_map
 from ddad.layout import TestImage
+from ddad.params import setting
 from ddad.preprocess import model_mask, native_mask
 
 RESOLUTIONS = ("native", "model")
@@ -42,6 +44,20 @@ class Protocol:
     split_seed: int = 0
     image_size: Size = 64
     mask_resize: str = "nearest"
+
+
+def protocol_from(params: dict[str, Any]) -> Protocol:
+    """The protocol params.yaml sets (its ``evaluate`` section, ``data.image_size`` and
+    ``data.mask_resize``); a key that is absent, as outside a project, keeps its default."""
+    default = Protocol()
+    return Protocol(
+        metrics=tuple(setting(params, "evaluate.metrics", list(default.metrics))),
+        resolution=setting(params, "evaluate.resolution", default.resolution),
+        halves=setting(params, "evaluate.halves", default.halves),
+        split_seed=setting(params, "evaluate.split_seed", default.split_seed),
+        image_size=setting(params, "data.image_size", default.image_size),
+        mask_resize=setting(params, "data.mask_resize", default.mask_resize),
+    )
 
 
 def evaluate_maps(
@@ -70,6 +86,7 @@ def evaluate_maps(
         else np.ones(len(items), dtype=bool)
     )
 
+    @functools.cache  # each image's truth is read once, though halves and kinds overlap
     def truth(index: int) -> tuple[np.ndarray, np.ndarray]:
         if protocol.resolution == "model":
             return model_mask(items[index], protocol.image_size, protocol.mask_resize), maps[index]

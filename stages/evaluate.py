@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ddad.evaluation import Protocol, evaluate_maps
+from ddad.evaluation import evaluate_maps, protocol_from
 from ddad.layout import test_images
 from ddad.mvtec import MVTEC_CATEGORIES
 from ddad.synthetic import SYNTHETIC_CATEGORIES
@@ -54,20 +54,7 @@ def category_metrics(category: str, params: dict[str, Any]) -> dict[str, Any]:
     test = scores[scores["split"] == "test"].set_index("key").loc[keys]  # the maps' order
     items = {f"test/{item.key}": item for item in test_images(DATA_DIR, category)}
     return evaluate_maps(
-        [items[key] for key in keys], test["score"].to_numpy(), amaps, protocol(params)
-    )
-
-
-def protocol(params: dict[str, Any]) -> Protocol:
-    """The evaluation protocol params.yaml sets."""
-    ep, data = params["evaluate"], params["data"]
-    return Protocol(
-        metrics=tuple(ep["metrics"]),
-        resolution=ep["resolution"],
-        halves=ep["halves"],
-        split_seed=ep["split_seed"],
-        image_size=data["image_size"],
-        mask_resize=data["mask_resize"],
+        [items[key] for key in keys], test["score"].to_numpy(), amaps, protocol_from(params)
     )
 
 
