@@ -26,7 +26,7 @@ class ScoreSettings:
     sigma: float = 1.4
     kernel_size: int = 7
     error: str = "squared"
-    image_score: str = "max"
+    image_score: str = "topk_mean"
     top_fraction: float = 0.01
     map: str = "features"
     bank_images: int = 200
