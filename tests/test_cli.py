@@ -40,9 +40,9 @@ def test_detect_prints_a_verdict_per_image_and_writes_overlays(
     code, out, _ = _run(["detect", *images, "--model", "toy", "--threshold", "0"], capsys)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == "model models/trained/toy: threshold 0 (given)"
+    assert lines[0] == "model models/trained/toy: threshold 0.000 (given)"
     assert lines[1].startswith(f"DEFECT {images[0]}  score ")
-    assert lines[1].endswith("  threshold 0")
+    assert lines[1].endswith("  threshold 0.000")
     assert lines[2].startswith(f"DEFECT {images[1]}  score ")
     assert lines[3] == "2 of 2 images DEFECT; heat-map overlays in detections/"
     assert sorted(p.name for p in (project / "detections").iterdir()) == ["in_0.png", "in_1.png"]
