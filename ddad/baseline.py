@@ -18,7 +18,7 @@ from ddad.evaluation import Protocol, evaluate_maps
 from ddad.imageio import read_image, resize_image
 from ddad.layout import dataset_channels, test_images, train_images, validate_category
 from ddad.progress import progress_bar
-from ddad.scoring import image_score
+from ddad.scoring import DEFAULT_SCORE, ScoreSettings, image_score
 
 _EPS = 1e-3  # a quarter of an 8-bit level, so constant pixels do not divide by zero
 
@@ -33,22 +33,17 @@ def zscore_maps(train: np.ndarray, test: np.ndarray) -> np.ndarray:
     return (np.abs(test - mean) / (std + _EPS)).sum(axis=-1)
 
 
-def zscore_image_scores(train: np.ndarray, test: np.ndarray) -> np.ndarray:
-    """Per test image: the largest value of its z-score map (``zscore_maps``)."""
-    return _image_scores(zscore_maps(train, test))
-
-
-def _image_scores(maps: np.ndarray) -> np.ndarray:
-    """Each map's image score as the pipeline takes it (its maximum, ddad.scoring)."""
-    return np.array([image_score(amap) for amap in maps])
-
-
 def zscore_report(
-    root: Path, category: str, protocol: Protocol, resize: str = "bicubic"
+    root: Path,
+    category: str,
+    protocol: Protocol,
+    resize: str = "bicubic",
+    score: ScoreSettings = DEFAULT_SCORE,
 ) -> dict[str, Any]:
     """The z-score baseline's figures on an MVTec-layout category (ddad.evaluation's
     ``evaluate_maps``): images read and resized exactly as the pipeline reads them (any format
-    it accepts, to ``protocol.image_size``), scored under the evaluate stage's protocol."""
+    it accepts, to ``protocol.image_size``), each map's image score taken as ``score`` says
+    (the pipeline's ``score.image_score``), scored under the evaluate stage's protocol."""
     root = Path(root)
     validate_category(root, category)
     channels = dataset_channels(root, category)
@@ -62,4 +57,5 @@ def zscore_report(
     )
     train, test = pixels[: -len(items)], pixels[-len(items) :]
     maps = zscore_maps(train, test)
-    return evaluate_maps(items, _image_scores(maps), list(maps), protocol)
+    scores = [image_score(amap, score.image_score, score.top_fraction) for amap in maps]
+    return evaluate_maps(items, scores, list(maps), protocol)

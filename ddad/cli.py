@@ -360,13 +360,14 @@ def _baseline(args: argparse.Namespace) -> int:
         image_size=_size(args.image_size) or configured.image_size,
     )
     resize = setting(params, "data.resize", "bicubic")
-    found = {c: zscore_report(args.data, c, protocol, resize) for c in categories}
+    score = _score_settings(params)
+    found = {c: zscore_report(args.data, c, protocol, resize, score) for c in categories}
     halves = ("confirmation", "tuning") if protocol.halves else ("confirmation",)
     width = max(len("category"), *(len(c) for c in categories))
     size = "x".join(str(side) for side in sides(protocol.image_size))
     print(
         f"per-pixel z-score baseline at {size} px (height x width), {args.data}, "
-        f"maps scored at the {protocol.resolution} resolution"
+        f"maps scored at the {protocol.resolution} resolution, image score {score.image_score}"
     )
     print(f"{'category':<{width}}  {'half':<12}  " + "  ".join(f"{c:>9}" for c in protocol.metrics))
     for category, figures in found.items():

@@ -79,8 +79,11 @@ def anomaly_map(
     return blur(per_pixel, sigma, kernel_size).sum(dim=1).mean(dim=0)
 
 
-def image_score(amap: np.ndarray, kind: str = "max", top_fraction: float = 0.01) -> float:
-    """One number per image: the map's max, or the mean of its top ``top_fraction`` pixels."""
+def image_score(amap: np.ndarray, kind: str, top_fraction: float) -> float:
+    """One number per image: the map's max, or the mean of its top ``top_fraction`` pixels.
+
+    No defaults: every caller passes ``ScoreSettings``' pair, so the pipeline, ``ddad detect``
+    and ``ddad baseline`` rank images the same way."""
     flat = np.asarray(amap, dtype=np.float64).ravel()
     if kind == "max":
         return float(flat.max())

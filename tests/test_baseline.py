@@ -6,23 +6,24 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ddad.baseline import zscore_image_scores, zscore_report
+from ddad.baseline import zscore_maps, zscore_report
 from ddad.errors import DdadError
 from ddad.evaluation import Protocol
 from ddad.metrics import METRIC_NAMES
 from ddad.synthetic import SYNTHETIC_CATEGORIES, generate_dataset
 
 
-def test_score_is_the_largest_channel_summed_z() -> None:
+def test_map_is_the_channel_summed_z() -> None:
     train = np.zeros((2, 2, 3, 2))
     train[1] = 1.0  # every pixel and channel: mean 0.5, std 0.5
     test = np.full((2, 2, 3, 2), 0.5)
     test[1, 0, 2] = [1.0, 0.0]  # z of about 1 in each channel at one pixel
     before = test.copy()
-    scores = zscore_image_scores(train, test)
-    assert scores.shape == (2,)
-    assert scores[0] == pytest.approx(0.0)
-    assert scores[1] == pytest.approx(2.0, rel=1e-2)
+    maps = zscore_maps(train, test)
+    assert maps.shape == (2, 2, 3)
+    assert maps[0].max() == pytest.approx(0.0)
+    assert maps[1, 0, 2] == pytest.approx(2.0, rel=1e-2)
+    assert np.delete(maps[1].ravel(), 2).max() == pytest.approx(0.0)
     assert np.array_equal(test, before)
 
 

@@ -181,7 +181,7 @@ def test_baseline_prints_three_metrics_per_category(
     lines = out.splitlines()
     assert lines[0] == (
         f"per-pixel z-score baseline at 16x24 px (height x width), {tmp_path}, "
-        "maps scored at the native resolution"
+        "maps scored at the native resolution, image score topk_mean"
     )
     assert lines[1].split() == ["category", "half", "img_auc", "pixel_auc", "aupro"]
     assert lines[2].split()[:3] == ["toy", "confirmation", "1.0000"]
