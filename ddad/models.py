@@ -8,7 +8,6 @@ is a pickle and a pickle from a URL could run code.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,15 +206,6 @@ def find_openai_checkpoint(models_dir: Path) -> Path | None:
         if (models_dir / name).is_file():
             return models_dir / name
     return None
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_trained(folder: Path) -> tuple[UNetModel, GaussianDiffusion, dict]:

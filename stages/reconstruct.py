@@ -19,9 +19,10 @@ import numpy as np
 import ddad.engine
 import ddad.reconstruct
 from ddad import distributed
+from ddad.download import sha256_file
 from ddad.engine import prepare_model, resolve_device, run
 from ddad.layout import TestImage, test_images
-from ddad.models import file_digest, load_trained
+from ddad.models import load_trained
 from ddad.reconstruct import Plan, picture_title, plan_for_map
 from ddad.store import ResultStore, settings_digest
 from stages.common import (
@@ -53,7 +54,7 @@ def plan_for(params: dict[str, Any], category: str) -> Plan:
 def _input_digest(path: Path, item: TestImage | None) -> str:
     """What a stored result was made from: the image file and, for a test image, its mask."""
     mask = item.mask if item else None
-    return file_digest(path) + (file_digest(mask) if mask else "")
+    return sha256_file(path) + (sha256_file(mask) if mask else "")
 
 
 def _leader_opened(root: Path, settings: dict[str, Any], keys: set[str]) -> ResultStore:
@@ -72,13 +73,13 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     plan = plan_for_map(plan_for(params, category), params["score"]["map"])
     data = {k: params["data"][k] for k in ("image_size", "resize", "normalization", "mask_resize")}
     settings = {
-        "model": file_digest(TRAINED_DIR / category / "model.pt"),
+        "model": sha256_file(TRAINED_DIR / category / "model.pt"),
         "data": data,
         "plan": plan.__dict__,
         "seed": params["reconstruct"]["seed"],
         "device": device.type,
         # the sampler's own code: a changed sampler must not reuse results of the old one
-        "code": [file_digest(Path(module.__file__)) for module in (ddad.reconstruct, ddad.engine)],
+        "code": [sha256_file(Path(module.__file__)) for module in (ddad.reconstruct, ddad.engine)],
     }
     channels = meta["channels"]
     tests = {f"test/{item.key}": item for item in test_images(DATA_DIR, category)}
