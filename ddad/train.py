@@ -63,6 +63,31 @@ def _augment(batch: torch.Tensor, config: TrainConfig, generator: torch.Generato
     return batch
 
 
+def validation_crops(
+    images: torch.Tensor, crop: int, seed: int = 0, per_image: int = 4
+) -> torch.Tensor:
+    """``per_image`` fixed crops of each held-out image [N, C, H, W], at the size training sees.
+
+    The loss on crops is what training minimises, and it is cheap: a whole-image pass costs
+    the square of the image's positions in the UNet's middle attention (here 4.75 s for a
+    256 x 640 image against 0.63 s at 128 x 320), and each point of the validation curve
+    takes 4 passes per held-out image. ``crop`` 0, or at least a side, keeps the whole images. The same crops at
+    every point, so the curve moves only with the model.
+    """
+    height, width = images.shape[-2:]
+    if not crop or crop >= min(height, width):
+        return images
+    generator = torch.Generator().manual_seed(seed)
+    tops = torch.randint(0, height - crop + 1, (per_image,), generator=generator).tolist()
+    lefts = torch.randint(0, width - crop + 1, (per_image,), generator=generator).tolist()
+    return torch.cat(
+        [
+            images[..., top : top + crop, left : left + crop]
+            for top, left in zip(tops, lefts, strict=True)
+        ]
+    )
+
+
 def _mixed_precision(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -103,7 +128,8 @@ def train_diffusion(
 ) -> tuple[torch.nn.Module, TrainLog]:
     """Train on ``images`` ([N, C, H, W] in [-1, 1], on the CPU) on ``device`` (default the
     CPU); return the EMA model (on ``device``) and the loss log. Each batch is drawn on the CPU
-    with the seeded generator, so a device changes the arithmetic, not the draws.
+    with the seeded generator, so a device changes the arithmetic, not the draws. The
+    ``validation`` curve is the loss on its ``validation_crops``.
 
     In a process group (ddad.distributed) ``config.batch_size`` is the global batch: every rank
     draws the same batch and passes its slice through DistributedDataParallel, whose averaged
@@ -123,6 +149,8 @@ def train_diffusion(
     )
     log = TrainLog()
     low, high = config.t_range
+    if validation is not None:
+        validation = validation_crops(validation, config.crop, config.seed)
     bar = progress_bar(range(config.steps), desc="train", disable=not progress, unit="step")
     running = None
     for step in bar:
