@@ -1,9 +1,11 @@
-"""Batches that shrink until they fit: out of accelerator memory, a chunk is retried at half size.
+"""Batches that shrink until they fit: out of memory, a chunk is retried at half size.
 
 How many samples fit in one UNet pass depends on the model, the image size, the precision and
 what else holds the GPU, so ``reconstruct.batch_size: auto`` starts large and lets the first
-out-of-memory error find the size. Results never depend on batch composition (each image has
-its own noise generator), so a halved batch gives the same numbers.
+out-of-memory error find the size (on the CPU too: the middle block's attention grows with the
+square of an image's positions, and 64 samples of a 256 x 640 image asked for 50 GB at once).
+Results never depend on batch composition (each image has its own noise generator), so a halved
+batch gives the same numbers.
 """
 
 from __future__ import annotations
@@ -28,6 +30,14 @@ def samples_per_pass(batch_size: int | str, device: torch.device) -> int:
     return int(batch_size)
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed: CUDA's own error type, or the
+    RuntimeError of torch's CPU allocator, which has no type of its own."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
+
+
 def in_fitting_chunks(
     work: Callable[[Sequence[Item]], Result],
     items: Sequence[Item],
@@ -46,11 +56,13 @@ def in_fitting_chunks(
         chunk = items[start : start + size]
         try:
             results.append(work(chunk))
-        except torch.OutOfMemoryError:
+        except (torch.OutOfMemoryError, RuntimeError) as error:
+            if not is_out_of_memory(error):
+                raise
             if size == 1:
                 raise DdadError(
-                    "out of GPU memory with one image per UNet pass; lower "
-                    "reconstruct.ensemble or data.image_size, or use device: cpu"
+                    "out of memory with one image per UNet pass; lower "
+                    "reconstruct.ensemble or data.image_size (or, on a GPU, use device: cpu)"
                 ) from None
         else:
             start += len(chunk)

@@ -71,8 +71,8 @@ def validation_crops(
     The loss on crops is what training minimises, and it is cheap: a whole-image pass costs
     the square of the image's positions in the UNet's middle attention (here 4.75 s for a
     256 x 640 image against 0.63 s at 128 x 320), and each point of the validation curve
-    takes 4 passes per held-out image. ``crop`` 0, or at least a side, keeps the whole images. The same crops at
-    every point, so the curve moves only with the model.
+    takes 4 passes per held-out image. ``crop`` 0, or at least a side, keeps the whole
+    images. The same crops at every point, so the curve moves only with the model.
     """
     height, width = images.shape[-2:]
     if not crop or crop >= min(height, width):

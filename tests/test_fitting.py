@@ -41,8 +41,23 @@ def test_a_size_that_fits_is_kept_and_nothing_is_retried() -> None:
 
 
 def test_one_item_that_does_not_fit_is_one_clear_error() -> None:
-    with pytest.raises(DdadError, match="one image per UNet pass; lower reconstruct.ensemble"):
+    with pytest.raises(
+        DdadError, match="out of memory with one image per UNet pass; lower reconstruct.ensemble"
+    ):
         in_fitting_chunks(fits_at_most(0, []), [1, 2], 4)
+
+
+def test_a_chunk_the_cpu_allocator_refuses_is_halved() -> None:
+    calls: list[int] = []
+
+    def work(chunk: Sequence[int]) -> int:
+        calls.append(len(chunk))
+        if len(chunk) > 2:
+            torch.empty(len(chunk) << 50, dtype=torch.uint8)  # petabytes: refused, not swapped
+        return sum(chunk)
+
+    results, size = in_fitting_chunks(work, list(range(6)), 8)
+    assert calls == [6, 4, 2, 2, 2] and results == [1, 5, 9] and size == 2
 
 
 def test_other_errors_are_not_retried() -> None:
