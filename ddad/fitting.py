@@ -56,7 +56,7 @@ def in_fitting_chunks(
         chunk = items[start : start + size]
         try:
             results.append(work(chunk))
-        except (torch.OutOfMemoryError, RuntimeError) as error:
+        except RuntimeError as error:  # torch.OutOfMemoryError is one too
             if not is_out_of_memory(error):
                 raise
             if size == 1:
