@@ -1,4 +1,5 @@
-"""Batches that halve on out-of-memory: the retry arithmetic, on the CPU with a raising stand-in."""
+"""Batches that halve on out-of-memory: the retry arithmetic, on the CPU with a raising stand-in;
+where ``auto`` starts, from the attention a real UNet needs at an image size."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ import pytest
 import torch
 
 from ddad.errors import DdadError
-from ddad.fitting import AUTO_SAMPLES, in_fitting_chunks, samples_per_pass
+from ddad.fitting import (
+    AUTO_SAMPLES,
+    attention_bytes,
+    available_memory,
+    in_fitting_chunks,
+    samples_per_pass,
+)
+from ddad.models import build_model
 
 
 def fits_at_most(limit: int, calls: list[int]):
@@ -76,3 +84,22 @@ def test_auto_starts_from_the_devices_size_and_a_number_is_kept() -> None:
     assert samples_per_pass("auto", torch.device("cpu")) == AUTO_SAMPLES["cpu"]
     assert samples_per_pass("auto", torch.device("cuda")) == AUTO_SAMPLES["cuda"]
     assert samples_per_pass(12, torch.device("cuda")) == 12
+
+
+def test_attention_bytes_are_the_largest_attentions_weights_and_softmax() -> None:
+    tiny = build_model("tiny", 3, (256, 640))  # attends only in the middle: 64 channels at 1/4
+    positions = (256 // 4) * (640 // 4)
+    assert attention_bytes(tiny, 256, 640) == 2 * (64 // 32) * positions**2 * 4
+    assert attention_bytes(tiny, 128, 320) * 16 == attention_bytes(tiny, 256, 640)
+    assert attention_bytes(torch.nn.Linear(2, 2), 256, 640) == 0  # not a UNet: unknown
+
+
+def test_auto_on_the_cpu_starts_where_half_the_available_memory_holds_the_attention() -> None:
+    cpu = torch.device("cpu")
+    assert samples_per_pass("auto", cpu, available_memory()) == 1
+    assert samples_per_pass("auto", cpu, available_memory() // 20) in range(8, 11)
+    assert samples_per_pass("auto", cpu, 1024) == AUTO_SAMPLES["cpu"]
+    assert (
+        samples_per_pass("auto", torch.device("cuda"), available_memory()) == AUTO_SAMPLES["cuda"]
+    )
+    assert samples_per_pass(12, cpu, available_memory()) == 12
