@@ -32,7 +32,7 @@ from ddad.features import (
     searched_as,
     unet_features,
 )
-from ddad.fitting import samples_per_pass
+from ddad.fitting import attention_bytes, samples_per_pass
 from ddad.imageio import Size, sides
 from ddad.layout import test_images
 from ddad.preprocess import model_input
@@ -287,7 +287,7 @@ def time_default(
     per image for the picture when ``score`` makes the feature map, as the pipeline does), then
     the feature map if ``score`` asks for it (one UNet pass per image)."""
     plan = plan_for_map(plan, score.map)
-    batch_size = samples_per_pass(batch_size, device)
+    batch_size = samples_per_pass(batch_size, device, attention_bytes(model, *images.shape[-2:]))
     model = prepare_model(model, device)
     reference = timing_reference(model, images, score) if score.map == "features" else None
     items = [(f"bench/{i}", lambda i=i: images[i]) for i in range(len(images))]
@@ -368,7 +368,9 @@ def benchmark(
         "seed_plan": describe_plan(SEED_PLAN),
         "default_plan": describe_plan(plan_for_map(plan, score.map)),
         "default_map": describe_map(score),
-        "batch_size": samples_per_pass(batch_size, device),
+        "batch_size": samples_per_pass(
+            batch_size, device, attention_bytes(model, *images.shape[-2:])
+        ),
         "images": len(images),
         "flops_per_pass": flops,
         "flops_per_feature_pass": feature_flops,
