@@ -97,7 +97,7 @@ def test_attention_bytes_are_the_largest_attentions_weights_and_softmax() -> Non
 def test_auto_on_the_cpu_starts_where_half_the_available_memory_holds_the_attention() -> None:
     cpu = torch.device("cpu")
     assert samples_per_pass("auto", cpu, available_memory()) == 1
-    assert samples_per_pass("auto", cpu, available_memory() // 20) in range(8, 11)
+    assert samples_per_pass("auto", cpu, available_memory() // 20) in range(5, 12)  # about 10
     assert samples_per_pass("auto", cpu, 1024) == AUTO_SAMPLES["cpu"]
     assert (
         samples_per_pass("auto", torch.device("cuda"), available_memory()) == AUTO_SAMPLES["cuda"]
