@@ -285,7 +285,8 @@ def time_default(
 ) -> dict[str, Any]:
     """Time the current procedure: ddad.engine.run with ``plan`` and ``batch_size`` (one pass
     per image for the picture when ``score`` makes the feature map, as the pipeline does), then
-    the feature map if ``score`` asks for it (one UNet pass per image)."""
+    the feature map if ``score`` asks for it (one UNet pass per image). Returns seconds and
+    passes per image, peak memory and the samples per pass that ran (``auto`` resolved)."""
     plan = plan_for_map(plan, score.map)
     batch_size = samples_per_pass(batch_size, device, attention_bytes(model, *images.shape[-2:]))
     model = prepare_model(model, device)
@@ -319,6 +320,7 @@ def time_default(
         "seconds_per_image": seconds / len(images),
         "nfe_per_image": passes / len(images),
         "peak_memory": memory,
+        "batch_size": batch_size,
     }
 
 
@@ -368,9 +370,7 @@ def benchmark(
         "seed_plan": describe_plan(SEED_PLAN),
         "default_plan": describe_plan(plan_for_map(plan, score.map)),
         "default_map": describe_map(score),
-        "batch_size": samples_per_pass(
-            batch_size, device, attention_bytes(model, *images.shape[-2:])
-        ),
+        "batch_size": default_run["batch_size"],
         "images": len(images),
         "flops_per_pass": flops,
         "flops_per_feature_pass": feature_flops,

@@ -91,8 +91,9 @@ def run(
     several): the batches are cut as for one process, so each holds the same images.
     """
     device = device or next(model.parameters()).device
-    height, width = items[0][1]().shape[-2:] if items else (0, 0)  # all share the model's size
-    samples = samples_per_pass(batch_size, device, attention_bytes(model, height, width))
+    sized = batch_size == "auto" and items  # auto reads the first image for its size (all share it)
+    need = attention_bytes(model, *items[0][1]().shape[-2:]) if sized else 0
+    samples = samples_per_pass(batch_size, device, need)
     per_batch = max(1, samples // plan.ensemble)
     fitted = per_batch
     batches = share([items[i : i + per_batch] for i in range(0, len(items), per_batch)])
