@@ -32,7 +32,7 @@ from ddad.features import (
     searched_as,
     unet_features,
 )
-from ddad.fitting import attention_bytes, samples_per_pass
+from ddad.fitting import samples_for
 from ddad.imageio import Size, sides
 from ddad.layout import test_images
 from ddad.preprocess import model_input
@@ -288,7 +288,7 @@ def time_default(
     the feature map if ``score`` asks for it (one UNet pass per image). Returns seconds and
     passes per image, peak memory and the samples per pass that ran (``auto`` resolved)."""
     plan = plan_for_map(plan, score.map)
-    batch_size = samples_per_pass(batch_size, device, attention_bytes(model, *images.shape[-2:]))
+    batch_size = samples_for(model, batch_size, device, *images.shape[-2:])
     model = prepare_model(model, device)
     reference = timing_reference(model, images, score) if score.map == "features" else None
     items = [(f"bench/{i}", lambda i=i: images[i]) for i in range(len(images))]

@@ -34,7 +34,7 @@ from ddad.engine import DEVICES, resolve_device
 from ddad.errors import DdadError
 from ddad.evaluation import protocol_from
 from ddad.features import training_split
-from ddad.fitting import attention_bytes, samples_per_pass
+from ddad.fitting import samples_for
 from ddad.imageio import Size, is_image_file, read_image, sides
 from ddad.layout import list_categories
 from ddad.models import (
@@ -248,10 +248,11 @@ def _bench(args: argparse.Namespace) -> int:
             subject["diffusion"],
             subject["images"],
             plan_for_map(plan, subject["score"].map),
-            samples_per_pass(
+            samples_for(
+                subject["model"],
                 _batch_size(params, args.batch_size),
                 device,
-                attention_bytes(subject["model"], *subject["images"].shape[-2:]),
+                *subject["images"].shape[-2:],
             ),
             device,
             args.processes,

@@ -18,7 +18,7 @@ import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 
 from ddad.errors import DdadError
-from ddad.fitting import attention_bytes, in_fitting_chunks, samples_per_pass
+from ddad.fitting import in_fitting_chunks, samples_for
 from ddad.progress import progress_bar
 from ddad.reconstruct import Plan, reconstruct
 
@@ -84,16 +84,16 @@ def run(
     """Yield one :class:`Reconstruction` per ``(key, load)`` item, in order.
 
     ``batch_size`` counts samples per UNet pass (images x ensemble members), or is ``auto``
-    (ddad.fitting.samples_per_pass, capped on the CPU by the attention the first image's size
+    (ddad.fitting.samples_for, capped on the CPU by the attention the first image's size
     needs); at least one image goes in each batch, and fewer when a batch runs out of memory.
     ``load()`` returns the image as [C, H, W] float32 in [-1, 1].
     ``share`` picks the batches this process runs (ddad.distributed.share for one rank of
     several): the batches are cut as for one process, so each holds the same images.
     """
     device = device or next(model.parameters()).device
-    sized = batch_size == "auto" and items  # auto reads the first image for its size (all share it)
-    need = attention_bytes(model, *items[0][1]().shape[-2:]) if sized else 0
-    samples = samples_per_pass(batch_size, device, need)
+    # only auto reads the first image, for the size every item shares
+    height, width = items[0][1]().shape[-2:] if batch_size == "auto" and items else (0, 0)
+    samples = samples_for(model, batch_size, device, height, width)
     per_batch = max(1, samples // plan.ensemble)
     fitted = per_batch
     batches = share([items[i : i + per_batch] for i in range(0, len(items), per_batch)])

@@ -43,6 +43,15 @@ def samples_per_pass(batch_size: int | str, device: torch.device, bytes_per_samp
     return start
 
 
+def samples_for(
+    model: torch.nn.Module, batch_size: int | str, device: torch.device, height: int, width: int
+) -> int:
+    """:func:`samples_per_pass` for ``model`` at ``height`` x ``width``: ``auto`` on the CPU
+    capped by what that size's attention needs. The one start the engine, ``ddad bench`` and
+    its scaling check share."""
+    return samples_per_pass(batch_size, device, attention_bytes(model, height, width))
+
+
 def attention_bytes(model: torch.nn.Module, height: int, width: int) -> int:
     """Bytes of one sample's largest attention in a float32 pass of a guided-diffusion UNet at
     ``height`` x ``width``: its weights and their softmax, [heads, n, n] each for n positions at

@@ -14,6 +14,7 @@ from ddad.fitting import (
     attention_bytes,
     available_memory,
     in_fitting_chunks,
+    samples_for,
     samples_per_pass,
 )
 from ddad.models import build_model
@@ -103,3 +104,11 @@ def test_auto_on_the_cpu_starts_where_half_the_available_memory_holds_the_attent
         samples_per_pass("auto", torch.device("cuda"), available_memory()) == AUTO_SAMPLES["cuda"]
     )
     assert samples_per_pass(12, cpu, available_memory()) == 12
+
+
+def test_samples_for_a_model_caps_auto_by_its_attention_at_that_size() -> None:
+    tiny = build_model("tiny", 3, (256, 640))  # 1.7 GB a sample: far fewer than 64 fit here
+    cpu = torch.device("cpu")
+    assert 1 <= samples_for(tiny, "auto", cpu, 256, 640) < AUTO_SAMPLES["cpu"]
+    assert samples_for(tiny, "auto", cpu, 32, 32) == AUTO_SAMPLES["cpu"]
+    assert samples_for(tiny, 12, cpu, 256, 640) == 12
