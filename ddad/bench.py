@@ -2,9 +2,9 @@
 
 The seed reconstructed every image 16 times, one member after another at batch 1, each member
 a ~250-step ancestral DDPM chain from a jittered t, started one step late: about 4,000 UNet
-passes per image. The current default (the feature map) spends one UNet pass per image on the
-picture of its reconstruction and one on its features, then a nearest-neighbour search; with
-the reconstruction-error map it batches images and members through a short DDIM chain.
+passes per image. The current default (the feature map) spends one partial UNet pass per image
+on its features, then a nearest-neighbour search; with the reconstruction-error map it batches
+images and members through a short DDIM chain.
 Timing the seed in full takes long, so only a share of its passes may be run: seconds per UNet
 pass at batch 1 are measured and scaled linearly to its full NFE, and the report says so.
 """
@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -83,14 +84,18 @@ def format_report(report: dict[str, Any]) -> str:
     seed, default = report["seed"], report["default"]
     memory = report["peak_memory_bytes"] or {}
     size = report["image_size"]
+    engine = (
+        f"batch {report['batch_size']} samples "
+        f"(ddad.engine{', float16 autocast' if report['device'] == 'cuda' else ''}), "
+        if report["batch_size"]
+        else ""
+    )
     lines = [
         f"bench: {report['preset']}, {report['channels']} channel(s), {size}x{size}, "
         f"{report['images']} {report['image_source']}, device {report['device']}",
         f"peak:    {_si(default['peak_flops'])}FLOP/s ({report['peak_dtype']} matmul, measured)",
         f"seed:    {report['seed_plan']}, one member at a time at batch 1, float32",
-        f"default: {report['default_plan']}, batch {report['batch_size']} samples "
-        f"(ddad.engine{', float16 autocast' if report['device'] == 'cuda' else ''}), "
-        f"{report['default_map']}",
+        f"default: {report['default_plan']}, {engine}{report['default_map']}",
     ]
     if seed["extrapolated"]:
         lines.append(
@@ -283,14 +288,14 @@ def time_default(
     seed: int = 0,
     score: ScoreSettings = DEFAULT_SCORE,
 ) -> dict[str, Any]:
-    """Time the current procedure: ddad.engine.run with ``plan`` and ``batch_size`` (one pass
-    per image for the picture when ``score`` makes the feature map, as the pipeline does), then
-    the feature map if ``score`` asks for it (one UNet pass per image). Returns seconds and
-    passes per image, peak memory and the samples per pass that ran (``auto`` resolved)."""
-    plan = plan_for_map(plan, score.map)
+    """Time the current procedure as the pipeline runs it: ddad.engine.run with ``plan`` and
+    ``batch_size`` for the reconstruction-error map, or the feature map alone (one partial UNet
+    pass per image, no reconstruction). Returns seconds and passes per image, peak memory and
+    the samples per pass that ran (``auto`` resolved)."""
+    reconstructed = plan_for_map(plan, score.map)
     batch_size = samples_for(model, batch_size, device, *images.shape[-2:])
     model = prepare_model(model, device)
-    reference = timing_reference(model, images, score) if score.map == "features" else None
+    reference = timing_reference(model, images, score) if reconstructed is None else None
     items = [(f"bench/{i}", lambda i=i: images[i]) for i in range(len(images))]
 
     def passes_of(chosen: list, with_plan: Plan) -> float:
@@ -307,15 +312,16 @@ def time_default(
         return sum(r.nfe for r in results)
 
     def mapped(chosen: np.ndarray) -> int:
-        if reference is None:
-            return 0
         feature_anomaly_maps(model, list(chosen), reference, score.sigma, score.kernel_size)
         return len(chosen)
 
-    warm_up = items[: max(1, batch_size // plan.ensemble)]
-    passes_of(warm_up, replace(plan, sampler="one_step"))
-    mapped(images[:1])
-    seconds, passes, memory = _measured(device, lambda: passes_of(items, plan) + mapped(images))
+    if reconstructed is None:
+        mapped(images[:1])
+        work = partial(mapped, images)
+    else:
+        passes_of(items[: max(1, batch_size // plan.ensemble)], replace(plan, sampler="one_step"))
+        work = partial(passes_of, items, reconstructed)
+    seconds, passes, memory = _measured(device, work)
     return {
         "seconds_per_image": seconds / len(images),
         "nfe_per_image": passes / len(images),
@@ -370,24 +376,26 @@ def benchmark(
         "seed_plan": describe_plan(SEED_PLAN),
         "default_plan": describe_plan(plan_for_map(plan, score.map)),
         "default_map": describe_map(score),
-        "batch_size": default_run["batch_size"],
+        "batch_size": default_run["batch_size"] if score.map == "reconstruction" else None,
         "images": len(images),
         "flops_per_pass": flops,
         "flops_per_feature_pass": feature_flops,
     }
 
 
-def describe_plan(plan: Plan) -> str:
-    """A plan in a few words, as the bench prints it."""
+def describe_plan(plan: Plan | None) -> str:
+    """A plan in a few words, as the bench prints it (None: ``plan_for_map``'s for the
+    feature map)."""
+    if plan is None:
+        return "no reconstruction (the feature map reads the input alone)"
     extras = [f"jitter {plan.jitter:g}"] if plan.jitter else []
     extras += ["off by one"] if plan.off_by_one and plan.sampler == "ddpm" else []
     extras += [f"conditioning {plan.conditioning:g}"] if plan.conditioning else []
     tail = f" ({', '.join(extras)})" if extras else ""
-    if plan.sampler == "one_step":
-        return f"one-pass x0 estimate from t={plan.timesteps}{tail}, the picture only"
     plural = "s" if plan.steps != 1 else ""
-    how = f"ddim {plan.steps} step{plural}" if plan.sampler == "ddim" else plan.sampler
-    return f"{how} from t={plan.timesteps}{tail}, ensemble {plan.ensemble}"
+    how = {"ddim": f"ddim {plan.steps} step{plural}", "one_step": "one-pass x0 estimate"}
+    sampler = how.get(plan.sampler, plan.sampler)
+    return f"{sampler} from t={plan.timesteps}{tail}, ensemble {plan.ensemble}"
 
 
 def describe_map(score: ScoreSettings) -> str:
@@ -399,5 +407,5 @@ def describe_map(score: ScoreSettings) -> str:
         else:
             where = f"of {score.bank_vectors:,} patches"
         space = "whitened features" if score.whiten else "features"
-        return f"feature map (+1 partial UNet pass, nearest in {space} {where}{typical})"
+        return f"feature map (1 partial UNet pass, nearest in {space} {where}{typical})"
     return "reconstruction-error map"

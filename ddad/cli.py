@@ -46,7 +46,7 @@ from ddad.models import (
     with_random_outputs,
 )
 from ddad.params import PARAMS_FILE, parse_params, setting
-from ddad.reconstruct import SAMPLERS, Plan, highest_timestep, plan_for_map
+from ddad.reconstruct import SAMPLERS, Plan, highest_timestep
 
 TRAINED_DIR = Path("models/trained")
 DETECT_OUT = Path("detections")
@@ -247,7 +247,7 @@ def _bench(args: argparse.Namespace) -> int:
             subject["model"],
             subject["diffusion"],
             subject["images"],
-            plan_for_map(plan, subject["score"].map),
+            plan,
             samples_for(
                 subject["model"],
                 _batch_size(params, args.batch_size),
@@ -432,7 +432,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--processes",
         type=_integer(1),
         default=2,
-        help="also time the reconstruction with 1 and this many processes (default 2; 1: skip)",
+        help="also time reconstruct.*'s plan with 1 and this many processes (default 2; 1: skip)",
     )
     timing.add_argument("--json", type=Path, help="also write the report here")
     timing.set_defaults(handler=_bench)

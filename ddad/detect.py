@@ -39,8 +39,8 @@ OVERLAY_MIN_SIDE = 256
 class Result:
     """One inspected image: its score and verdict, and the pictures behind them.
 
-    ``image`` and ``reconstruction`` (the ensemble mean; with the feature map, which does not
-    read it, the one-pass x0 estimate of ``plan_for_map``) are [H, W, C] in [0, 1] at model size;
+    ``image`` and ``reconstruction`` (the ensemble mean; None with the feature map, which reads
+    the image alone and so costs no reconstruction) are [H, W, C] in [0, 1] at model size;
     ``amap`` is [H, W] in score units.
     """
 
@@ -49,7 +49,7 @@ class Result:
     is_defect: bool
     amap: np.ndarray
     image: np.ndarray
-    reconstruction: np.ndarray
+    reconstruction: np.ndarray | None
 
 
 def overlay_names(paths: Sequence[Path]) -> list[str]:
@@ -192,7 +192,9 @@ class Detector:
                     is_defect=value > self.threshold,
                     amap=amap,
                     image=_display(recon.image),
-                    reconstruction=_display(recon.reconstructions.mean(axis=0)),
+                    reconstruction=None
+                    if recon.reconstructions is None
+                    else _display(recon.reconstructions.mean(axis=0)),
                 )
             )
         return results

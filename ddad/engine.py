@@ -25,12 +25,13 @@ from ddad.reconstruct import Plan, reconstruct
 
 @dataclass(frozen=True)
 class Reconstruction:
-    """One image's input and reconstructions (model range), with its cost."""
+    """One image's input and reconstructions (model range), with its cost; no reconstructions
+    (None, at no cost) when no plan asked for them."""
 
     key: str
     image: np.ndarray
-    reconstructions: np.ndarray
-    timesteps: np.ndarray
+    reconstructions: np.ndarray | None
+    timesteps: np.ndarray | None
     nfe: float
     seconds: float
 
@@ -68,11 +69,18 @@ def _free_memory(device: torch.device) -> Callable[[], None]:
     return torch.cuda.empty_cache if device.type == "cuda" else lambda: None
 
 
+def _loaded(
+    items: Sequence[tuple[str, Callable[[], np.ndarray]]], desc: str, progress: bool
+) -> Iterator[Reconstruction]:
+    for key, load in progress_bar(items, desc=desc, unit="img", disable=not progress):
+        yield Reconstruction(key, load(), None, None, 0.0, 0.0)
+
+
 def run(
     model: torch.nn.Module,
     diffusion: GaussianDiffusion,
     items: Sequence[tuple[str, Callable[[], np.ndarray]]],
-    plan: Plan,
+    plan: Plan | None,
     *,
     seed: int = 0,
     batch_size: int | str = 64,
@@ -86,10 +94,14 @@ def run(
     ``batch_size`` counts samples per UNet pass (images x ensemble members), or is ``auto``
     (ddad.fitting.samples_for, capped on the CPU by the attention the first image's size
     needs); at least one image goes in each batch, and fewer when a batch runs out of memory.
-    ``load()`` returns the image as [C, H, W] float32 in [-1, 1].
+    ``load()`` returns the image as [C, H, W] float32 in [-1, 1]. With no ``plan``
+    (ddad.reconstruct.plan_for_map's answer for the feature map) each image is only loaded.
     ``share`` picks the batches this process runs (ddad.distributed.share for one rank of
     several): the batches are cut as for one process, so each holds the same images.
     """
+    if plan is None:
+        yield from _loaded(share(list(items)), desc, progress)
+        return
     device = device or next(model.parameters()).device
     # only auto reads the first image, for the size every item shares
     height, width = items[0][1]().shape[-2:] if batch_size == "auto" and items else (0, 0)

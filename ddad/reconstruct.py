@@ -56,20 +56,20 @@ class Plan:
         return 1
 
 
-def plan_for_map(plan: Plan, score_map: str) -> Plan:
-    """The plan worth running when ``score_map`` makes the anomaly map.
+def plan_for_map(plan: Plan, score_map: str) -> Plan | None:
+    """The reconstruction ``score_map`` needs: ``plan`` in full for the reconstruction-error
+    map, none for the feature map, which reads the input alone."""
+    return plan if score_map == "reconstruction" else None
 
-    The reconstruction-error map needs ``plan`` in full. The feature map reads only the input,
-    so the reconstruction is just the picture beside it: one UNet pass, the x0 estimate at
-    ``plan``'s t (one member), makes it instead of ``plan``'s steps x ensemble passes.
-    """
-    if score_map == "reconstruction":
-        return plan
+
+def picture_plan(plan: Plan) -> Plan:
+    """One UNet pass, the x0 estimate at ``plan``'s t (one member): the picture the plots draw
+    beside a feature map, for the few images they show."""
     return replace(plan, sampler="one_step", ensemble=1)
 
 
 def picture_title(plan: Plan) -> str:
-    """What a stored reconstruction of ``plan`` is, in the words a picture labels it with."""
+    """What a reconstruction of ``plan`` is, in the words a picture labels it with."""
     if plan.sampler == "one_step":
         return f"one-pass x0 estimate (t={plan.timesteps})"
     return "reconstruction"

@@ -16,6 +16,7 @@ from ddad.engine import resolve_device
 from ddad.errors import DdadError
 from ddad.layout import TestImage
 from ddad.preprocess import model_input, model_mask
+from ddad.reconstruct import Plan
 from stages.params import load_params
 
 DATA_DIR = Path("data/images")  # fetch_data@<category> fills data/images/<category>
@@ -98,3 +99,17 @@ def timesteps_for(params: dict[str, Any], category: str) -> int:
     """The category's noise level: its override, else the global one."""
     rec = params["reconstruct"]
     return int(rec["timesteps_per_category"].get(category, rec["timesteps"]))
+
+
+def plan_for(params: dict[str, Any], category: str) -> Plan:
+    """The category's reconstruction plan from params."""
+    rec = params["reconstruct"]
+    return Plan(
+        timesteps=timesteps_for(params, category),
+        sampler=rec["sampler"],
+        steps=rec["steps"],
+        ensemble=rec["ensemble"],
+        jitter=rec["jitter"],
+        off_by_one=rec["off_by_one"],
+        conditioning=rec["conditioning"],
+    )

@@ -67,14 +67,17 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     wanted = params["evaluate"]["metrics"]
     rows, defects, tuning = [], {}, {}
     for category in params["data"]["categories"]:
-        summary = json.loads((RUNS_DIR / category / "recon" / "summary.json").read_text())
+        costs = [
+            json.loads((RUNS_DIR / category / stage / "summary.json").read_text())
+            for stage in ("recon", "score")
+        ]
         row = {"category": category, "category_type": category_type(params["data"], category)}
         found = category_metrics(category, params)
         defects[category], tuning[category] = found["defects"], found["tuning"]
         fpr, tpr = found["roc"]
         row.update(found["confirmation"])
-        row["nfe_per_image"] = summary["nfe_per_image"]
-        row["seconds_per_image"] = summary["seconds_per_image"]
+        for cost in ("nfe_per_image", "seconds_per_image"):  # reconstruct's, then score's
+            row[cost] = sum(stage[cost] for stage in costs)
         rows.append(row)
         write_json(
             PLOTS_DIR / "roc" / f"{category}.json",

@@ -5,14 +5,17 @@ the highest-scoring good images, i.e. the likeliest false alarms, then defects a
 and worst detected) and plots/overviews/<category>.png of its test images (committed, and a DVC
 image plot, so `dvc plots diff` shows two experiments' maps side by side). Over all categories:
 roc.png and auroc.png; and plots/example.png (committed, for the README), the clearest detected
-defect. The folders are emptied first, so no picture outlives the run that drew it.
+defect. The folders are emptied first, so no picture outlives the run that drew it. Beside a
+feature map a sheet shows the UNet's one-pass x0 estimate, made here for the images drawn.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +24,22 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ddad import viz
+from ddad.engine import prepare_model, resolve_device, run
 from ddad.errors import DdadError
+from ddad.models import load_trained
 from ddad.preprocess import to_unit_range
 from ddad.progress import progress_bar
+from ddad.reconstruct import picture_plan, picture_title
 from ddad.store import ResultStore
 from ddad.threshold import threshold_from_good, validation_scores
-from stages.common import METRICS_DIR, PLOTS_DIR, RUNS_DIR, run_stage
+from stages.common import (
+    METRICS_DIR,
+    PLOTS_DIR,
+    RUNS_DIR,
+    TRAINED_DIR,
+    plan_for,
+    run_stage,
+)
 
 IMAGES_DIR = PLOTS_DIR / "images"
 OVERVIEWS_DIR = PLOTS_DIR / "overviews"  # committed and a DVC image plot: `dvc plots diff`
@@ -45,7 +58,8 @@ class Category:
     vmin: float
     vmax: float
     threshold: float  # the detect threshold, from the held-out good images as ddad detect has it
-    picture: str  # what the stored reconstruction is (reconstruct's summary.json)
+    picture_of: Callable[[str], np.ndarray]  # a test key's picture beside its map, [C, H, W]
+    picture: str  # what that picture is, in the words its panel is titled with
 
 
 @dataclass(frozen=True)
@@ -64,8 +78,8 @@ def _require(path: Path) -> Path:
     return path
 
 
-def load_category(name: str) -> Category:
-    """A category's scores, maps and stored reconstructions, with its shared map scale."""
+def load_category(name: str, params: dict[str, Any]) -> Category:
+    """A category's scores, maps and pictures, with its shared map scale."""
     recon = RUNS_DIR / name / "recon"
     summary = json.loads(_require(recon / "summary.json").read_text())
     scores_csv = _require(RUNS_DIR / name / "score" / "scores.csv")
@@ -79,8 +93,43 @@ def load_category(name: str) -> Category:
     threshold = threshold_from_good(good)
     vmin, vmax = viz.threshold_scale(good, threshold, maps)
     store = ResultStore(recon, summary["digest"])
-    picture = summary.get("picture", "reconstruction")
-    return Category(name, store, test, maps, masks, vmin, vmax, threshold, picture)
+    if summary["picture"] is None:
+        picture_of, picture = one_pass_pictures(name, store, params)
+    else:
+        picture_of, picture = partial(_first_reconstruction, store), summary["picture"]
+    return Category(name, store, test, maps, masks, vmin, vmax, threshold, picture_of, picture)
+
+
+def _first_reconstruction(store: ResultStore, key: str) -> np.ndarray:
+    return store.load(key, ("reconstructions",))["reconstructions"][0]
+
+
+def one_pass_pictures(
+    name: str, store: ResultStore, params: dict[str, Any]
+) -> tuple[Callable[[str], np.ndarray], str]:
+    """The x0 picture of a stored input, made when a sheet draws it (one UNet pass at the
+    category's t, seeded by its key as the reconstruct stage seeds), and its title: the feature
+    map stores no reconstruction, and the sheets show a dozen images of a category, not all."""
+    model, diffusion, _ = load_trained(TRAINED_DIR / name)
+    device = resolve_device(params["device"])
+    model = prepare_model(model, device)
+    plan = picture_plan(plan_for(params, name))
+
+    def picture_of(key: str) -> np.ndarray:
+        image = store.load(key, ("image",))["image"]
+        [made] = run(
+            model,
+            diffusion,
+            [(key, lambda: image)],
+            plan,
+            seed=params["reconstruct"]["seed"],
+            batch_size=1,
+            device=device,
+            progress=False,
+        )
+        return made.reconstructions[0]
+
+    return picture_of, picture_title(plan)
 
 
 def pick_overlays(test: pd.DataFrame, count: int) -> list[int]:
@@ -105,11 +154,11 @@ def _display(chw: np.ndarray) -> np.ndarray:
 def sheet(category: Category, index: int, prefix: str = "") -> Figure:
     """The overlay sheet of one test image."""
     row = category.test.iloc[index]
-    result = category.store.load(row["key"])
+    image = category.store.load(row["key"], ("image",))["image"]
     title = f"{prefix}{row['key']} | label {int(row['label'])} | score {row['score']:.4g}"
     return viz.overlay_sheet(
-        _display(result["image"]),
-        _display(result["reconstructions"][0]),
+        _display(image),
+        _display(category.picture_of(row["key"])),
         category.maps[index],
         category.masks[index],
         title,
@@ -176,7 +225,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         folder.mkdir(parents=True)
     pool: list[Candidate] = []
     for name in progress_bar(names, desc="plot", unit="category"):
-        category = load_category(name)
+        category = load_category(name, params)
         for index in pick_overlays(category.test, count):
             path = sheet_path(name, category.test.at[index, "key"])
             viz.save_figure(sheet(category, index), path)

@@ -1,8 +1,8 @@
 """reconstruct@<category>: noise every test image (and the held-out good images) to t and denoise.
 
-With ``score.map: features`` the reconstruction is only the picture beside the map, so it is
-made with one UNet pass per image (ddad.reconstruct.plan_for_map); ``reconstruction`` runs the
-``reconstruct`` plan in full.
+``score.map: reconstruction`` runs the ``reconstruct`` plan in full. ``features`` reads the
+input alone, so the stage stores each image as the model sees it, with no UNet pass
+(ddad.reconstruct.plan_for_map); the plot stage draws the x0 picture of the few it shows.
 
 Per-image results go to runs/<category>/recon/<settings digest>/ as they finish, so a killed run
 resumes where it stopped and a result made with other settings is never reused.
@@ -23,7 +23,7 @@ from ddad.download import sha256_file
 from ddad.engine import prepare_model, resolve_device, run
 from ddad.layout import TestImage, test_images
 from ddad.models import load_trained
-from ddad.reconstruct import Plan, picture_title, plan_for_map
+from ddad.reconstruct import picture_title, plan_for_map
 from ddad.store import ResultStore, settings_digest
 from stages.common import (
     DATA_DIR,
@@ -31,24 +31,10 @@ from stages.common import (
     TRAINED_DIR,
     load_model_input,
     load_test_mask,
+    plan_for,
     run_stage,
-    timesteps_for,
     write_json,
 )
-
-
-def plan_for(params: dict[str, Any], category: str) -> Plan:
-    """The category's reconstruction plan from params."""
-    rec = params["reconstruct"]
-    return Plan(
-        timesteps=timesteps_for(params, category),
-        sampler=rec["sampler"],
-        steps=rec["steps"],
-        ensemble=rec["ensemble"],
-        jitter=rec["jitter"],
-        off_by_one=rec["off_by_one"],
-        conditioning=rec["conditioning"],
-    )
 
 
 def _input_digest(path: Path, item: TestImage | None) -> str:
@@ -75,7 +61,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     settings = {
         "model": sha256_file(TRAINED_DIR / category / "model.pt"),
         "data": data,
-        "plan": plan.__dict__,
+        "plan": plan.__dict__ if plan else None,
         "seed": params["reconstruct"]["seed"],
         "device": device.type,
         # the sampler's own code: a changed sampler must not reuse results of the old one
@@ -89,11 +75,15 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     store = _leader_opened(RUNS_DIR / category / "recon", settings, set(paths))
     todo = [k for k in paths if not store.has(k, sources[k])]
     distributed.barrier()  # every rank has read the same to-do list before any rank writes
+    how = (
+        f"{plan.sampler} from t={plan.timesteps}, ensemble {plan.ensemble}"
+        if plan
+        else "inputs only (score.map: features reads no reconstruction)"
+    )
     if distributed.is_leader():
         print(
             f"reconstruct@{category}: {len(paths)} images ({len(paths) - len(todo)} already "
-            f"done), {plan.sampler} from t={plan.timesteps}, ensemble {plan.ensemble}, "
-            f"device {device}, {distributed.world_size()} process(es)",
+            f"done), {how}, device {device}, {distributed.world_size()} process(es)",
             file=sys.stderr,
         )
     items = [(k, lambda p=paths[k]: load_model_input(p, channels, params)) for k in todo]
@@ -114,12 +104,15 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         if result.key in tests:
             item = tests[result.key]
             extra = {"label": np.int64(item.label), "mask": load_test_mask(item, params)}
+        if result.reconstructions is not None:
+            extra |= {
+                "reconstructions": result.reconstructions.astype(np.float16),
+                "timesteps": result.timesteps,
+            }
         store.save(
             result.key,
             source=np.str_(sources[result.key]),
             image=result.image,
-            reconstructions=result.reconstructions.astype(np.float16),
-            timesteps=result.timesteps,
             nfe=np.float64(result.nfe),
             seconds=np.float64(result.seconds),
             **extra,
@@ -133,7 +126,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         {
             "digest": store.digest,
             "device": device.type,
-            "picture": picture_title(plan),
+            "picture": picture_title(plan) if plan else None,
             "nfe_per_image": float(np.mean([float(c["nfe"]) for c in costs])),
             "seconds_per_image": float(np.mean([float(c["seconds"]) for c in costs])),
             "test": sorted(tests),

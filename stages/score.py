@@ -6,12 +6,15 @@ in the trained UNet's feature space, divided by that distance's typical value at
 (ddad.features), reading the model and training images. With several ranks the UNet passes
 are shared (ddad.distributed.sharded_map) and rank 0 writes the outputs.
 Writes runs/<category>/score/scores.csv (one row per test and held-out good image: key, split,
-label, defect, score) and maps.npz (test maps and ground truth for evaluate and plot).
+label, defect, score), maps.npz (test maps and ground truth for evaluate and plot) and
+summary.json (UNet passes and seconds per image the maps took, for evaluate's cost figures).
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,7 +27,14 @@ from ddad.features import feature_anomaly_maps, training_reference
 from ddad.models import load_trained
 from ddad.scoring import ScoreSettings, anomaly_map, image_score
 from ddad.store import ResultStore
-from stages.common import DATA_DIR, RUNS_DIR, TRAINED_DIR, load_model_input, run_stage
+from stages.common import (
+    DATA_DIR,
+    RUNS_DIR,
+    TRAINED_DIR,
+    load_model_input,
+    run_stage,
+    write_json,
+)
 
 
 def reconstruction_map(result: dict[str, np.ndarray], sp: dict[str, Any]) -> np.ndarray:
@@ -38,10 +48,11 @@ def reconstruction_map(result: dict[str, np.ndarray], sp: dict[str, Any]) -> np.
     ).numpy()
 
 
-def feature_maps(
-    params: dict[str, Any], category: str, images: list[np.ndarray]
-) -> list[np.ndarray]:
-    """Nearest-good-feature maps of ``images`` ([C, H, W] at model size), blurred like errors."""
+def feature_mapper(
+    params: dict[str, Any], category: str
+) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """What turns images ([C, H, W] at model size) into nearest-good-feature maps, blurred like
+    errors; the good reference it compares with is built here, once."""
     settings = ScoreSettings(**params["score"])
     model, _, meta = load_trained(TRAINED_DIR / category)
     model = prepare_model(model, resolve_device(params["device"]))
@@ -53,7 +64,7 @@ def feature_maps(
         settings,
         over_batches=distributed.sharded_map,
     )
-    return feature_anomaly_maps(
+    return lambda images: feature_anomaly_maps(
         model,
         images,
         reference,
@@ -65,19 +76,23 @@ def feature_maps(
 
 
 def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
-    """Maps, masks, labels and scores of a category's test and validation images."""
+    """Maps, masks, labels and scores of a category's test and validation images, and what
+    they cost per image beyond the reconstruct stage's (the good reference apart)."""
     recon = RUNS_DIR / category / "recon"
     summary = json.loads((recon / "summary.json").read_text())
     store = ResultStore(recon, summary["digest"])
     sp = params["score"]
     keys = [(split, key) for split in ("test", "validation") for key in summary[split]]
-    if sp["map"] == "features":
+    features = sp["map"] == "features"
+    if features:
+        mapped = feature_mapper(params, category)
         loaded = [
             store.load(key, ("image", "label", "mask") if split == "test" else ("image",))
             for split, key in keys
         ]
-        amaps = feature_maps(params, category, [r["image"] for r in loaded])
-        scored = zip(amaps, loaded, strict=True)
+    start = time.perf_counter()
+    if features:
+        scored = zip(mapped([r["image"] for r in loaded]), loaded, strict=True)
     else:  # one stored result in memory at a time
         scored = ((reconstruction_map(r, sp), r) for r in (store.load(key) for _, key in keys))
     rows, maps, masks = [], [], []
@@ -95,7 +110,11 @@ def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
         if is_test:
             maps.append(amap.astype(np.float32))
             masks.append(result["mask"])
-    return {"rows": rows, "maps": np.stack(maps), "masks": np.stack(masks)}
+    cost = {
+        "nfe_per_image": 1.0 if features else 0.0,  # the features' partial UNet pass
+        "seconds_per_image": (time.perf_counter() - start) / len(keys),
+    }
+    return {"rows": rows, "maps": np.stack(maps), "masks": np.stack(masks), "cost": cost}
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
@@ -112,6 +131,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     np.savez_compressed(
         out / "maps.npz", keys=np.array(keys), maps=result["maps"], masks=result["masks"]
     )
+    write_json(out / "summary.json", result["cost"])
     print(f"score@{category}: {len(keys)} test maps")
 
 

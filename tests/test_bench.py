@@ -116,7 +116,7 @@ def test_the_timing_reference_has_exactly_the_rows_asked_for() -> None:
     assert maps.bank.shape == (5, 96, 8, 8) and maps.radius == ScoreSettings().search_radius
 
 
-def test_the_feature_map_costs_two_passes_per_image_whatever_the_plan(
+def test_the_feature_map_costs_one_partial_pass_per_image_whatever_the_plan(
     diffusion: GaussianDiffusion,
 ) -> None:
     model, images = build_model("tiny", 1, 16), bench.random_images(3, 1, 16)
@@ -126,7 +126,7 @@ def test_the_feature_map_costs_two_passes_per_image_whatever_the_plan(
         for kind in ("reconstruction", "features")
     }
     assert costs["reconstruction"]["nfe_per_image"] == 4 * 3
-    assert costs["features"]["nfe_per_image"] == 1 + 1  # the picture, then the features
+    assert costs["features"]["nfe_per_image"] == 1  # its features; no reconstruction
 
 
 def _report(extrapolated: bool, memory: dict | None) -> dict:
@@ -154,6 +154,7 @@ def _report(extrapolated: bool, memory: dict | None) -> dict:
 def test_report_says_when_the_seed_was_extrapolated() -> None:
     text = format_report(_report(extrapolated=True, memory=None))
     assert "EXTRAPOLATED: 80 of 4,000 UNet passes timed (share 0.02)" in text
+    assert "default: ddim, batch 64 samples (ddad.engine), feature map" in text
     assert "100.0x" in text and "peak memory" not in text
     assert "EXTRAPOLATED" not in format_report(_report(extrapolated=False, memory=None))
 
@@ -186,14 +187,12 @@ def test_bench_command_writes_the_json_report(
     default_keys |= {"achieved_flops", "peak_flops", "peak_fraction"}
     assert default_keys <= set(report["default"])
     assert report["seed"]["extrapolated"] is True and report["seed"]["nfe_per_image"] == 3992
-    assert report["default"]["nfe_per_image"] == 1 + 1  # the picture, then the feature pass
+    assert report["default"]["nfe_per_image"] == 1  # the feature pass; no reconstruction
     assert report["default_map"].startswith("feature map")
-    assert report["default_plan"] == "one-pass x0 estimate from t=250, the picture only"
+    assert report["default_plan"] == "no reconstruction (the feature map reads the input alone)"
+    assert report["batch_size"] is None
     assert 0 < report["flops_per_feature_pass"] < report["flops_per_pass"]
-    assert (
-        report["default"]["flops_per_image"]
-        == report["flops_per_pass"] + report["flops_per_feature_pass"]
-    )
+    assert report["default"]["flops_per_image"] == report["flops_per_feature_pass"]
     assert 0 < report["default"]["peak_fraction"]
     timed = [(row["precision"], row["channels_last"]) for row in report["passes"]]
     assert timed == [(p, c) for p in ("float32", "bfloat16") for c in (False, True)]

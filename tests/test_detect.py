@@ -192,6 +192,7 @@ def test_features_map_scores_a_banked_image_near_zero_and_a_spot_higher(tmp_path
     good, spot = detector.score([banked, spotted])
     assert good.score < 1e-2 and spot.score > 10 * good.score
     assert good.amap.shape == (SIZE, SIZE)
+    assert good.reconstruction is None  # the feature map reads the image alone: no UNet pass
 
 
 def test_features_map_without_training_images_is_a_one_line_error(tmp_path: Path) -> None:

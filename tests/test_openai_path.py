@@ -110,8 +110,9 @@ def test_the_openai_256_path_runs_end_to_end_for_both_maps_and_the_seed_settings
                 assert maps["maps"].shape == (2, 256, 256)
                 assert np.isfinite(maps["maps"]).all()
             assert (project / "plots" / "overviews" / f"{category}.png").is_file()
-            summary = project / "runs" / category / "recon" / "summary.json"
-            assert json.loads(summary.read_text())["nfe_per_image"] == 1.0
+            # one pass each: the features' partial one, one ddim step, one ancestral step
+            metrics = json.loads((project / "metrics" / "metrics.json").read_text())
+            assert metrics["categories"][category]["nfe_per_image"] == 1.0
     peak = _peak_child_memory_gib()
     print(f"\nopenai-256 end to end: {timings}, peak child memory {peak:.1f} GiB")
     assert peak < 12

@@ -123,7 +123,7 @@ def test_repro_writes_metrics_and_leaves_nothing_to_do(finished):
         "nfe_per_image",
         "seconds_per_image",
     }
-    assert metrics["mean"]["nfe_per_image"] == 1.0  # the feature map's picture: one pass
+    assert metrics["mean"]["nfe_per_image"] == 1.0  # the feature map's partial pass alone
     assert 0 <= metrics["categories"]["stripes"]["img_auc"] <= 1
     defects = json.loads((finished / "metrics" / "defects.json").read_text())["stripes"]
     items = test_images(finished / "data" / "images", "stripes")
@@ -153,7 +153,11 @@ def test_repro_writes_metrics_and_leaves_nothing_to_do(finished):
     "change, stale",
     [
         ({"score": {"sigma": 2.0}}, {"score@stripes"}),
-        ({"reconstruct": {"timesteps_per_category": {"stripes": 200}}}, {"reconstruct@stripes"}),
+        # plot makes the pictures beside feature maps at the category's t
+        (
+            {"reconstruct": {"timesteps_per_category": {"stripes": 200}}},
+            {"reconstruct@stripes", "plot"},
+        ),
         ({"train": {"lr": 0.002}}, {"train@stripes"}),
         ({"evaluate": {"metrics": ["img_auc"]}}, {"evaluate"}),
     ],
@@ -187,7 +191,8 @@ def _detect_agrees_with_the_pipeline(project: Path, score: ScoreSettings) -> Non
 def test_detect_scores_like_the_pipeline_and_a_map_switch_reconstructs_in_full(finished):
     _detect_agrees_with_the_pipeline(finished, ScoreSettings())
     recon = finished / "runs" / "stripes" / "recon" / "summary.json"
-    assert json.loads(recon.read_text())["picture"] == "one-pass x0 estimate (t=250)"
+    assert json.loads(recon.read_text())["picture"] is None  # the plots draw their own
+    assert json.loads(recon.read_text())["nfe_per_image"] == 0.0
     _set_params(finished, {"score": {"map": "reconstruction"}})
     try:
         repro = _run(finished, "dvc", "repro")
@@ -201,6 +206,7 @@ def test_detect_scores_like_the_pipeline_and_a_map_switch_reconstructs_in_full(f
         assert json.loads(recon.read_text())["nfe_per_image"] == 2.0  # ddim 2 steps, 1 member
         assert json.loads(recon.read_text())["picture"] == "reconstruction"
         assert 0 <= _metrics(finished)["categories"]["stripes"]["img_auc"] <= 1
+        assert _metrics(finished)["categories"]["stripes"]["nfe_per_image"] == 2.0
     finally:
         _set_params(finished)
         _run(finished, "dvc", "repro")
@@ -281,12 +287,18 @@ def test_two_categories_rerun_only_what_changed(tmp_path):
     override = {"reconstruct": {"timesteps_per_category": {"stripes": 200}}}
     _set_params(project, two, {"score": {"sigma": 2.0}}, override)
     # Known limitation: dvc.yaml tracks the whole reconstruct section for every category, so one
-    # category's override marks all of them stale; the others then reuse every stored result.
-    assert _stale(project) == {"check_params", "reconstruct@stripes", "reconstruct@washer"}
+    # category's override marks all of them stale; they then reuse every stored result (the
+    # feature map stores inputs alone), and only plot draws its pictures at the new t.
+    stale = {"check_params", "reconstruct@stripes", "reconstruct@washer", "plot"}
+    assert _stale(project) == stale
     repro = _run(project, "dvc", "repro")
-    assert _ran(repro)[:3] == ["check_params", "reconstruct@stripes", "reconstruct@washer"]
+    assert _ran(repro) == ["check_params", "reconstruct@stripes", "reconstruct@washer", "plot"]
+    assert "reconstruct@stripes: 12 images (12 already done), inputs only" in repro.stderr
+    override["score"] = {"sigma": 2.0, "map": "reconstruction"}
+    _set_params(project, two, override)
+    repro = _run(project, "dvc", "repro")
     assert "reconstruct@stripes: 12 images (0 already done), ddim from t=200" in repro.stderr
-    assert "reconstruct@washer: 12 images (12 already done), ddim from t=250" in repro.stderr
+    assert "reconstruct@washer: 12 images (0 already done), ddim from t=250" in repro.stderr
 
 
 def _result_files(project: Path) -> list[Path]:

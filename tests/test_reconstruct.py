@@ -8,6 +8,7 @@ from ddad.reconstruct import (
     Plan,
     _schedule,
     image_seed,
+    picture_plan,
     picture_title,
     plan_for_map,
     reconstruct,
@@ -162,10 +163,15 @@ def test_result_does_not_depend_on_batch_company(model, diffusion, images, plan)
     assert not torch.equal(other_seed[0], alone[0])
 
 
-def test_the_feature_map_gets_a_one_pass_picture_and_the_error_map_the_full_plan():
+def test_the_error_map_gets_the_full_plan_and_the_feature_map_no_reconstruction():
     plan = Plan(250, sampler="ddim", steps=4, ensemble=3, jitter=0.1, conditioning=0.2)
     assert plan_for_map(plan, "reconstruction") == plan
-    picture = plan_for_map(plan, "features")
+    assert plan_for_map(plan, "features") is None
+
+
+def test_the_picture_beside_a_feature_map_is_one_pass_at_the_plans_t():
+    plan = Plan(250, sampler="ddim", steps=4, ensemble=3, jitter=0.1, conditioning=0.2)
+    picture = picture_plan(plan)
     assert picture.sampler == "one_step" and picture.ensemble == 1
     assert (picture.timesteps, picture.jitter, picture.conditioning) == (250, 0.1, 0.2)
     assert picture.nfe(250) == 1

@@ -10,11 +10,14 @@ from PIL import Image
 
 from ddad import viz
 from ddad.errors import DdadError
+from ddad.models import build_model, save_checkpoint
 from ddad.store import ResultStore
 from ddad.threshold import threshold_from_good, validation_scores
 from stages import plot
 
 SIZE = 16
+PLAN_KEYS = {"sampler": "ddim", "steps": 2, "ensemble": 1, "jitter": 0.0}
+PLAN_KEYS |= {"off_by_one": False, "conditioning": 0.0, "seed": 0}
 
 
 def gray_and_rgb(rng):
@@ -171,9 +174,17 @@ def test_pick_overlays_top_good_then_defects_alternating_top_and_bottom():
     assert plot.pick_overlays(test, 8) == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
-def make_category(root, name, channels, boost, rng):
-    """A fake reconstruct + score + evaluate output for one category, 6 test and 2 good images."""
+def make_category(root, name, channels, boost, rng, features=False):
+    """A fake reconstruct + score + evaluate output for one category, 6 test and 2 good images.
+
+    ``features``: as the feature map leaves it, inputs without reconstructions, and a tiny
+    random model whose pictures the plot stage makes."""
     keys = [f"test/good/{i:03d}" for i in range(3)] + [f"test/hole/{i:03d}" for i in range(3)]
+    if features:
+        model_dir = root / "models" / "trained" / name
+        save_checkpoint(build_model("tiny", channels, SIZE), model_dir / "model.pt")
+        meta = {"category": name, "preset": "tiny", "channels": channels, "image_size": SIZE}
+        (model_dir / "meta.json").write_text(json.dumps(meta))
     store = ResultStore.open(root / "runs" / name / "recon", {"fake": name})
     maps, masks, rows = [], [], []
     for i, key in enumerate(keys):
@@ -184,14 +195,8 @@ def make_category(root, name, channels, boost, rng):
             mask[4:9, 4:9] = True
             amap[6 if i != 5 else 12, 6] = 5.0 + i + boost  # the last defect peaks off its mask
         image = rng.uniform(-1, 1, (channels, SIZE, SIZE)).astype(np.float32)
-        store.save(
-            key,
-            image=image,
-            reconstructions=np.stack([image, image]).astype(np.float16),
-            timesteps=np.array([10, 10]),
-            label=np.int64(label),
-            mask=mask,
-        )
+        recon = {} if features else {"reconstructions": np.stack([image, image]).astype(np.float16)}
+        store.save(key, image=image, label=np.int64(label), mask=mask, **recon)
         maps.append(amap)
         masks.append(mask)
         rows.append({"key": key, "split": "test", "label": label, "defect": key.split("/")[1]})
@@ -200,6 +205,7 @@ def make_category(root, name, channels, boost, rng):
         rows.append({"key": f"val/{stem}", "split": "validation", "label": 0, "defect": "good"})
         rows[-1]["score"] = 0.95
     summary = {"digest": store.digest, "test": keys, "validation": ["val/v0", "val/v1"]}
+    summary["picture"] = None if features else "reconstruction"
     (root / "runs" / name / "recon" / "summary.json").write_text(json.dumps(summary))
     score_dir = root / "runs" / name / "score"
     score_dir.mkdir(parents=True)
@@ -213,7 +219,7 @@ def make_category(root, name, channels, boost, rng):
 def test_plot_stage_writes_every_picture_and_removes_stale_ones(tmp_path, monkeypatch):
     rng = np.random.default_rng(3)
     monkeypatch.chdir(tmp_path)
-    make_category(tmp_path, "gray", 1, 0.0, rng)
+    make_category(tmp_path, "gray", 1, 0.0, rng, features=True)
     make_category(tmp_path, "colour", 3, 1.0, rng)
     (tmp_path / "metrics").mkdir()
     pd.DataFrame(
@@ -230,10 +236,17 @@ def test_plot_stage_writes_every_picture_and_removes_stale_ones(tmp_path, monkey
 
     def recording_save(fig, path, dpi=viz.DPI):
         titles[path.as_posix()] = fig.get_suptitle()
+        panels[path.as_posix()] = [axes.get_title() for axes in fig.axes]
         real_save(fig, path, dpi)
 
+    panels = {}
     monkeypatch.setattr(viz, "save_figure", recording_save)
-    params = {"data": {"categories": ["gray", "colour"]}, "plot": {"overlays_per_category": 2}}
+    params = {
+        "data": {"categories": ["gray", "colour"]},
+        "plot": {"overlays_per_category": 2},
+        "reconstruct": {**PLAN_KEYS, "timesteps": 7, "timesteps_per_category": {}},
+        "device": "cpu",
+    }
     plot.main(params, [])
     written = sorted(p.relative_to("plots/images").as_posix() for p in plot.IMAGES_DIR.rglob("*"))
     assert written == [
@@ -252,7 +265,10 @@ def test_plot_stage_writes_every_picture_and_removes_stale_ones(tmp_path, monkey
     assert titles["plots/example.png"].startswith("colour: test/hole/001 | label 1")
     # the threshold ddad detect uses: the highest held-out good score, not one fit to test labels
     assert titles["plots/images/gray/hole_000.png"].endswith(" | detect threshold 0.95")
-    assert plot.load_category("gray").threshold == threshold_from_good(
+    # gray's feature maps stored no reconstruction: the sheets drawn got the x0 estimate
+    assert panels["plots/images/gray/hole_000.png"][1] == "one-pass x0 estimate (t=7)"
+    assert panels["plots/images/colour/hole_000.png"][1] == "reconstruction"
+    assert plot.load_category("gray", params).threshold == threshold_from_good(
         validation_scores(Path("runs/gray/score/scores.csv"))
     )
     for path in [*plot.IMAGES_DIR.rglob("*.png"), *plot.OVERVIEWS_DIR.iterdir()]:
