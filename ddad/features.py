@@ -280,7 +280,12 @@ def training_reference(
         bank = feature_bank(features, settings.bank_vectors)
     else:
         bank = torch.cat(features)
+    # the batches and the unwhitened bank go before the typical map's search, which copies the
+    # bank twice: kept, they would be two more copies (3.7 GB each for the ball screws' 236
+    # images at 256 x 640)
+    del features
     undivided = searched_as(bank, settings)
+    del bank
     if not split.reference:
         return undivided
     references = [load(path) for path in split.reference]
