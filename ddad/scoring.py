@@ -29,7 +29,7 @@ class ScoreSettings:
     image_score: str = "topk_mean"
     top_fraction: float = 0.01
     map: str = "features"
-    bank_images: int = 200
+    bank_images: int = 500
     bank_vectors: int = 60000
     reference_images: int = 25
     search_radius: int = 4
