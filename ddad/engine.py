@@ -72,13 +72,15 @@ def _free_memory(device: torch.device) -> Callable[[], None]:
 def _loaded(
     items: Sequence[tuple[str, Callable[[], np.ndarray]]], desc: str, progress: bool
 ) -> Iterator[Reconstruction]:
+    """Each item's input alone, at no cost: what a caller with no plan gets (the feature map
+    reads nothing else)."""
     for key, load in progress_bar(items, desc=desc, unit="img", disable=not progress):
         yield Reconstruction(key, load(), None, None, 0.0, 0.0)
 
 
 def run(
-    model: torch.nn.Module,
-    diffusion: GaussianDiffusion,
+    model: torch.nn.Module | None,
+    diffusion: GaussianDiffusion | None,
     items: Sequence[tuple[str, Callable[[], np.ndarray]]],
     plan: Plan | None,
     *,
@@ -95,13 +97,16 @@ def run(
     (ddad.fitting.samples_for, capped on the CPU by the attention the first image's size
     needs); at least one image goes in each batch, and fewer when a batch runs out of memory.
     ``load()`` returns the image as [C, H, W] float32 in [-1, 1]. With no ``plan``
-    (ddad.reconstruct.plan_for_map's answer for the feature map) each image is only loaded.
+    (ddad.reconstruct.plan_for_map's answer for the feature map) each image is only loaded, and
+    ``model`` and ``diffusion`` may be None.
     ``share`` picks the batches this process runs (ddad.distributed.share for one rank of
     several): the batches are cut as for one process, so each holds the same images.
     """
     if plan is None:
         yield from _loaded(share(list(items)), desc, progress)
         return
+    if model is None or diffusion is None:
+        raise ValueError("a plan needs the model and its diffusion")
     device = device or next(model.parameters()).device
     # only auto reads the first image, for the size every item shares
     height, width = items[0][1]().shape[-2:] if batch_size == "auto" and items else (0, 0)

@@ -208,12 +208,18 @@ def find_openai_checkpoint(models_dir: Path) -> Path | None:
     return None
 
 
-def load_trained(folder: Path) -> tuple[UNetModel, GaussianDiffusion, dict]:
-    """The model a train stage wrote (``model.pt`` + ``meta.json``), its diffusion and metadata."""
+def trained_meta(folder: Path) -> dict:
+    """What a train stage wrote beside its model (``meta.json``: preset, channels, size, held-out
+    images), read without the weights for work that needs no UNet pass."""
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
         raise DdadError(f"{folder}: no trained model here; run `dvc repro` to train it")
-    meta = json.loads(meta_path.read_text())
+    return json.loads(meta_path.read_text())
+
+
+def load_trained(folder: Path) -> tuple[UNetModel, GaussianDiffusion, dict]:
+    """The model a train stage wrote (``model.pt`` + ``meta.json``), its diffusion and metadata."""
+    meta = trained_meta(folder)
     model = build_model(meta["preset"], meta["channels"], meta["image_size"])
     load_weights(model, read_checkpoint(folder / "model.pt"), folder / "model.pt")
     return model, build_diffusion(meta["preset"]), meta

@@ -22,7 +22,7 @@ from ddad import distributed
 from ddad.download import sha256_file
 from ddad.engine import prepare_model, resolve_device, run
 from ddad.layout import TestImage, test_images
-from ddad.models import load_trained
+from ddad.models import load_trained, trained_meta
 from ddad.reconstruct import picture_title, plan_for_map
 from ddad.store import ResultStore, settings_digest
 from stages.common import (
@@ -55,11 +55,13 @@ def _leader_opened(root: Path, settings: dict[str, Any], keys: set[str]) -> Resu
 def main(params: dict[str, Any], argv: list[str]) -> None:
     category = argv[0]
     device = resolve_device(params["device"])
-    model, diffusion, meta = load_trained(TRAINED_DIR / category)
     plan = plan_for_map(plan_for(params, category), params["score"]["map"])
+    # the inputs alone depend on meta.json (channels, held-out images), not on the weights
+    trained = TRAINED_DIR / category
+    model, diffusion, meta = load_trained(trained) if plan else (None, None, trained_meta(trained))
     data = {k: params["data"][k] for k in ("image_size", "resize", "normalization", "mask_resize")}
     settings = {
-        "model": sha256_file(TRAINED_DIR / category / "model.pt"),
+        "model": sha256_file(trained / ("model.pt" if plan else "meta.json")),
         "data": data,
         "plan": plan.__dict__ if plan else None,
         "seed": params["reconstruct"]["seed"],
@@ -88,7 +90,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         )
     items = [(k, lambda p=paths[k]: load_model_input(p, channels, params)) for k in todo]
     results = run(
-        prepare_model(model, device),
+        prepare_model(model, device) if model else None,
         diffusion,
         items,
         plan,

@@ -212,6 +212,17 @@ def test_detect_scores_like_the_pipeline_and_a_map_switch_reconstructs_in_full(f
         _run(finished, "dvc", "repro")
 
 
+def test_the_feature_maps_inputs_are_stored_without_the_weights(finished):
+    weights = finished / "models" / "trained" / "stripes" / "model.pt"
+    aside = weights.rename(weights.with_suffix(".aside"))
+    try:
+        stored = _run(finished, "python", "-m", "stages.reconstruct", "stripes")
+    finally:
+        aside.rename(weights)
+    assert "reconstruct@stripes: 12 images" in stored.stderr
+    assert "inputs only" in stored.stderr
+
+
 def test_plots_show_only_the_listed_categories_loss_curves(finished):
     """A loss curve left by a category no longer in data.categories is not plotted."""
     stale = finished / "plots" / "train" / "gone.json"
