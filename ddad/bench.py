@@ -258,7 +258,8 @@ def timing_reference(
     model: torch.nn.Module, images: np.ndarray, score: ScoreSettings
 ) -> GoodReference:
     """A reference shaped like ``score``'s, from ``images`` repeated as needed: a bank of
-    ``score.bank_images`` feature maps (``search_radius`` >= 0) or of ``score.bank_vectors``
+    ``score.bank_images`` feature maps (``search_radius`` >= 0, or per-position Gaussians of
+    them for ``feature_model: gaussian``) or of ``score.bank_vectors``
     rows (-1), a typical map of ones when ``score.reference_images`` asks for one, and
     a whitening when ``score.whiten`` asks for one.
 
@@ -267,7 +268,7 @@ def timing_reference(
     """
     device = next(model.parameters()).device
     maps = unet_features(model, torch.from_numpy(images).to(device))
-    if score.search_radius >= 0:
+    if score.search_radius >= 0 or score.feature_model == "gaussian":
         count = score.bank_images
         bank = maps.repeat(math.ceil(count / len(maps)), 1, 1, 1)[:count]
     else:
@@ -402,6 +403,11 @@ def describe_map(score: ScoreSettings) -> str:
     """The default's anomaly map in a few words, as the bench prints it."""
     if score.map == "features":
         typical = ", over the typical map" if score.reference_images else ""
+        if score.feature_model == "gaussian":
+            return (
+                "feature map (1 partial UNet pass, Mahalanobis distance to the good features' "
+                f"Gaussian at each position, from {score.bank_images} good images{typical})"
+            )
         if score.search_radius >= 0:
             where = f"within {score.search_radius} cells in {score.bank_images} good images"
         else:

@@ -6,8 +6,10 @@ so a feature describes a small patch, not one pixel), and scored by its distance
 whitening over the good bank, ``score.whiten``) to the closest feature of a good training image
 near the same place (``score.search_radius`` feature cells,
 so parts need only be roughly aligned; -1 searches anywhere), divided by that distance's typical
-value there. A defect is a patch unlike every good patch around it. docs/accuracy.md measures
-each of these choices on real photographs.
+value there. A defect is a patch unlike every good patch around it. For aligned parts
+``score.feature_model: gaussian`` scores each patch against a Gaussian of the good features at
+its position instead (ddad.position_gaussian). docs/accuracy.md measures each of these choices
+on real photographs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from guided_diffusion.nn import timestep_embedding
 
 from ddad.layout import train_images
+from ddad.position_gaussian import PositionGaussian, fit_position_gaussian
 from ddad.progress import progress_bar
 from ddad.scoring import ScoreSettings, blur
 
@@ -164,18 +167,21 @@ class GoodReference:
     so raw distances called borders defects. On the magnetic tiles dividing raises image AUROC
     from 0.870 to 0.919 (docs/accuracy.md). ``whitening``, when
     set, maps every feature before the search (the bank holds mapped features; see
-    ``whitened``).
+    ``whitened``). ``gaussian``, when set, replaces the search (the bank is then empty).
     """
 
     bank: torch.Tensor
     typical: np.ndarray | None = None
     radius: int = -1
     whitening: Whitening | None = None
+    gaussian: PositionGaussian | None = None
 
     def distances(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """[N, *size] nearest-bank distances of [N, D, h, w] ``features``: anywhere in the bank
         (``radius`` < 0, ``bank`` rows [M, D]) or near the same position (``bank`` maps
-        [M, D, h, w])."""
+        [M, D, h, w]); with ``gaussian``, Mahalanobis distances to its position's Gaussian."""
+        if self.gaussian is not None:
+            return self.gaussian.distances(features, size)
         if self.whitening is not None:
             features = self.whitening.apply(features)
         if self.radius < 0:
@@ -204,7 +210,10 @@ def whitened(reference: GoodReference) -> GoodReference:
 def searched_as(bank: torch.Tensor, settings: ScoreSettings) -> GoodReference:
     """A reference over ``bank`` searched the way ``settings`` ask: near the same place
     (``search_radius`` >= 0, ``bank`` maps) or anywhere (-1, ``bank`` rows), whitened when
-    ``settings.whiten``; no typical map yet."""
+    ``settings.whiten``; per-position Gaussians of the ``bank`` maps for ``feature_model:
+    gaussian``; no typical map yet."""
+    if settings.feature_model == "gaussian":
+        return GoodReference(bank[:0], gaussian=fit_position_gaussian(bank.split(_BATCH)))
     reference = GoodReference(bank, radius=settings.search_radius)
     return whitened(reference) if settings.whiten else reference
 
@@ -276,7 +285,7 @@ def training_reference(
     good = [load(path) for path in split.bank]
     device = next(model.parameters()).device
     features = [f.to(device) for f in over_batches(lambda b: _features(model, b), _batches(good))]
-    if settings.search_radius < 0:
+    if settings.search_radius < 0 and settings.feature_model == "nearest":
         bank = feature_bank(features, settings.bank_vectors)
     else:
         bank = torch.cat(features)

@@ -127,6 +127,7 @@ SCHEMA: dict[str, Any] = {
         "reference_images": Spec("int", 0),
         "search_radius": Spec("int", -1),
         "whiten": Spec("bool"),
+        "feature_model": _choice("nearest", "gaussian"),
     },
     "evaluate": {
         "metrics": Spec("list", item=_choice(*METRIC_NAMES), low=1),

@@ -34,6 +34,7 @@ class ScoreSettings:
     reference_images: int = 25
     search_radius: int = 4
     whiten: bool = True
+    feature_model: str = "nearest"
 
 
 DEFAULT_SCORE = ScoreSettings()  # a frozen default, safe to share as an argument default
