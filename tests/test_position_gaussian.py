@@ -21,7 +21,7 @@ def _good(count: int = 40, channels: int = 3, grid: tuple[int, int] = (4, 5)) ->
 def test_distances_are_the_shrunk_mahalanobis_distances_at_each_position():
     good = _good()
     gaussian = fit_position_gaussian(good.split(7))
-    query = _good(2)[:, :, :, :] + 0.5
+    query = _good(2) + 0.5
     got = gaussian.distances(query, (4, 5))
     for y, x in ((0, 0), (3, 4), (2, 1)):
         samples = good[:, :, y, x].double()
