@@ -29,7 +29,6 @@ from ddad.engine import prepare_model, run
 from ddad.features import (
     GoodReference,
     feature_anomaly_maps,
-    feature_bank,
     searched_as,
     unet_features,
 )
@@ -270,13 +269,11 @@ def timing_reference(
     maps = unet_features(model, torch.from_numpy(images).to(device))
     if score.search_radius >= 0 or score.feature_model == "gaussian":
         count = score.bank_images
-        bank = maps.repeat(math.ceil(count / len(maps)), 1, 1, 1)[:count]
     else:
-        rows = score.bank_vectors
-        found = feature_bank([maps], rows)
-        bank = found.repeat(math.ceil(rows / len(found)), 1)[:rows]
+        count = math.ceil(score.bank_vectors / maps[0, 0].numel())
+    bank = maps.repeat(math.ceil(count / len(maps)), 1, 1, 1)[:count]
     typical = np.ones(images.shape[-2:]) if score.reference_images else None
-    return replace(searched_as(bank, score), typical=typical)
+    return replace(searched_as([bank], score), typical=typical)
 
 
 def time_default(

@@ -207,15 +207,28 @@ def whitened(reference: GoodReference) -> GoodReference:
     return replace(reference, bank=bank, whitening=whitening)
 
 
-def searched_as(bank: torch.Tensor, settings: ScoreSettings) -> GoodReference:
-    """A reference over ``bank`` searched the way ``settings`` ask: near the same place
-    (``search_radius`` >= 0, ``bank`` maps) or anywhere (-1, ``bank`` rows), whitened when
-    ``settings.whiten``; per-position Gaussians of the ``bank`` maps for ``feature_model:
-    gaussian``; no typical map yet."""
+def searched_as(features: list[torch.Tensor], settings: ScoreSettings) -> GoodReference:
+    """A reference over good ``features`` (batches of [N, D, h, w] maps) searched the way
+    ``settings`` ask: near the same place (``search_radius`` >= 0, the maps as the bank) or
+    anywhere (-1, at most ``bank_vectors`` rows of them), whitened when ``settings.whiten``;
+    per-position Gaussians of the maps, fitted batch by batch, for ``feature_model:
+    gaussian``; no typical map yet.
+
+    The list is emptied once the bank holds its contents: a large model's batches and bank
+    would otherwise fill memory twice, and three times while the bank is whitened (3.7 GB
+    each for the ball screws' 236 images at 256 x 640).
+    """
     if settings.feature_model == "gaussian":
-        return GoodReference(bank[:0], gaussian=fit_position_gaussian(bank.split(_BATCH)))
-    reference = GoodReference(bank, radius=settings.search_radius)
-    return whitened(reference) if settings.whiten else reference
+        empty = features[0].new_empty(0, features[0].shape[1])
+        reference = GoodReference(empty, gaussian=fit_position_gaussian(features))
+    elif settings.search_radius < 0:
+        reference = GoodReference(feature_bank(features, settings.bank_vectors))
+    else:
+        reference = GoodReference(torch.cat(features), radius=settings.search_radius)
+    features.clear()
+    if settings.whiten and reference.gaussian is None:
+        return whitened(reference)
+    return reference
 
 
 def _channel_moments(bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -285,16 +298,7 @@ def training_reference(
     good = [load(path) for path in split.bank]
     device = next(model.parameters()).device
     features = [f.to(device) for f in over_batches(lambda b: _features(model, b), _batches(good))]
-    if settings.search_radius < 0 and settings.feature_model == "nearest":
-        bank = feature_bank(features, settings.bank_vectors)
-    else:
-        bank = torch.cat(features)
-    # the batches and the unwhitened bank go before the typical map's search, which copies the
-    # bank twice: kept, they would be two more copies (3.7 GB each for the ball screws' 236
-    # images at 256 x 640)
-    del features
-    undivided = searched_as(bank, settings)
-    del bank
+    undivided = searched_as(features, settings)
     if not split.reference:
         return undivided
     references = [load(path) for path in split.reference]

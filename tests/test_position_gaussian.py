@@ -51,7 +51,7 @@ def test_an_unusual_patch_lights_up_its_own_position_only():
 
 
 def test_a_reference_with_gaussians_needs_no_bank_and_rejects_another_grid():
-    reference = searched_as(_good(), ScoreSettings(feature_model="gaussian"))
+    reference = searched_as([_good()], ScoreSettings(feature_model="gaussian"))
     assert reference.bank.numel() == 0 and reference.whitening is None
     assert reference.distances(_good(2), (8, 10)).shape == (2, 8, 10)
     with pytest.raises(ValueError, match="grid"):
