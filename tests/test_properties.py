@@ -148,7 +148,7 @@ def reconstructions(draw) -> tuple[np.ndarray, np.ndarray]:
     st.floats(0, 5),
     st.sampled_from([0, 1, 3, 7, 15]),
     st.sampled_from(["squared", "absolute"]),
-    st.sampled_from(["max", "topk_mean"]),
+    st.sampled_from(["max", "topk_mean", "spots"]),
     st.floats(0, 1),
 )
 def test_maps_and_scores_are_finite_and_non_negative(pair, sigma, size, error, kind, fraction):

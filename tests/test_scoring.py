@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.ndimage import convolve1d
 
-from ddad.scoring import anomaly_map, gaussian_kernel, image_score
+from ddad.scoring import SPOT_LENGTH, anomaly_map, gaussian_kernel, image_score, spot_map
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -84,3 +84,15 @@ def test_image_score_max_and_top_fraction():
     assert image_score(amap, "topk_mean", 0.05) == pytest.approx(np.mean([95, 96, 97, 98, 99]))
     assert image_score(amap, "topk_mean", 0.0) == 99.0
     assert image_score(amap, "topk_mean", 1.0) == pytest.approx(49.5)
+
+
+def test_spot_map_keeps_a_spot_and_drops_a_diagonal_streak():
+    amap = np.ones((40, 40))
+    amap[np.arange(5, 35), np.arange(5, 35)] += 4.0  # a streak 30 pixels long
+    amap[30, 8] += 3.0  # a spot
+    spots = spot_map(amap, SPOT_LENGTH)
+    assert spots[30, 8] == pytest.approx(3.0)
+    assert spots[20, 20] == pytest.approx(0.0)
+    assert (spots >= 0).all() and (spots <= amap).all()
+    assert image_score(amap, "spots", 0.0) == pytest.approx(3.0)
+    assert image_score(amap, "topk_mean", 0.0) == pytest.approx(5.0)
