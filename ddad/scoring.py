@@ -112,7 +112,8 @@ def spot_map(amap: np.ndarray, length: int) -> np.ndarray:
         ndimage.grey_opening(amap, footprint=_line(length, 180.0 * i / _SPOT_DIRECTIONS))
         for i in range(_SPOT_DIRECTIONS)
     ]
-    return amap - np.max(opened, axis=0)
+    # mirrored borders turn a slanted line into another: clipped, the border stays >= 0
+    return np.maximum(amap - np.max(opened, axis=0), 0.0)
 
 
 def _line(length: int, degrees: float) -> np.ndarray:

@@ -96,3 +96,8 @@ def test_spot_map_keeps_a_spot_and_drops_a_diagonal_streak():
     assert (spots >= 0).all() and (spots <= amap).all()
     assert image_score(amap, "spots", 0.0) == pytest.approx(3.0)
     assert image_score(amap, "topk_mean", 0.0) == pytest.approx(5.0)
+
+
+def test_spot_map_stays_non_negative_where_a_line_outgrows_the_map():
+    small = np.array([[0.0, 1.0], [1.0, 1.0]])  # mirrored borders: the opening exceeded it here
+    assert (spot_map(small, SPOT_LENGTH) == 0).all()
