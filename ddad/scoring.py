@@ -89,9 +89,8 @@ def image_score(amap: np.ndarray, kind: str, top_fraction: float) -> float:
 
     No defaults: every caller passes ``ScoreSettings``' pair, so the pipeline, ``ddad detect``
     and ``ddad baseline`` rank images the same way."""
-    if kind == "spots":
-        amap = spot_map(np.asarray(amap, dtype=np.float64), SPOT_LENGTH)
-    flat = np.asarray(amap, dtype=np.float64).ravel()
+    values = np.asarray(amap, dtype=np.float64)
+    flat = (spot_map(values, SPOT_LENGTH) if kind == "spots" else values).ravel()
     if kind == "max":
         return float(flat.max())
     k = max(1, int(round(top_fraction * flat.size)))
