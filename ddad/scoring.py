@@ -108,11 +108,18 @@ def spot_map(amap: np.ndarray, length: int) -> np.ndarray:
     (docs/accuracy.md). The result is >= 0 and <= ``amap``.
     """
     opened = [
-        ndimage.grey_opening(amap, footprint=_line(length, 180.0 * i / _SPOT_DIRECTIONS))
-        for i in range(_SPOT_DIRECTIONS)
+        _opening(amap, _line(length, 180.0 * i / _SPOT_DIRECTIONS)) for i in range(_SPOT_DIRECTIONS)
     ]
-    # mirrored borders turn a slanted line into another: clipped, the border stays >= 0
-    return np.maximum(amap - np.max(opened, axis=0), 0.0)
+    return amap - np.max(opened, axis=0)
+
+
+def _opening(amap: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+    """A greyscale opening that ignores what lies outside the map, so it never exceeds it.
+
+    scipy's default mirrors the map at its borders, which turns a slanted line into another
+    there, and the opening then rose above the map (a negative spot score)."""
+    eroded = ndimage.grey_erosion(amap, footprint=footprint, mode="constant", cval=np.inf)
+    return ndimage.grey_dilation(eroded, footprint=footprint, mode="constant", cval=-np.inf)
 
 
 def _line(length: int, degrees: float) -> np.ndarray:

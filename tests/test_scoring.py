@@ -99,5 +99,5 @@ def test_spot_map_keeps_a_spot_and_drops_a_diagonal_streak():
 
 
 def test_spot_map_stays_non_negative_where_a_line_outgrows_the_map():
-    small = np.array([[0.0, 1.0], [1.0, 1.0]])  # mirrored borders: the opening exceeded it here
+    small = np.array([[0.0, 1.0], [1.0, 1.0]])  # mirrored borders: an opening exceeded it
     assert (spot_map(small, SPOT_LENGTH) == 0).all()
