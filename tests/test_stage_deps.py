@@ -1,0 +1,68 @@
+"""Editing a module re-runs every stage whose outputs it shapes: each stage in dvc.yaml lists
+as deps the ddad and stages modules its command reaches by imports, directly or through others.
+
+Only modules that cannot change what a stage writes may be left out (OUTPUT_NEUTRAL, and per
+stage NAMES_ONLY, modules imported for a constant or a helper that does not touch the outputs);
+the traversal does not follow them either.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+OUTPUT_NEUTRAL = {
+    "ddad/errors.py": "the wording of errors",
+    "ddad/progress.py": "progress bars",
+    "ddad/fitting.py": "batch sizes, which results never depend on",
+    "ddad/download.py": "how bytes arrive; their sha256 pins them",
+    "ddad/params.py": "validation, which check_params runs first",
+    "stages/params.py": "reading params.yaml",
+    "stages/common.py": "paths and launching; a dep of each stage that uses model_input",
+}
+NAMES_ONLY = {
+    "fetch_model": {"ddad/imageio.py": "ddad/models.py's input-size helpers"},
+    "train": {"ddad/engine.py": "resolve_device"},
+    "evaluate": {
+        "ddad/archive.py": "reached through ddad/mvtec.py, imported for its category names",
+        "ddad/folders.py": "reached through ddad/mvtec.py, imported for its category names",
+    },
+}
+
+
+def _imports(path: Path) -> set[str]:
+    """The repository's modules (as paths) that ``path`` imports, packages left out."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+    found = {name.replace(".", "/") + ".py" for name in names}
+    return {module for module in found if (REPO / module).is_file() and "__init__" not in module}
+
+
+def _reached(module: str, skipped: set[str]) -> set[str]:
+    seen: set[str] = set()
+    waiting = _imports(REPO / module) - skipped
+    while waiting:
+        current = waiting.pop()
+        seen.add(current)
+        waiting |= _imports(REPO / current) - skipped - seen
+    return seen
+
+
+STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_each_stage_depends_on_every_module_that_shapes_its_outputs(name):
+    stage = STAGES[name].get("do", STAGES[name])
+    module = stage["cmd"].split()[2].replace(".", "/") + ".py"
+    deps = {dep for dep in stage["deps"] if isinstance(dep, str)}
+    skipped = set(OUTPUT_NEUTRAL) | set(NAMES_ONLY.get(name, {}))
+    assert module in deps
+    assert _reached(module, skipped) - deps == set()
