@@ -18,7 +18,7 @@ from ddad.evaluation import Protocol, evaluate_maps
 from ddad.imageio import read_image, resize_image
 from ddad.layout import dataset_channels, test_images, train_images, validate_category
 from ddad.progress import progress_bar
-from ddad.scoring import DEFAULT_SCORE, ScoreSettings, image_score
+from ddad.scoring import DEFAULT_SCORE, ScoreSettings, finished
 
 _EPS = 1e-3  # a quarter of an 8-bit level, so constant pixels do not divide by zero
 
@@ -42,8 +42,9 @@ def zscore_report(
 ) -> dict[str, Any]:
     """The z-score baseline's figures on an MVTec-layout category (ddad.evaluation's
     ``evaluate_maps``): images read and resized exactly as the pipeline reads them (any format
-    it accepts, to ``protocol.image_size``), each map's image score taken as ``score`` says
-    (the pipeline's ``score.image_score``), scored under the evaluate stage's protocol."""
+    it accepts, to ``protocol.image_size``), each map finished as ``score`` says (the
+    pipeline's ``score.closing`` and ``score.image_score``), scored under the evaluate stage's
+    protocol."""
     root = Path(root)
     validate_category(root, category)
     channels = dataset_channels(root, category)
@@ -56,6 +57,5 @@ def zscore_report(
         ]
     )
     train, test = pixels[: -len(items)], pixels[-len(items) :]
-    maps = zscore_maps(train, test)
-    scores = [image_score(amap, score.image_score, score.top_fraction) for amap in maps]
-    return evaluate_maps(items, scores, list(maps), protocol)
+    maps, scores = zip(*(finished(amap, score) for amap in zscore_maps(train, test)), strict=True)
+    return evaluate_maps(items, scores, maps, protocol)

@@ -25,7 +25,7 @@ from ddad.features import GoodReference, feature_anomaly_maps, training_referenc
 from ddad.models import load_trained
 from ddad.preprocess import model_input, to_unit_range
 from ddad.reconstruct import Plan, plan_for_map
-from ddad.scoring import ScoreSettings, anomaly_map, image_score
+from ddad.scoring import ScoreSettings, anomaly_map, finished
 from ddad.threshold import threshold_from_good, validation_scores
 from ddad.viz import heatmap_overlay, threshold_scale
 
@@ -241,10 +241,8 @@ class Detector:
                 ).numpy()
                 for recon in recons
             ]
-        return [
-            (image_score(amap, s.image_score, s.top_fraction), amap, recon)
-            for amap, recon in zip(amaps, recons, strict=True)
-        ]
+        finals = [finished(amap, s) for amap in amaps]
+        return [(score, amap, recon) for (amap, score), recon in zip(finals, recons, strict=True)]
 
     def _build_reference(self, meta: dict, root: Path) -> None:
         category = meta["category"]

@@ -128,6 +128,7 @@ SCHEMA: dict[str, Any] = {
         "search_radius": Spec("int", -1),
         "whiten": Spec("bool"),
         "feature_model": _choice("nearest", "gaussian"),
+        "closing": Spec("int", 0),
     },
     "evaluate": {
         "metrics": Spec("list", item=_choice(*METRIC_NAMES), low=1),

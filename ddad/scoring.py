@@ -38,6 +38,7 @@ class ScoreSettings:
     search_radius: int = 4
     whiten: bool = True
     feature_model: str = "nearest"
+    closing: int = 0
 
 
 DEFAULT_SCORE = ScoreSettings()  # a frozen default, safe to share as an argument default
@@ -95,6 +96,28 @@ def image_score(amap: np.ndarray, kind: str, top_fraction: float) -> float:
         return float(flat.max())
     k = max(1, int(round(top_fraction * flat.size)))
     return float(np.partition(flat, flat.size - k)[-k:].mean())
+
+
+def finished(amap: np.ndarray, settings: ScoreSettings) -> tuple[np.ndarray, float]:
+    """The map as reported (``closed`` by ``settings.closing``) and its image score: the score
+    stage and ``ddad detect`` finish every map here, so they agree."""
+    final = closed(amap, settings.closing)
+    return final, image_score(final, settings.image_score, settings.top_fraction)
+
+
+def closed(amap: np.ndarray, reach: int) -> np.ndarray:
+    """The greyscale closing of a 2-D ``amap`` by a square of side ``2 * reach + 1``: a dip
+    between high values less than that far apart rises to the lower of them; 0 returns the map.
+
+    Feature maps light a large defect's rim more than its inside (on the magnetic tiles an uneven
+    band's inside matches good patches of other tiles); the closing fills the inside
+    (docs/accuracy.md). Borders repeat the edge, so the result is >= ``amap`` everywhere.
+    """
+    if reach <= 0:
+        return amap
+    side = 2 * reach + 1
+    grown = ndimage.maximum_filter(amap, size=side, mode="nearest")
+    return ndimage.minimum_filter(grown, size=side, mode="nearest")
 
 
 def spot_map(amap: np.ndarray, length: int) -> np.ndarray:

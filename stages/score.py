@@ -25,7 +25,7 @@ from ddad import distributed
 from ddad.engine import prepare_model, resolve_device
 from ddad.features import feature_anomaly_maps, training_reference
 from ddad.models import load_trained
-from ddad.scoring import ScoreSettings, anomaly_map, image_score
+from ddad.scoring import ScoreSettings, anomaly_map, finished
 from ddad.store import ResultStore
 from stages.common import (
     DATA_DIR,
@@ -96,15 +96,17 @@ def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
     else:  # one stored result in memory at a time
         scored = ((reconstruction_map(r, sp), r) for r in (store.load(key) for _, key in keys))
     rows, maps, masks = [], [], []
-    for (split, key), (amap, result) in zip(keys, scored, strict=True):
+    settings = ScoreSettings(**sp)
+    for (split, key), (raw, result) in zip(keys, scored, strict=True):
         is_test = split == "test"
+        amap, score = finished(raw, settings)
         rows.append(
             {
                 "key": key,
                 "split": split,
                 "label": int(result["label"]) if is_test else 0,
                 "defect": key.split("/")[1] if is_test else "good",
-                "score": image_score(amap, sp["image_score"], sp["top_fraction"]),
+                "score": score,
             }
         )
         if is_test:

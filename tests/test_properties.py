@@ -15,7 +15,7 @@ from PIL import Image
 from ddad import metrics
 from ddad.errors import DdadError
 from ddad.imageio import read_image
-from ddad.scoring import anomaly_map, image_score
+from ddad.scoring import ScoreSettings, anomaly_map, finished
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -150,14 +150,19 @@ def reconstructions(draw) -> tuple[np.ndarray, np.ndarray]:
     st.sampled_from(["squared", "absolute"]),
     st.sampled_from(["max", "topk_mean", "spots"]),
     st.floats(0, 1),
+    st.sampled_from([0, 1, 3]),
 )
-def test_maps_and_scores_are_finite_and_non_negative(pair, sigma, size, error, kind, fraction):
+def test_maps_and_scores_are_finite_and_non_negative(
+    pair, sigma, size, error, kind, fraction, closing
+):
     image, recons = pair
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         amap = anomaly_map(torch.from_numpy(image), torch.from_numpy(recons), sigma, size, error)
     assert amap.shape == image.shape[1:]
     assert torch.isfinite(amap).all() and (amap >= 0).all()
-    score = image_score(amap.numpy(), kind, fraction)
+    settings = ScoreSettings(image_score=kind, top_fraction=fraction, closing=closing)
+    final, score = finished(amap.numpy(), settings)
+    assert (final >= amap.numpy()).all() and final.max() == amap.max()
     assert math.isfinite(score) and score >= 0
     assert score <= float(amap.max()) + 1e-12

@@ -5,7 +5,16 @@ import pytest
 import torch
 from scipy.ndimage import convolve1d
 
-from ddad.scoring import SPOT_LENGTH, anomaly_map, gaussian_kernel, image_score, spot_map
+from ddad.scoring import (
+    SPOT_LENGTH,
+    ScoreSettings,
+    anomaly_map,
+    closed,
+    finished,
+    gaussian_kernel,
+    image_score,
+    spot_map,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -101,3 +110,26 @@ def test_spot_map_keeps_a_spot_and_drops_a_diagonal_streak():
 def test_spot_map_stays_non_negative_where_a_line_outgrows_the_map():
     small = np.array([[0.0, 1.0], [1.0, 1.0]])  # mirrored borders: an opening exceeded it
     assert (spot_map(small, SPOT_LENGTH) == 0).all()
+
+
+def test_closing_fills_a_rings_inside_and_leaves_a_lone_spot():
+    amap = np.zeros((40, 40))
+    amap[5:16, 5:16] = 2.0
+    amap[7:14, 7:14] = 0.0  # a lit rim, 2 pixels wide, around a dark inside 7 pixels across
+    amap[30, 30] = 3.0
+    filled = closed(amap, 4)
+    assert (filled[5:16, 5:16] == 2.0).all()
+    assert filled[30, 30] == 3.0 and filled[30, 25] == 0.0
+    assert (filled >= amap).all()
+    assert closed(amap, 0) is amap
+
+
+def test_finished_scores_the_closed_map():
+    amap = np.zeros((20, 20))
+    amap[4:9, 4:9] = 1.0
+    amap[6, 6] = 0.0  # a hole inside the high square
+    final, score = finished(
+        amap, ScoreSettings(image_score="topk_mean", top_fraction=0.0625, closing=1)
+    )
+    assert final[6, 6] == 1.0
+    assert score == pytest.approx(1.0)  # the top 25 pixels, all of the filled square
