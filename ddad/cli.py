@@ -370,9 +370,11 @@ def _baseline(args: argparse.Namespace) -> int:
     halves = ("confirmation", "tuning") if protocol.halves else ("confirmation",)
     width = max(len("category"), *(len(c) for c in categories))
     size = "x".join(str(side) for side in sides(protocol.image_size))
+    closing = f", maps closed by {score.closing} px" if score.closing else ""
     print(
         f"per-pixel z-score baseline at {size} px (height x width), {args.data}, "
         f"maps scored at the {protocol.resolution} resolution, image score {score.image_score}"
+        + closing
     )
     print(f"{'category':<{width}}  {'half':<12}  " + "  ".join(f"{c:>9}" for c in protocol.metrics))
     for category, figures in found.items():
