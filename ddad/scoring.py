@@ -100,7 +100,7 @@ def image_score(amap: np.ndarray, kind: str, top_fraction: float) -> float:
 
 def finished(amap: np.ndarray, settings: ScoreSettings) -> tuple[np.ndarray, float]:
     """The map as reported (``closed`` by ``settings.closing``) and its image score: the score
-    stage and ``ddad detect`` finish every map here, so they agree."""
+    stage, ``ddad detect`` and ``ddad baseline`` finish every map here, so they agree."""
     final = closed(amap, settings.closing)
     return final, image_score(final, settings.image_score, settings.top_fraction)
 
