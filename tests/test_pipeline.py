@@ -41,7 +41,11 @@ TINY = {
     "train": {"steps": 2, "batch_size": 4, "crop": 0, "val_images": 2},
     "reconstruct": {"ensemble": 1, "steps": 2, "batch_size": 2},
 }
-SLOW_RECONSTRUCT = {"reconstruct": {"sampler": "ddpm", "timesteps": 30}}  # 31 passes per image
+# 31 passes per image; the feature map would store inputs with no UNet pass, too fast to interrupt
+SLOW_RECONSTRUCT = {
+    "reconstruct": {"sampler": "ddpm", "timesteps": 30},
+    "score": {"map": "reconstruction"},
+}
 TIMINGS = "seconds_per_image"  # wall-clock, the one value two runs cannot share
 
 
