@@ -49,11 +49,10 @@ def reconstruction_map(result: dict[str, np.ndarray], sp: dict[str, Any]) -> np.
 
 
 def feature_mapper(
-    params: dict[str, Any], category: str
+    params: dict[str, Any], category: str, settings: ScoreSettings
 ) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
     """What turns images ([C, H, W] at model size) into nearest-good-feature maps, blurred like
     errors; the good reference it compares with is built here, once."""
-    settings = ScoreSettings(**params["score"])
     model, _, meta = load_trained(TRAINED_DIR / category)
     model = prepare_model(model, resolve_device(params["device"]))
     reference = training_reference(
@@ -82,10 +81,11 @@ def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
     summary = json.loads((recon / "summary.json").read_text())
     store = ResultStore(recon, summary["digest"])
     sp = params["score"]
+    settings = ScoreSettings(**sp)
     keys = [(split, key) for split in ("test", "validation") for key in summary[split]]
     features = sp["map"] == "features"
     if features:
-        mapped = feature_mapper(params, category)
+        mapped = feature_mapper(params, category, settings)
         loaded = [
             store.load(key, ("image", "label", "mask") if split == "test" else ("image",))
             for split, key in keys
@@ -96,7 +96,6 @@ def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
     else:  # one stored result in memory at a time
         scored = ((reconstruction_map(r, sp), r) for r in (store.load(key) for _, key in keys))
     rows, maps, masks = [], [], []
-    settings = ScoreSettings(**sp)
     for (split, key), (raw, result) in zip(keys, scored, strict=True):
         is_test = split == "test"
         amap, score = finished(raw, settings)
