@@ -37,14 +37,14 @@ from stages.common import (
 )
 
 
-def reconstruction_map(result: dict[str, np.ndarray], sp: dict[str, Any]) -> np.ndarray:
+def reconstruction_map(result: dict[str, np.ndarray], settings: ScoreSettings) -> np.ndarray:
     """The error map of one stored reconstruction result."""
     return anomaly_map(
         torch.from_numpy(result["image"]),
         torch.from_numpy(result["reconstructions"].astype(np.float32)),
-        sigma=sp["sigma"],
-        kernel_size=sp["kernel_size"],
-        error=sp["error"],
+        sigma=settings.sigma,
+        kernel_size=settings.kernel_size,
+        error=settings.error,
     ).numpy()
 
 
@@ -80,10 +80,9 @@ def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
     recon = RUNS_DIR / category / "recon"
     summary = json.loads((recon / "summary.json").read_text())
     store = ResultStore(recon, summary["digest"])
-    sp = params["score"]
-    settings = ScoreSettings(**sp)
+    settings = ScoreSettings(**params["score"])
     keys = [(split, key) for split in ("test", "validation") for key in summary[split]]
-    features = sp["map"] == "features"
+    features = settings.map == "features"
     if features:
         mapped = feature_mapper(params, category, settings)
         loaded = [
@@ -94,7 +93,9 @@ def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
     if features:
         scored = zip(mapped([r["image"] for r in loaded]), loaded, strict=True)
     else:  # one stored result in memory at a time
-        scored = ((reconstruction_map(r, sp), r) for r in (store.load(key) for _, key in keys))
+        scored = (
+            (reconstruction_map(r, settings), r) for r in (store.load(key) for _, key in keys)
+        )
     rows, maps, masks = [], [], []
     for (split, key), (raw, result) in zip(keys, scored, strict=True):
         is_test = split == "test"
