@@ -37,7 +37,7 @@ from ddad.imageio import Size, sides
 from ddad.layout import test_images
 from ddad.preprocess import model_input
 from ddad.reconstruct import Plan, plan_for_map, reconstruct
-from ddad.scoring import DEFAULT_SCORE, ScoreSettings
+from ddad.scoring import DEFAULT_SCORE, ScoreSettings, finished
 
 SEED_PLAN = Plan(timesteps=250, sampler="ddpm", ensemble=16, jitter=0.1, off_by_one=True)
 WARMUP_PASSES = 3
@@ -310,7 +310,9 @@ def time_default(
         return sum(r.nfe for r in results)
 
     def mapped(chosen: np.ndarray) -> int:
-        feature_anomaly_maps(model, list(chosen), reference, score.sigma, score.kernel_size)
+        amaps = feature_anomaly_maps(model, list(chosen), reference, score.sigma, score.kernel_size)
+        for amap in amaps:
+            finished(amap, score, reference.typical)
         return len(chosen)
 
     if reconstructed is None:

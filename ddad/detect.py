@@ -227,9 +227,11 @@ class Detector:
                 progress=False,
             )
         )
+        typical = None
         if s.map == "features":  # batched, like the score stage
             images = [recon.image for recon in recons]
             amaps = feature_anomaly_maps(self.model, images, self.reference, s.sigma, s.kernel_size)
+            typical = self.reference.typical
         else:
             amaps = [
                 anomaly_map(
@@ -241,7 +243,7 @@ class Detector:
                 ).numpy()
                 for recon in recons
             ]
-        finals = [finished(amap, s) for amap in amaps]
+        finals = [finished(amap, s, typical) for amap in amaps]
         return [(score, amap, recon) for (amap, score), recon in zip(finals, recons, strict=True)]
 
     def _build_reference(self, meta: dict, root: Path) -> None:

@@ -162,10 +162,10 @@ class GoodReference:
     """What the good training images say about a category: the bank of their patch features,
     and, when set, the typical nearest-bank distance at each position of the map.
 
-    Dividing a map by ``typical`` makes "unusual for this position" the score: a patch near the
-    image border is far from every bank patch even in a good image (borders are few and varied),
-    so raw distances called borders defects. On the magnetic tiles dividing raises image AUROC
-    from 0.870 to 0.919 (docs/accuracy.md). ``whitening``, when
+    Dividing a map by ``typical`` (ddad.scoring.finished) makes "unusual for this position" the
+    image score: a patch near the image border is far from every bank patch even in a good image
+    (borders are few and varied), so raw distances called borders defects. On the magnetic tiles
+    dividing raises image AUROC from 0.870 to 0.919 (docs/accuracy.md). ``whitening``, when
     set, maps every feature before the search (the bank holds mapped features; see
     ``whitened``). ``gaussian``, when set, replaces the search (the bank is then empty).
     """
@@ -322,8 +322,8 @@ def feature_anomaly_maps(
     desc: str | None = None,
     over_batches: BatchMap = in_this_process,
 ) -> list[np.ndarray]:
-    """Nearest-good-feature maps of ``images`` ([C, H, W]), blurred like the error maps, and
-    divided by ``reference.typical`` when it is set.
+    """Nearest-good-feature maps of ``images`` ([C, H, W]), blurred like the error maps; not yet
+    divided by ``reference.typical`` (ddad.scoring.finished does that).
 
     ``desc`` shows a progress bar with that label; ``over_batches`` as in
     ``training_reference``.
@@ -338,9 +338,7 @@ def feature_anomaly_maps(
 
     maps = [amap for batch_maps in over_batches(mapped, batches) for amap in batch_maps]
     bar.close()
-    if reference.typical is None:
-        return maps
-    return [amap / reference.typical for amap in maps]
+    return maps
 
 
 def _batches(images: Sequence[np.ndarray]) -> list[Sequence[np.ndarray]]:

@@ -129,6 +129,7 @@ SCHEMA: dict[str, Any] = {
         "whiten": Spec("bool"),
         "feature_model": _choice("nearest", "gaussian"),
         "closing": Spec("int", 0),
+        "divide_map": Spec("bool"),
     },
     "evaluate": {
         "metrics": Spec("list", item=_choice(*METRIC_NAMES), low=1),

@@ -39,6 +39,7 @@ class ScoreSettings:
     whiten: bool = True
     feature_model: str = "nearest"
     closing: int = 0
+    divide_map: bool = False
 
 
 DEFAULT_SCORE = ScoreSettings()  # a frozen default, safe to share as an argument default
@@ -98,11 +99,25 @@ def image_score(amap: np.ndarray, kind: str, top_fraction: float) -> float:
     return float(np.partition(flat, flat.size - k)[-k:].mean())
 
 
-def finished(amap: np.ndarray, settings: ScoreSettings) -> tuple[np.ndarray, float]:
-    """The map as reported (``closed`` by ``settings.closing``) and its image score: the score
-    stage, ``ddad detect`` and ``ddad baseline`` finish every map here, so they agree."""
-    final = closed(amap, settings.closing)
-    return final, image_score(final, settings.image_score, settings.top_fraction)
+def finished(
+    amap: np.ndarray, settings: ScoreSettings, typical: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
+    """The map as reported and its image score: the score stage, ``ddad detect`` and ``ddad
+    baseline`` finish every map here, so they agree.
+
+    A feature map comes with its ``typical`` map (ddad.features): the image score is always of
+    the map over it, ``closed`` by ``settings.closing``. The map reported is the map over the
+    typical map's mean (the same units, closed the same way), or with ``settings.divide_map``
+    the image score's map itself: dividing per position hides what stands out near a border,
+    where every good image is far from the bank, and on the magnetic tiles breaks and frays
+    start at the border (docs/accuracy.md).
+    """
+    divided = amap if typical is None else amap / typical
+    final = closed(divided, settings.closing)
+    score = image_score(final, settings.image_score, settings.top_fraction)
+    if typical is not None and not settings.divide_map:
+        final = closed(amap / typical.mean(), settings.closing)
+    return final, score
 
 
 def closed(amap: np.ndarray, reach: int) -> np.ndarray:

@@ -50,9 +50,10 @@ def reconstruction_map(result: dict[str, np.ndarray], settings: ScoreSettings) -
 
 def feature_mapper(
     params: dict[str, Any], category: str, settings: ScoreSettings
-) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+) -> tuple[Callable[[list[np.ndarray]], list[np.ndarray]], np.ndarray | None]:
     """What turns images ([C, H, W] at model size) into nearest-good-feature maps, blurred like
-    errors; the good reference it compares with is built here, once."""
+    errors, and the typical map that ``finished`` divides them by; the good reference they
+    come from is built here, once."""
     model, _, meta = load_trained(TRAINED_DIR / category)
     model = prepare_model(model, resolve_device(params["device"]))
     reference = training_reference(
@@ -63,15 +64,17 @@ def feature_mapper(
         settings,
         over_batches=distributed.sharded_map,
     )
-    return lambda images: feature_anomaly_maps(
-        model,
-        images,
-        reference,
-        settings.sigma,
-        settings.kernel_size,
-        desc=f"score@{category}" if distributed.is_leader() else None,
-        over_batches=distributed.sharded_map,
-    )
+    return (
+        lambda images: feature_anomaly_maps(
+            model,
+            images,
+            reference,
+            settings.sigma,
+            settings.kernel_size,
+            desc=f"score@{category}" if distributed.is_leader() else None,
+            over_batches=distributed.sharded_map,
+        )
+    ), reference.typical
 
 
 def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
@@ -83,8 +86,9 @@ def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
     settings = ScoreSettings(**params["score"])
     keys = [(split, key) for split in ("test", "validation") for key in summary[split]]
     features = settings.map == "features"
+    typical = None
     if features:
-        mapped = feature_mapper(params, category, settings)
+        mapped, typical = feature_mapper(params, category, settings)
         loaded = [
             store.load(key, ("image", "label", "mask") if split == "test" else ("image",))
             for split, key in keys
@@ -99,7 +103,7 @@ def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
     rows, maps, masks = [], [], []
     for (split, key), (raw, result) in zip(keys, scored, strict=True):
         is_test = split == "test"
-        amap, score = finished(raw, settings)
+        amap, score = finished(raw, settings, typical)
         rows.append(
             {
                 "key": key,

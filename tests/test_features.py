@@ -10,7 +10,6 @@ import torch
 
 from ddad.features import (
     GoodReference,
-    feature_anomaly_maps,
     feature_bank,
     good_split,
     nearby_distance_maps,
@@ -93,19 +92,6 @@ def test_typical_map_is_the_mean_floored_at_one_percent_of_its_mean():
     np.testing.assert_allclose(typical_map(maps), [[3.0, 0.015]])
     with pytest.raises(ValueError, match="at least one"):
         typical_map([])
-
-
-def test_maps_are_divided_by_the_typical_map(model):
-    good = _stripes(2)
-    spotted = good[:1].clone()
-    spotted[0, 0, 6:9, 6:9] = -1.0
-    bank = feature_bank([unet_features(model, good)], max_vectors=10_000)
-    images = [spotted[0].numpy()]
-    raw = feature_anomaly_maps(model, images, GoodReference(bank), sigma=0, kernel_size=0)
-    typical = np.full((16, 16), 4.0)
-    typical[:8] = 2.0
-    divided = feature_anomaly_maps(model, images, GoodReference(bank, typical), 0, 0)
-    np.testing.assert_allclose(divided[0], raw[0] / typical)
 
 
 def test_nearby_search_matches_a_brute_force_window():
