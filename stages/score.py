@@ -2,8 +2,9 @@
 
 ``score.map: reconstruction`` scores what did not come back from the stored reconstructions;
 ``features`` scores each patch by its distance to the nearest patch of the good training images
-in the trained UNet's feature space, divided by that distance's typical value at the position
-(ddad.features), reading the model and training images. With several ranks the UNet passes
+in the trained UNet's feature space (ddad.features), reading the model and training images; the
+image score divides it by that distance's typical value at each position, the map reported by
+its mean (ddad.scoring.finished, ``score.divide_map``). With several ranks the UNet passes
 are shared (ddad.distributed.sharded_map) and rank 0 writes the outputs.
 Writes runs/<category>/score/scores.csv (one row per test and held-out good image: key, split,
 label, defect, score), maps.npz (test maps and ground truth for evaluate and plot) and
@@ -64,8 +65,9 @@ def feature_mapper(
         settings,
         over_batches=distributed.sharded_map,
     )
-    return (
-        lambda images: feature_anomaly_maps(
+
+    def mapped(images: list[np.ndarray]) -> list[np.ndarray]:
+        return feature_anomaly_maps(
             model,
             images,
             reference,
@@ -74,7 +76,8 @@ def feature_mapper(
             desc=f"score@{category}" if distributed.is_leader() else None,
             over_batches=distributed.sharded_map,
         )
-    ), reference.typical
+
+    return mapped, reference.typical
 
 
 def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
