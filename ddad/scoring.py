@@ -39,7 +39,7 @@ class ScoreSettings:
     whiten: bool = True
     feature_model: str = "nearest"
     closing: int = 0
-    divide_map: bool = False
+    divide_map: bool = True
 
 
 DEFAULT_SCORE = ScoreSettings()  # a frozen default, safe to share as an argument default
@@ -106,11 +106,12 @@ def finished(
     baseline`` finish every map here, so they agree.
 
     A feature map comes with its ``typical`` map (ddad.features): the image score is always of
-    the map over it, ``closed`` by ``settings.closing``. The map reported is the map over the
-    typical map's mean (the same units, closed the same way), or with ``settings.divide_map``
-    the image score's map itself: dividing per position hides what stands out near a border,
-    where every good image is far from the bank, and on the magnetic tiles breaks and frays
-    start at the border (docs/accuracy.md).
+    the map over it, ``closed`` by ``settings.closing``. The map reported is that one too, or,
+    with ``settings.divide_map`` false, the map over the typical map's mean (the same units,
+    closed the same way). Dividing per position also dims what stands out near a border, where
+    every good image is far from the bank: on the magnetic tiles, where breaks and frays start
+    at the border, the undivided map outlines defects better; on the aligned ball screws, whose
+    good parts differ from place to place, it outlines them far worse (docs/accuracy.md).
     """
     divided = amap if typical is None else amap / typical
     final = closed(divided, settings.closing)

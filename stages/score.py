@@ -3,9 +3,9 @@
 ``score.map: reconstruction`` scores what did not come back from the stored reconstructions;
 ``features`` scores each patch by its distance to the nearest patch of the good training images
 in the trained UNet's feature space (ddad.features), reading the model and training images; the
-image score divides it by that distance's typical value at each position, the map reported by
-its mean (ddad.scoring.finished, ``score.divide_map``). With several ranks the UNet passes
-are shared (ddad.distributed.sharded_map) and rank 0 writes the outputs.
+map and its image score are divided by that distance's typical value at each position (the
+map by its mean only with ``score.divide_map: false``; ddad.scoring.finished). With several
+ranks the UNet passes are shared (ddad.distributed.sharded_map) and rank 0 writes the outputs.
 Writes runs/<category>/score/scores.csv (one row per test and held-out good image: key, split,
 label, defect, score), maps.npz (test maps and ground truth for evaluate and plot) and
 summary.json (UNet passes and seconds per image the maps took, for evaluate's cost figures).

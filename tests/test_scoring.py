@@ -137,13 +137,13 @@ def test_finished_scores_the_closed_map():
     assert score == pytest.approx(1.0)  # the top 25 pixels, all of the filled square
 
 
-def test_finished_scores_the_map_over_the_typical_map_and_reports_it_over_its_mean():
+def test_finished_scores_the_map_over_the_typical_map_and_can_report_it_over_its_mean():
     distances = np.array([[4.0, 2.0], [1.0, 1.0]])  # the corner is far in good images too
     typical = np.array([[4.0, 1.0], [1.0, 2.0]])
     settings = ScoreSettings(image_score="max")
     final, score = finished(distances, settings, typical)
-    np.testing.assert_allclose(final, distances / 2.0)  # over the typical map's mean
-    assert score == 2.0  # of distances / typical
-    divided, same = finished(distances, replace(settings, divide_map=True), typical)
-    np.testing.assert_allclose(divided, distances / typical)
+    np.testing.assert_allclose(final, distances / typical)
+    assert score == 2.0
+    kept, same = finished(distances, replace(settings, divide_map=False), typical)
+    np.testing.assert_allclose(kept, distances / 2.0)  # over the typical map's mean
     assert same == score
