@@ -8,7 +8,6 @@ and a batch that runs out of memory is halved (ddad.fitting).
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,15 +24,15 @@ from ddad.reconstruct import Plan, reconstruct
 
 @dataclass(frozen=True)
 class Reconstruction:
-    """One image's input and reconstructions (model range), with its cost; no reconstructions
-    (None, at no cost) when no plan asked for them."""
+    """One image's input and reconstructions (model range), with its UNet passes; no
+    reconstructions (None, no passes) when no plan asked for them. Wall time is not part of a
+    result: results are stored and hashed by DVC, and must be the same bytes on every run."""
 
     key: str
     image: np.ndarray
     reconstructions: np.ndarray | None
     timesteps: np.ndarray | None
     nfe: float
-    seconds: float
 
 
 DEVICES = ("auto", "cpu", "cuda")  # what params.yaml ``device`` and ``--device`` accept
@@ -75,7 +74,7 @@ def _loaded(
     """Each item's input alone, at no cost: what a caller with no plan gets (the feature map
     reads nothing else)."""
     for key, load in progress_bar(items, desc=desc, unit="img", disable=not progress):
-        yield Reconstruction(key, load(), None, None, 0.0, 0.0)
+        yield Reconstruction(key, load(), None, None, 0.0)
 
 
 def run(
@@ -134,7 +133,6 @@ def run(
             images = pending.result()
             if index + 1 < len(batches):
                 pending = pool.submit(load, batches[index + 1])
-            start = time.perf_counter()
             keys = [key for key, _ in batch]
             chunks, fitted = in_fitting_chunks(
                 reconstructed, list(zip(images, keys, strict=True)), fitted, _free_memory(device)
@@ -142,10 +140,7 @@ def run(
             recon = np.concatenate([chunk[0] for chunk in chunks])
             t = torch.cat([chunk[1] for chunk in chunks])
             passes = sum(chunk[2] for chunk in chunks)
-            seconds = (time.perf_counter() - start) / len(batch)
             for i, key in enumerate(keys):
-                yield Reconstruction(
-                    key, images[i], recon[i], t[i].numpy(), passes / len(batch), seconds
-                )
+                yield Reconstruction(key, images[i], recon[i], t[i].numpy(), passes / len(batch))
             bar.update(len(batch))
     bar.close()

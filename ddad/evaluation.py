@@ -16,6 +16,7 @@ The protocol's two choices, and why they are the defaults:
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,8 +73,9 @@ def evaluate_maps(
     Returns ``confirmation`` (the asked-for metrics and ``img_auc_se``, the image AUROC's
     standard error at that many images), ``tuning`` (the metrics of the other half; the same
     images as confirmation when ``halves`` is off), ``defects`` (each defect kind of the
-    confirmation half against its good images, with its image count) and ``roc`` (the
-    confirmation half's ROC points).
+    confirmation half against its good images, with its image count), ``images`` (the
+    confirmation half's good and defective counts) and ``roc`` (the confirmation half's ROC
+    points).
     """
     if protocol.resolution not in RESOLUTIONS:
         raise ValueError(f"resolution {protocol.resolution!r}; use one of {RESOLUTIONS}")
@@ -115,5 +117,14 @@ def evaluate_maps(
             | measured(confirm & (good | (kinds == kind)))
             for kind in sorted(set(kinds[~good]))
         },
+        "images": {"good": int((confirm & good).sum()), "defective": int((confirm & ~good).sum())},
         "roc": metrics.roc_points(labels[confirm], scores[confirm]),
     }
+
+
+def one_image_step(good: int, defective: int) -> float:
+    """The most one image can move an image AUROC measured on ``good`` and ``defective`` images:
+    1 / the smaller count (one defective image passing every good one, or the reverse). Two
+    settings closer than this on so small a half are not told apart. Inf for an empty side."""
+    smaller = min(good, defective)
+    return 1.0 / smaller if smaller > 0 else math.inf

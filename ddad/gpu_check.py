@@ -36,7 +36,8 @@ from ddad.models import build_diffusion, build_model, with_random_outputs
 from ddad.scoring import ScoreSettings
 
 MVTEC_TEST_IMAGES = 1725
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "ddad", "stages")
+# what git tracks of the pipeline; data/own/ is every fetch_data stage's dependency
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "ddad", "stages", "data/own/README.md")
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ def throwaway_project(source: Path, folder: Path, changes: dict[str, Any], devic
         if (source / name).is_dir():
             shutil.copytree(source / name, folder / name, ignore=shutil.ignore_patterns("__py*"))
         else:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source / name, folder / name)
     params = yaml.safe_load((source / "params.yaml").read_text())
     for section, values in changes.items():

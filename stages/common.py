@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,15 @@ def run_stage(main: Callable[[dict[str, Any], list[str]], None], sharded: bool =
         if not (sharded and distributed.in_worker()):  # the launcher says it once for all ranks
             print("interrupted: finished work is kept; run `dvc repro` to go on", file=sys.stderr)
         sys.exit(130)
+
+
+def wall_time(stage: str, started: float, images: int) -> str:
+    """One line of the seconds an image took since ``started`` (a ``time.perf_counter()``).
+
+    Only printed: a wall time differs on every run, so keeping it in an output would make DVC
+    record new hashes for the same results (`ddad bench` measures speed)."""
+    seconds = (time.perf_counter() - started) / max(images, 1)
+    return f"{stage}: {images} images, {seconds:.3g} s an image (wall time, not stored)"
 
 
 def write_json(path: Path, payload: Any) -> None:

@@ -12,10 +12,10 @@ results.csv keeps the seed's four columns first (category, category_type, img_au
 metrics.json holds each category (with ``img_auc_se``, the AUROC's standard error at that many
 images), the mean over all, the mean per category type and the tuning half; defects.json scores
 each defect kind alone against the good test images (which kinds a map misses is what to work
-on next). DVC reads the same figures one small flat file per row (metrics/mean/,
-metrics/category/, metrics/kind/<category>/, metrics/tuning/): `dvc metrics show` prints a file
-per row and a key per column, so rows keep `dvc metrics show` and `dvc metrics diff` narrow
-where one nested file made a single row hundreds of columns wide.
+on next). The same figures are one small flat file per row: metrics/mean.json (the mean over all
+categories, the one file dvc.yaml declares a metric, so that `dvc exp show` and `dvc metrics
+diff` fit a terminal), metrics/type/, metrics/category/, metrics/kind/<category>/ and
+metrics/tuning/, which `dvc metrics show` and `diff` read when named (`--targets` for diff).
 """
 
 from __future__ import annotations
@@ -28,14 +28,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ddad.evaluation import evaluate_maps, protocol_from
+from ddad.evaluation import evaluate_maps, one_image_step, protocol_from
 from ddad.layout import test_images
 from ddad.mvtec import MVTEC_CATEGORIES
 from ddad.synthetic import SYNTHETIC_CATEGORIES
 from stages.common import DATA_DIR, METRICS_DIR, PLOTS_DIR, RUNS_DIR, run_stage, write_json
 
 SEED_COLUMNS = ["category", "category_type", "img_auc", "pixel_auc"]
-ROW_FOLDERS = ("mean", "category", "kind", "tuning")  # under metrics/, as dvc.yaml lists them
+SMALL_HALF_STEP = 0.1  # a half with fewer than 10 good or 10 defective images gets a note
+ROW_FOLDERS = ("type", "category", "kind", "tuning")  # under metrics/, as dvc.yaml lists them
 
 
 def category_type(data: dict[str, Any], category: str) -> str:
@@ -65,7 +66,7 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
     wanted = params["evaluate"]["metrics"]
-    rows, defects, tuning = [], {}, {}
+    rows, defects, tuning, notes = [], {}, {}, []
     for category in params["data"]["categories"]:
         costs = [
             json.loads((RUNS_DIR / category / stage / "summary.json").read_text())
@@ -76,8 +77,8 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         defects[category], tuning[category] = found["defects"], found["tuning"]
         fpr, tpr = found["roc"]
         row.update(found["confirmation"])
-        for cost in ("nfe_per_image", "seconds_per_image"):  # reconstruct's, then score's
-            row[cost] = sum(stage[cost] for stage in costs)
+        notes += _small_half_note(category, **found["images"])
+        row["nfe_per_image"] = sum(stage["nfe_per_image"] for stage in costs)
         rows.append(row)
         write_json(
             PLOTS_DIR / "roc" / f"{category}.json",
@@ -89,7 +90,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     table[[c for c in columns if c in table.columns]].to_csv(
         METRICS_DIR / "results.csv", index=False, float_format="%.6f"
     )
-    numeric = wanted + ["nfe_per_image", "seconds_per_image"]
+    numeric = wanted + ["nfe_per_image"]
     report: dict[str, Any] = {"mean": {k: _mean(rows, k) for k in numeric}}
     for kind in sorted({r["category_type"] for r in rows}):
         report[f"mean_{kind}"] = {
@@ -103,6 +104,8 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     write_json(METRICS_DIR / "defects.json", _rounded(defects))
     _write_rows(report, defects, wanted)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    for note in notes:
+        print(note)
     by_kind = pd.DataFrame(
         [{"category": c, "defect": k} | v for c, kinds in defects.items() for k, v in kinds.items()]
     )
@@ -113,17 +116,29 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     print(pd.DataFrame(report["tuning"]).T.to_string(float_format=lambda v: f"{v:.4f}"))
 
 
+def _small_half_note(category: str, good: int, defective: int) -> list[str]:
+    """A line when the confirmation half is too small to tell two settings apart."""
+    step = one_image_step(good, defective)
+    if step <= SMALL_HALF_STEP:
+        return []
+    return [
+        f"note: {category}'s confirmation half holds {good} good and {defective} defective "
+        f"images: one image can move its image AUROC by {step:.2f}, and its pixel figures as "
+        "much; settings closer than that are not told apart here"
+    ]
+
+
 def _write_rows(
     report: dict[str, Any], defects: dict[str, dict[str, Any]], wanted: list[str]
 ) -> None:
-    """One flat file per row for DVC: the means (over all categories, then per type), each
+    """One flat file per row for DVC: the mean over all categories, the mean per type, each
     category, and each of its defect kinds; the asked-for metrics, and UNet passes per image
     (``nfe``) where they belong to the row."""
     for folder in ROW_FOLDERS:
         shutil.rmtree(METRICS_DIR / folder, ignore_errors=True)
-    rows = {"mean/all": report["mean"]}
+    rows = {"mean": report["mean"]}
     rows |= {
-        f"mean/{k.removeprefix('mean_')}": v for k, v in report.items() if k.startswith("mean_")
+        f"type/{k.removeprefix('mean_')}": v for k, v in report.items() if k.startswith("mean_")
     }
     for category, found in report["categories"].items():
         rows[f"category/{category}"] = found

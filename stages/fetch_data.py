@@ -3,9 +3,9 @@
 Each category has its own stage, so adding one fetches that one alone. synthetic generates it
 (each category from the seed alone, whatever the others are); mvtec extracts it from MVTec AD's
 archive, downloaded once into data/downloads/ (outside every stage output, so it survives);
-folder takes it from data.root: in place when that is data/images, where DVC versions your
-images as this stage's output, else as a copy. The output is `persist` in dvc.yaml so that DVC
-never deletes it, since with data.root data/images it is the only copy of your images.
+folder copies it from data.root (data/own by default). The copy is the stage's output, which
+DVC versions and may delete; your folder is only read, never an output, so no DVC command can
+remove it. Every fetch_data stage depends on data.root, so an edit there re-runs the copies.
 """
 
 from __future__ import annotations
@@ -72,14 +72,9 @@ def _take_folder(data: dict[str, Any], category: str) -> str:
             "category folders"
         )
     root = Path(data["root"]).expanduser()
-    if root.resolve() == DATA_DIR.resolve():
-        return f"your images in place, versioned by DVC as {DATA_DIR / category}"
     validate_category(root, category)
     replace_folder(DATA_DIR / category, partial(shutil.copytree, root / category))
-    return (
-        f"copied from {root / category}; DVC does not watch that folder: after changing files "
-        f"there, run `dvc repro -f -s fetch_data@{category}`, or keep them in {DATA_DIR}"
-    )
+    return f"copied from {root / category} (your folder is read, never changed)"
 
 
 SOURCES = {"synthetic": _generate, "mvtec": _extract_mvtec, "folder": _take_folder}

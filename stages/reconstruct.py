@@ -11,6 +11,7 @@ resumes where it stopped and a result made with other settings is never reused.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from stages.common import (
     load_test_mask,
     plan_for,
     run_stage,
+    wall_time,
     write_json,
 )
 
@@ -89,6 +91,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
             file=sys.stderr,
         )
     items = [(k, lambda p=paths[k]: load_model_input(p, channels, params)) for k in todo]
+    started = time.perf_counter()
     results = run(
         prepare_model(model, device) if model else None,
         diffusion,
@@ -116,13 +119,14 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
             source=np.str_(sources[result.key]),
             image=result.image,
             nfe=np.float64(result.nfe),
-            seconds=np.float64(result.seconds),
             **extra,
         )
     distributed.barrier()  # every rank's images are stored
     if not distributed.is_leader():
         return
-    costs = [store.load(k, ("nfe", "seconds")) for k in tests]
+    if todo:
+        print(wall_time(f"reconstruct@{category}", started, len(todo)), file=sys.stderr)
+    costs = [store.load(k, ("nfe",)) for k in tests]
     write_json(
         RUNS_DIR / category / "recon" / "summary.json",
         {
@@ -130,7 +134,6 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
             "device": device.type,
             "picture": picture_title(plan) if plan else None,
             "nfe_per_image": float(np.mean([float(c["nfe"]) for c in costs])),
-            "seconds_per_image": float(np.mean([float(c["seconds"]) for c in costs])),
             "test": sorted(tests),
             "validation": sorted(vals),
         },

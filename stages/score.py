@@ -8,12 +8,14 @@ map by its mean only with ``score.divide_map: false``; ddad.scoring.finished). W
 ranks the UNet passes are shared (ddad.distributed.sharded_map) and rank 0 writes the outputs.
 Writes runs/<category>/score/scores.csv (one row per test and held-out good image: key, split,
 label, defect, score), maps.npz (test maps and ground truth for evaluate and plot) and
-summary.json (UNet passes and seconds per image the maps took, for evaluate's cost figures).
+summary.json (UNet passes per image the maps took, for evaluate's cost figure; the wall time is
+printed, not stored, so that a re-run writes the same bytes).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +36,7 @@ from stages.common import (
     TRAINED_DIR,
     load_model_input,
     run_stage,
+    wall_time,
     write_json,
 )
 
@@ -82,7 +85,7 @@ def feature_mapper(
 
 def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
     """Maps, masks, labels and scores of a category's test and validation images, and what
-    they cost per image beyond the reconstruct stage's (the good reference apart)."""
+    they cost in UNet passes per image beyond the reconstruct stage's (the good reference apart)."""
     recon = RUNS_DIR / category / "recon"
     summary = json.loads((recon / "summary.json").read_text())
     store = ResultStore(recon, summary["digest"])
@@ -119,10 +122,8 @@ def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
         if is_test:
             maps.append(amap.astype(np.float32))
             masks.append(result["mask"])
-    cost = {
-        "nfe_per_image": 1.0 if features else 0.0,  # the features' partial UNet pass
-        "seconds_per_image": (time.perf_counter() - start) / len(keys),
-    }
+    print(wall_time(f"score@{category}", start, len(keys)), file=sys.stderr)
+    cost = {"nfe_per_image": 1.0 if features else 0.0}  # the features' partial UNet pass
     return {"rows": rows, "maps": np.stack(maps), "masks": np.stack(masks), "cost": cost}
 
 

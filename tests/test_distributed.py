@@ -69,11 +69,11 @@ def _ok(project: Path, stage: str) -> str:
 
 
 def _recon_arrays(project: Path) -> dict[str, dict[str, np.ndarray]]:
-    """Every stored reconstruction result but its timing."""
+    """Every stored reconstruction result."""
     found = {}
     for path in sorted((project / "runs" / "stripes" / "recon").glob("*/*.npz")):
         with np.load(path) as data:
-            found[path.name] = {k: data[k] for k in data.files if k != "seconds"}
+            found[path.name] = {k: data[k] for k in data.files}
     return found
 
 

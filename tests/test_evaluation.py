@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
-from ddad.evaluation import Protocol, evaluate_maps
+from ddad.evaluation import Protocol, evaluate_maps, one_image_step
 from ddad.halves import confirmation_half
 from ddad.imageio import resize_map
 from ddad.layout import test_images
@@ -91,6 +92,7 @@ def test_without_halves_tuning_and_confirmation_are_all_images(tmp_path: Path) -
     scores = [0.1, 0.2, 0.3, 0.4, 0.15, 0.25, 0.35, 0.45]
     found = evaluate_maps(items, scores, maps, Protocol(metrics=("img_auc",), halves=False))
     assert found["confirmation"]["img_auc"] == found["tuning"]["img_auc"] == 0.625
+    assert found["images"] == {"good": 4, "defective": 4}
     fpr, tpr = found["roc"]
     assert fpr[0] == 0.0 and tpr[-1] == 1.0
 
@@ -102,3 +104,18 @@ def test_an_empty_tuning_half_gives_nan_not_an_error(tmp_path: Path) -> None:
     found = evaluate_maps(items, [0.0, 1.0], maps, Protocol(metrics=("img_auc", "aupro")))
     assert found["confirmation"]["img_auc"] == 1.0
     assert all(np.isnan(value) for value in found["tuning"].values())
+
+
+@pytest.mark.parametrize(
+    "good, defective, step", [(4, 4, 0.25), (3, 40, 1 / 3), (40, 20, 0.05), (0, 5, float("inf"))]
+)
+def test_one_image_moves_an_auroc_by_one_over_the_smaller_count(good, defective, step) -> None:
+    assert one_image_step(good, defective) == pytest.approx(step)
+
+
+def test_one_image_step_is_what_swapping_one_image_does() -> None:
+    """Lifting the lowest defective score above every good one moves the AUROC by 1/3."""
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    before = roc_auc_score(labels, [0.5, 0.6, 0.7, 0.1, 0.8, 0.9])
+    after = roc_auc_score(labels, [0.5, 0.6, 0.7, 1.0, 0.8, 0.9])
+    assert after - before == pytest.approx(one_image_step(3, 3))

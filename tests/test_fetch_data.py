@@ -37,11 +37,11 @@ def write_category(root: Path, category: str) -> None:
         (root / category / name).write_bytes(data)
 
 
-def test_a_folder_elsewhere_is_copied_and_follows_deletions(workdir, capsys):
+def test_a_folder_is_copied_and_follows_deletions(workdir, capsys):
     write_category(workdir / "mine", "bottle")
     params = params_with(source="folder", root=str(workdir / "mine"))
     fetch_data.main(params, ["bottle"])
-    assert "run `dvc repro -f -s fetch_data@bottle`" in capsys.readouterr().out
+    assert "copied from" in capsys.readouterr().out
     copied = workdir / "data/images/bottle/train/good"
     assert sorted(p.name for p in copied.iterdir()) == ["000.png", "001.png", "002.png"]
     (workdir / "mine/bottle/train/good/001.png").unlink()
@@ -49,14 +49,19 @@ def test_a_folder_elsewhere_is_copied_and_follows_deletions(workdir, capsys):
     assert sorted(p.name for p in copied.iterdir()) == ["000.png", "002.png"]
 
 
-def test_a_folder_at_data_images_is_used_in_place(workdir, capsys):
-    write_category(workdir / "data/images", "screw")
-    before = {p: p.stat().st_ino for p in (workdir / "data/images").rglob("*")}
-    fetch_data.main(params_with(source="folder", root="data/images"), ["screw"])
-    assert {p: p.stat().st_ino for p in (workdir / "data/images").rglob("*")} == before
-    assert "3 training images, your images in place" in capsys.readouterr().out
-    with pytest.raises(DdadError, match="no category 'bottle' under data/images"):
-        fetch_data.main(params_with(source="folder", root="data/images"), ["bottle"])
+def test_your_folder_is_only_read(workdir):
+    write_category(workdir / "data/own", "screw")
+    own = workdir / "data/own"
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in own.rglob("*")}
+    fetch_data.main(params_with(source="folder", root="data/own"), ["screw"])
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in own.rglob("*")} == before
+    copies = {
+        p.relative_to(workdir / "data/images"): p.read_bytes()
+        for p in (workdir / "data/images").rglob("*.png")
+    }
+    assert copies == {p.relative_to(own): p.read_bytes() for p in own.rglob("*.png")}
+    with pytest.raises(DdadError, match="no category 'bottle' under data/own"):
+        fetch_data.main(params_with(source="folder", root="data/own"), ["bottle"])
 
 
 def test_an_unreachable_archive_says_where_to_get_it_and_the_ways_out(workdir):

@@ -1,0 +1,129 @@
+"""The README as a user meets it: its figures are what the committed run measured, and its
+commands, run as written in a clone, keep a user's images and leave the clone clean."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from test_pipeline import ENV, TINY, _merged, _ran, _run, make_project
+
+from ddad.synthetic import generate_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+FIGURES = ["img_auc", "pixel_auc", "aupro", "img_f1max", "pixel_ap"]
+
+
+def section(heading: str) -> str:
+    """The README's text under ``## heading``, up to the next heading of that level."""
+    found = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", README, re.M | re.S)
+    assert found, f"README has no section {heading!r}"
+    return found.group(1)
+
+
+def commands(heading: str) -> list[str]:
+    """The lines of the section's first ```bash block, each a command as a user types it."""
+    block = re.search(r"```bash\n(.*?)```", section(heading), re.S)
+    assert block, f"README's {heading!r} has no bash block"
+    return [line for line in block.group(1).replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def test_the_results_table_is_the_committed_run():
+    rows = [
+        [cell.strip(" *") for cell in line.strip("|").split("|")]
+        for line in section("Results").splitlines()
+        if re.match(r"\| \**\w", line) and "category" not in line
+    ]
+    shown = {row[0]: [float(v) for v in row[2:7]] for row in rows[:4]}
+    results = pd.read_csv(REPO / "metrics" / "results.csv").set_index("category")
+    mean = yaml.safe_load((REPO / "metrics" / "mean.json").read_text())
+    expected = {c: [round(results.loc[c, f], 3) for f in FIGURES] for c in results.index}
+    expected["mean"] = [round(mean[f], 3) for f in FIGURES]
+    assert shown == expected
+
+
+def _bash(project: Path, line: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        ["bash", "-c", line], cwd=project, env=ENV, capture_output=True, text=True, timeout=900
+    )
+    if check and result.returncode:
+        raise AssertionError(f"{line} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _clean(project: Path) -> None:
+    assert _bash(project, "git status --porcelain").stdout == ""
+    assert "up to date" in _run(project, "dvc", "status").stdout
+
+
+@pytest.fixture
+def clone(tmp_path: Path) -> Path:
+    """A clone of a project whose tiny default run is committed, after its own `dvc repro`."""
+    origin = make_project(tmp_path / "origin")
+    _run(origin, "dvc", "repro")
+    _bash(origin, "git add -A && git -c user.name=t -c user.email=t@t commit -qm run")
+    _bash(tmp_path, "git clone -q origin clone")
+    clone = tmp_path / "clone"
+    _run(clone, "dvc", "repro")
+    return clone
+
+
+@pytest.mark.slow
+def test_a_fresh_clone_reproduces_and_the_experiments_go_back(clone):
+    _clean(clone)  # the same bytes as the committed run: nothing to add to git
+    for line in commands("Experiments, and back"):
+        _bash(clone, line)
+        if line.startswith("git checkout HEAD"):
+            _clean(clone)
+
+
+@pytest.mark.slow
+def test_own_images_survive_every_readme_command_and_a_failing_run(clone, tmp_path):
+    dataset = tmp_path / "dataset"
+    syn = TINY["data"]["synthetic"]
+    generate_dataset(
+        dataset,
+        ["washer"],
+        n_train=syn["train"],
+        n_test_good=syn["test_good"],
+        n_test_defect=syn["test_defect"],
+        progress=False,
+    )
+    (dataset / "washer").rename(dataset / "my_part")
+    copy, run = [
+        line.replace("/path/to/dataset", str(dataset)) for line in commands("Your own images")
+    ]
+    _bash(clone, copy)
+    own = clone / "data" / "own" / "my_part"
+    kept = _files(own)
+    assert kept == _files(dataset / "my_part") and kept
+    typo = _bash(clone, run.replace("my_part", "my_prat"), check=False)
+    assert typo.returncode and "no category 'my_prat'" in typo.stderr
+    assert _files(own) == kept
+    _bash(clone, run)
+    assert _files(own) == kept
+    assert list(pd.read_csv(clone / "metrics" / "results.csv")["category"]) == ["my_part"]
+    back = next(line for line in commands("Experiments, and back") if "git checkout" in line)
+    _bash(clone, back)
+    assert _files(own) == kept
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    failing = {"data": {"source": "folder", "categories": ["my_part", "absent"]}}
+    (clone / "params.yaml").write_text(yaml.safe_dump(_merged(params, failing)))
+    assert _run(clone, "dvc", "repro", check=False).returncode
+    assert _files(own) == kept
+    _bash(clone, back)
+    assert _files(own) == kept
+    assert _bash(clone, "git status --porcelain").stdout == ""
+    # every fetch_data stage watches data/own: the defaults' regenerate, and nothing else runs
+    assert _ran(_run(clone, "dvc", "repro")) == ["fetch_data@stripes"]
+    shutil.rmtree(clone / "data" / "images")
+    _bash(clone, "dvc checkout")
+    assert _files(own) == kept
