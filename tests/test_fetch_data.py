@@ -59,6 +59,16 @@ def test_a_folder_at_data_images_is_used_in_place(workdir, capsys):
         fetch_data.main(params_with(source="folder", root="data/images"), ["bottle"])
 
 
+@pytest.mark.parametrize("root", ["data/images", "mine"])
+def test_an_empty_image_stops_fetch_data_naming_it(workdir, root):
+    """Not reconstruct, stages later: the file is named where the data comes in."""
+    write_category(workdir / root, "screw")
+    empty = Path(root) / "screw/train/good/001.png"
+    empty.write_bytes(b"")
+    with pytest.raises(DdadError, match=rf"^image {empty} is empty \(0 bytes\); copy it again"):
+        fetch_data.main(params_with(source="folder", root=root), ["screw"])
+
+
 def test_an_unreachable_archive_says_where_to_get_it_and_the_ways_out(workdir):
     with FileServer({}) as server:
         url = server.url(f"/{ARCHIVE}")
