@@ -12,7 +12,7 @@ from mvtec_archive import category_files, make_mvtec_archive
 from ddad.errors import DdadError
 from ddad.mvtec import MVTEC_PAGE
 from stages import fetch_data
-from stages.evaluate import category_type
+from stages.evaluate import category_type, guessed_type
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -122,3 +122,12 @@ def test_a_synthetic_category_is_the_same_whatever_else_is_fetched(workdir, tmp_
 def test_category_type(source, category, types, expected):
     data = params_with(source=source, category_types=types)["data"]
     assert category_type(data, category) == expected
+
+
+def test_only_a_guessed_type_is_said():
+    data = params_with(source="folder", category_types={"named": "object"})["data"]
+    assert guessed_type(data, "my_part") == (
+        "category 'my_part': type texture (not an MVTec AD name; set data.category_types to change)"
+    )
+    assert guessed_type(data, "named") is None
+    assert guessed_type(data, "bottle") is None
