@@ -312,20 +312,25 @@ def _check_data(data: dict[str, Any]) -> None:
             )
     if data["source"] == "folder" and not data["root"]:
         raise _fail("data.root", data["root"], "the folder holding your category folders")
-    pin = data["mvtec_sha256"]
+    _check_pin("data.mvtec_sha256", data["mvtec_sha256"])
+
+
+def _check_pin(key: str, pin: str) -> None:
+    """A download's pinned checksum: a typo would fail only after the whole download."""
     if pin and not SHA256.fullmatch(pin):
-        raise _fail("data.mvtec_sha256", pin, "'' or a sha256 (64 hex digits)")
+        raise _fail(key, pin, "'' or a sha256 (64 hex digits)")
 
 
 def _check_model(params: dict[str, Any]) -> None:
-    """The preset's size rule (ddad.models.size_needs, which train's check_preset applies) and
-    the channels its pretrained weights have."""
+    """The preset's size rule (ddad.models.size_needs, which train's check_preset applies), the
+    channels its pretrained weights have and their pin."""
     name, data = params["model"]["preset"], params["data"]
     needs = size_needs(name, data["image_size"])
     if needs:
         raise _fail("data.image_size", data["image_size"], f"{needs} for model.preset {name}")
     if PRESETS[name].pretrained and data["channels"] == "1":
         raise _fail("data.channels", "1", f"auto or 3 (model.preset {name}'s weights are RGB)")
+    _check_pin("model.sha256", params["model"]["sha256"])
 
 
 def _check_train(params: dict[str, Any]) -> None:

@@ -310,6 +310,8 @@ REFUSALS = [
     ("data.root", _with_all(data__source="folder", data__root="")),
     ("data.categories", _with_all(data__categories=["../escape"])),
     ("data.mvtec_sha256", _with_all(data__mvtec_sha256="abc")),
+    # fetch_model: download's checksum pin, known bad only after the whole download
+    ("model.sha256", _with_all(model__sha256="abc")),
     ("data.synthetic.seed", _with_all(data__synthetic__seed=-1)),
     # every stage reading images: imageio's resize methods
     ("data.resize", _with_all(data__resize="lanczos")),
