@@ -47,6 +47,8 @@ _MASK_RESIZE = {
     "bilinear_any": (Image.Resampling.BILINEAR, 1),
 }
 _OPEN_LOCK = threading.Lock()
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+_VERIFIED_FORMATS = frozenset({"PNG"})  # Pillow's verify() reads their every chunk and its CRC
 
 Size = int | Sequence[int]  # one side (square) or [height, width]
 
@@ -93,22 +95,47 @@ def native_channels(path: Path) -> int:
         return 1 if _is_gray(lazy) else 3
 
 
-def display_size(path: Path) -> tuple[int, int]:
+def display_size(path: Path, kind: str = "image") -> tuple[int, int]:
     """(width, height) as displayed, i.e. after the EXIF orientation: the size read_mask wants."""
-    with _opened(path, "image", None) as lazy:
+    with _opened(path, kind, None) as lazy:
         orientation = lazy.getexif().get(ExifTags.Base.Orientation, 1)
         return lazy.size[::-1] if orientation in _QUARTER_TURNS else lazy.size
+
+
+def readable_size(path: Path, kind: str = "image") -> tuple[int, int]:
+    """``display_size`` of a file checked to read through, where the data comes in: a broken
+    file is then named by fetch_data, not by a stage minutes later.
+
+    A PNG is verified (every chunk against its CRC, without decompressing: 0.7 ms for a
+    1024 x 1024 photo against 15 ms to decode it); other formats, whose verify() checks
+    nothing, are decoded (a 1024 x 1024 JPEG: 3 ms).
+    """
+    with _opened(path, kind, None) as lazy:
+        try:
+            if lazy.format in _VERIFIED_FORMATS:
+                lazy.verify()
+            else:
+                lazy.load()
+        except _DECODE_ERRORS as err:
+            raise _corrupt(kind, path, err) from err
+    return display_size(path, kind)  # a verified file is read again for its header
+
+
+def check_mask_size(path: Path, mask_size: tuple[int, int], size: tuple[int, int]) -> None:
+    """Refuse a mask whose (width, height) is not its image's ``size``: it would not say which
+    pixels are defects."""
+    if tuple(mask_size) != tuple(size):
+        raise DdadError(
+            f"mask {path} is {mask_size[0]}x{mask_size[1]} pixels but its image is "
+            f"{size[0]}x{size[1]} (width x height); export the mask at the image's size"
+        )
 
 
 def read_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
     """Read a defect mask as bool H x W; `size` is its image's (width, height) as displayed."""
     with _opened(path, "mask", None) as lazy:
         mask = _decoded(lazy, path, "mask")
-        if mask.size != tuple(size):
-            raise DdadError(
-                f"mask {path} is {mask.width}x{mask.height} pixels but its image is "
-                f"{size[0]}x{size[1]} (width x height); export the mask at the image's size"
-            )
+        check_mask_size(path, mask.size, size)
         if mask.mode == "F":
             return np.asarray(mask) >= 0.5
         if mask.mode in _WIDE_SCALE:
@@ -203,7 +230,7 @@ def _decoded(lazy: Image.Image, path: Path, kind: str) -> Image.Image:
     try:
         lazy.load()
         return ImageOps.exif_transpose(lazy)
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
+    except _DECODE_ERRORS as err:
         raise _corrupt(kind, path, err) from err
 
 

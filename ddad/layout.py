@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from ddad.errors import DdadError
-from ddad.imageio import IMAGE_SUFFIXES, is_image_file, native_channels
+from ddad.imageio import (
+    IMAGE_SUFFIXES,
+    check_mask_size,
+    is_image_file,
+    native_channels,
+    readable_size,
+)
 
 GOOD = "good"
 MASK_SUFFIX = "_mask"
@@ -89,7 +95,8 @@ test_images.__test__ = False  # a library function; keeps pytest from collecting
 
 
 def validate_category(root: Path, category: str) -> None:
-    """Stop with one line if a category cannot be used: missing folders, no images, no masks.
+    """Stop with one line if a category cannot be used: missing folders, no images, no masks,
+    a file that does not read or a mask not at its image's size.
 
     A category without defective test images (or without good ones) is allowed: pixel metrics,
     and image metrics that need both labels, then come out as nan.
@@ -100,12 +107,25 @@ def validate_category(root: Path, category: str) -> None:
             f"no category {category!r} under {root} (a category is a folder with train/ or "
             f"test/ inside); found: {', '.join(found) or 'none'}"
         )
-    _nonempty_train_images(root, category)
-    if not test_images(root, category):
+    train = _nonempty_train_images(root, category)
+    tests = test_images(root, category)
+    if not tests:
         raise DdadError(
             f"{root / category / 'test'} holds no test images; put defect-free ones in "
             "test/good and defective ones in test/<defect>"
         )
+    _check_files(train, tests)
+
+
+def _check_files(train: list[Path], tests: list[TestImage]) -> None:
+    """Every image and mask reads (``readable_size``) and each mask fits its image: checked
+    where the data comes in, so that a broken file stops fetch_data, not a later stage."""
+    for path in train:
+        readable_size(path)
+    for item in tests:
+        size = readable_size(item.path)
+        if item.mask is not None:
+            check_mask_size(item.mask, readable_size(item.mask, "mask"), size)
 
 
 def split_train_val(

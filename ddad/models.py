@@ -79,22 +79,33 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def downsampling(name: str) -> int:
+    """How many times the preset's UNet halves each side: every side it sees (the image size,
+    a training crop) must be a multiple of this, or a skip connection's halves do not meet."""
+    return 2 ** (len(PRESETS[name].channel_mult) - 1)
+
+
+def size_needs(name: str, image_size: Size) -> str | None:
+    """What the preset ``name`` needs of the model size that ``image_size`` lacks, in words, or
+    None when it fits; the one rule behind ``check_preset`` and the params check."""
+    preset = PRESETS[name]
+    if preset.image_size is not None and sides(image_size) != sides(preset.image_size):
+        return f"image_size {preset.image_size}"
+    levels = downsampling(name)
+    if any(side % levels for side in sides(image_size)):
+        return f"multiples of {levels} on each side"
+    return None
+
+
 def check_preset(name: str, image_size: Size) -> Preset:
     """Return the preset, or say in one line why it cannot run at ``image_size`` (one side, or
     [height, width])."""
     if name not in PRESETS:
         raise DdadError(f"model.preset: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    preset = PRESETS[name]
-    if preset.image_size is not None and sides(image_size) != sides(preset.image_size):
-        raise DdadError(
-            f"data.image_size: {name} needs image_size {preset.image_size}, got {image_size}"
-        )
-    levels = 2 ** (len(preset.channel_mult) - 1)
-    if any(side % levels for side in sides(image_size)):
-        raise DdadError(
-            f"data.image_size: {name} needs multiples of {levels} on each side, got {image_size}"
-        )
-    return preset
+    needs = size_needs(name, image_size)
+    if needs:
+        raise DdadError(f"data.image_size: {name} needs {needs}, got {image_size}")
+    return PRESETS[name]
 
 
 def build_model(

@@ -8,24 +8,33 @@ and ``ddad bench`` read single keys, possibly outside a project, with the same r
 from __future__ import annotations
 
 import difflib
+import math
+import os
 import re
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
 from ddad.engine import DEVICES
 from ddad.errors import DdadError
+from ddad.imageio import sides
 from ddad.metrics import METRIC_NAMES
-from ddad.models import PRESETS
+from ddad.models import PRESETS, downsampling, size_needs
+from ddad.mvtec import MVTEC_CATEGORIES
 from ddad.preprocess import NORMALIZATIONS
 from ddad.reconstruct import SAMPLERS, highest_timestep
 from ddad.scoring import ERRORS, IMAGE_SCORES, MAPS
+from ddad.synthetic import SYNTHETIC_CATEGORIES
 
 PARAMS_FILE = Path("params.yaml")
 CATEGORY_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # category names become folder names under runs/
 SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+# what the pipeline's stages write (dvc.yaml's outputs), relative to the repository root
+PIPELINE_OUTPUTS = tuple(
+    PurePosixPath(p) for p in ("data/images", "models", "runs", "metrics", "plots")
+)
 ENDPOINT = re.compile(r"[^\s:]+:[0-9]{1,5}")
 
 
@@ -41,6 +50,7 @@ class Spec:
     size: int | None = None
     odd: bool = False  # besides 0, only odd values (a blur kernel has a centre)
     auto: bool = False  # "auto" is accepted too
+    above: bool = False  # low itself is not allowed (a learning rate of 0 learns nothing)
 
     def describe(self) -> str:
         if self.auto:
@@ -53,7 +63,7 @@ class Spec:
         if self.low is not None and self.high is not None:
             bounds = f" in {self.low:g}..{self.high:g}"
         elif self.low is not None:
-            bounds = f" >= {self.low:g}"
+            bounds = f" {'>' if self.above else '>='} {self.low:g}"
         if self.kind == "list":
             count = f"{self.size} " if self.size else ""
             return f"a list of {count}({self.item.describe()})"
@@ -95,7 +105,7 @@ SCHEMA: dict[str, Any] = {
     "train": {
         "steps": Spec("int", 0),
         "batch_size": Spec("int", 1),
-        "lr": Spec("float", 0),
+        "lr": Spec("float", 0, above=True),
         "ema": Spec("float", 0, 1),
         "t_range": Spec("list", item=INT_T, size=2),
         "crop": Spec("int", 0),
@@ -123,7 +133,7 @@ SCHEMA: dict[str, Any] = {
         "top_fraction": Spec("float", 0, 1),
         "map": _choice(*MAPS),
         "bank_images": Spec("int", 1),
-        "bank_vectors": Spec("int", 1),
+        "bank_vectors": Spec("int", 2),  # whitening needs two to have a spread
         "reference_images": Spec("int", 0),
         "search_radius": Spec("int", -1),
         "whiten": Spec("bool"),
@@ -148,12 +158,17 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-class ParamsError(DdadError):
-    """A bad params.yaml value; ``key`` is the dotted key to fix."""
+SOURCE_CATEGORIES = {"synthetic": SYNTHETIC_CATEGORIES, "mvtec": MVTEC_CATEGORIES}
 
-    def __init__(self, key: str, message: str) -> None:
+
+class ParamsError(DdadError):
+    """A bad params.yaml value; ``key`` is the dotted key to fix, ``settable`` False when it is
+    an unknown or missing key (the message says what to do; ``dvc exp run -S`` cannot)."""
+
+    def __init__(self, key: str, message: str, settable: bool = True) -> None:
         super().__init__(message)
         self.key = key
+        self.settable = settable
 
 
 def _fail(key: str, value: Any, allowed: str) -> ParamsError:
@@ -196,7 +211,10 @@ def _check_value(key: str, value: Any, spec: Spec) -> None:
     expected = {"int": int, "float": (int, float), "bool": bool, "str": str}[spec.kind]
     if not isinstance(value, expected) or (spec.kind != "bool" and isinstance(value, bool)):
         raise _fail(key, value, spec.describe())
-    if spec.low is not None and value < spec.low or spec.high is not None and value > spec.high:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _fail(key, value, spec.describe())
+    below = spec.low is not None and (value < spec.low or spec.above and value == spec.low)
+    if below or spec.high is not None and value > spec.high:
         raise _fail(key, value, spec.describe())
     if spec.odd and value and value % 2 == 0:
         raise _fail(key, value, spec.describe())
@@ -210,12 +228,12 @@ def _check_tree(prefix: str, values: Any, schema: dict[str, Any]) -> None:
             where = f"{prefix}.{key}" if prefix else key
             close = difflib.get_close_matches(str(key), list(schema), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(schema)}"
-            raise ParamsError(where, f"params.yaml: unknown key {where!r}{hint}")
+            raise ParamsError(where, f"params.yaml: unknown key {where!r}{hint}", False)
     for key, spec in schema.items():
         where = f"{prefix}.{key}" if prefix else key
         if key not in values:
             raise ParamsError(
-                where, f"params.yaml: {where} is missing; add it (see README, 'The knobs')"
+                where, f"params.yaml: {where} is missing; add it (see README, 'The knobs')", False
             )
         if isinstance(spec, dict):
             _check_tree(where, values[key], spec)
@@ -247,9 +265,23 @@ def parse_params(text: str, source: Path = PARAMS_FILE) -> dict[str, Any]:
 
 
 def validate(params: dict[str, Any]) -> dict[str, Any]:
-    """Check the whole params tree (types, ranges, choices, cross-key rules); return it."""
+    """Check the whole params tree (types, ranges, choices, cross-key rules); return it.
+
+    Every rule a stage would refuse a value by is here too (often the very function the stage
+    calls), since this check runs before DVC deletes any stage's outputs.
+    """
     _check_tree("", params, SCHEMA)
-    rec = params["reconstruct"]
+    _check_reconstruct(params["reconstruct"])
+    _check_data(params["data"])
+    _check_model(params)
+    _check_train(params)
+    _check_score(params["score"])
+    _check_dist(params)
+    return params
+
+
+def _check_reconstruct(rec: dict[str, Any]) -> None:
+    """ddim's steps and the jittered noise levels against every category's t."""
     levels = {"reconstruct.timesteps": rec["timesteps"]}
     levels.update(
         {
@@ -264,14 +296,82 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
             raise _fail(
                 "reconstruct.jitter", rec["jitter"], f"a jitter that keeps {key} below 1000"
             )
+
+
+def _check_data(data: dict[str, Any]) -> None:
+    """Category names that make folders, and that the source has; the archive pin; a root
+    for your own folders."""
+    for name in data["categories"]:
+        if not CATEGORY_NAME.fullmatch(name) or set(name) == {"."}:
+            raise _fail("data.categories", name, "a plain folder name (letters, digits, _ . -)")
+    if len(set(data["categories"])) != len(data["categories"]):
+        raise _fail("data.categories", data["categories"], "distinct names")
+    known = SOURCE_CATEGORIES.get(data["source"])
+    for name in data["categories"]:
+        if known is not None and name not in known:
+            raise _fail(
+                "data.categories",
+                name,
+                f"a {data['source']} category ({', '.join(known)}), as data.source is "
+                f"{data['source']}; your own images need data.source folder",
+            )
+    _check_root(data["root"])
+    _check_pin("data.mvtec_sha256", data["mvtec_sha256"])
+
+
+def _check_root(root: str) -> None:
+    """Your own images' folder: every fetch_data stage depends on it, whatever the source, and
+    it must not hold or lie in what the pipeline writes, which DVC may delete."""
+    allowed = "a folder apart from data/images, models, runs, metrics and plots (data/own)"
+    if not root:
+        raise _fail("data.root", root, allowed)
+    path = PurePosixPath(os.path.normpath(root))
+    for written in PIPELINE_OUTPUTS:
+        if path == written or written in path.parents or path in written.parents:
+            raise _fail("data.root", root, allowed)
+
+
+def _check_pin(key: str, pin: str) -> None:
+    """A download's pinned checksum: a typo would fail only after the whole download."""
+    if pin and not SHA256.fullmatch(pin):
+        raise _fail(key, pin, "'' or a sha256 (64 hex digits)")
+
+
+def _check_model(params: dict[str, Any]) -> None:
+    """The preset's size rule (ddad.models.size_needs, which train's check_preset applies), the
+    channels its pretrained weights have and their pin."""
+    name, data = params["model"]["preset"], params["data"]
+    needs = size_needs(name, data["image_size"])
+    if needs:
+        raise _fail("data.image_size", data["image_size"], f"{needs} for model.preset {name}")
+    if PRESETS[name].pretrained and data["channels"] == "1":
+        raise _fail("data.channels", "1", f"auto or 3 (model.preset {name}'s weights are RGB)")
+    _check_pin("model.sha256", params["model"]["sha256"])
+
+
+def _check_train(params: dict[str, Any]) -> None:
+    """The noise-level range and crops the preset's UNet can take."""
     low, high = params["train"]["t_range"]
     if low > high:
         raise _fail("train.t_range", [low, high], "[low, high] with low <= high")
-    for name in params["data"]["categories"]:
-        if not CATEGORY_NAME.fullmatch(name) or set(name) == {"."}:
-            raise _fail("data.categories", name, "a plain folder name (letters, digits, _ . -)")
-    if len(set(params["data"]["categories"])) != len(params["data"]["categories"]):
-        raise _fail("data.categories", params["data"]["categories"], "distinct names")
+    name, crop = params["model"]["preset"], params["train"]["crop"]
+    levels = downsampling(name)
+    if crop % levels and crop < min(sides(params["data"]["image_size"])):
+        raise _fail(
+            "train.crop", crop, f"0 (whole images) or a multiple of {levels} (model.preset {name})"
+        )
+
+
+def _check_score(score: dict[str, Any]) -> None:
+    """A per-position Gaussian needs two bank images to have a spread."""
+    if score["feature_model"] == "gaussian" and score["bank_images"] < 2:
+        raise _fail(
+            "score.bank_images", score["bank_images"], "at least 2 (feature_model gaussian)"
+        )
+
+
+def _check_dist(params: dict[str, Any]) -> None:
+    """Node 0's address when there are several nodes; a batch every process has a share of."""
     dist = params["dist"]
     if dist["nnodes"] > 1 and not ENDPOINT.fullmatch(dist["rdzv_endpoint"]):
         raise _fail(
@@ -286,10 +386,6 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
             params["train"]["batch_size"],
             f"at least the {processes} processes of dist (each takes a share of the batch)",
         )
-    pin = params["data"]["mvtec_sha256"]
-    if pin and not SHA256.fullmatch(pin):
-        raise _fail("data.mvtec_sha256", pin, "'' or a sha256 (64 hex digits)")
-    return params
 
 
 def setting(params: dict[str, Any], key: str, default: Any) -> Any:

@@ -37,14 +37,29 @@ from stages.common import DATA_DIR, METRICS_DIR, PLOTS_DIR, RUNS_DIR, run_stage,
 SEED_COLUMNS = ["category", "category_type", "img_auc", "pixel_auc"]
 SMALL_HALF_STEP = 0.1  # a half with fewer than 10 good or 10 defective images gets a note
 ROW_FOLDERS = ("type", "category", "kind", "tuning")  # under metrics/, as dvc.yaml lists them
+FALLBACK_TYPE = "texture"  # of a category neither data.category_types nor MVTec AD types
 
 
 def category_type(data: dict[str, Any], category: str) -> str:
     """object or texture: data.category_types first, then the type the category has in the
     synthetic set (synthetic source) or in MVTec AD (mvtec, and folders with MVTec's names),
     else texture."""
-    known = SYNTHETIC_CATEGORIES if data["source"] == "synthetic" else MVTEC_CATEGORIES
-    return data["category_types"].get(category, known.get(category, "texture"))
+    return data["category_types"].get(category, _known_types(data).get(category, FALLBACK_TYPE))
+
+
+def guessed_type(data: dict[str, Any], category: str) -> str | None:
+    """The line saying that ``category``'s type is the fallback, or None when it is known: a
+    type decides which mean a category counts in, so a guess must not pass silently."""
+    if category in data["category_types"] or category in _known_types(data):
+        return None
+    return (
+        f"category {category!r}: type {FALLBACK_TYPE} (not an MVTec AD name; "
+        "set data.category_types to change)"
+    )
+
+
+def _known_types(data: dict[str, Any]) -> dict[str, str]:
+    return SYNTHETIC_CATEGORIES if data["source"] == "synthetic" else MVTEC_CATEGORIES
 
 
 def category_metrics(category: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +81,10 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
     wanted = params["evaluate"]["metrics"]
+    for category in params["data"]["categories"]:
+        note = guessed_type(params["data"], category)
+        if note:
+            print(note)
     rows, defects, tuning, notes = [], {}, {}, []
     for category in params["data"]["categories"]:
         costs = [

@@ -15,26 +15,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ddad.errors import DdadError
 from ddad.folders import replace_folder
 from ddad.layout import train_images, validate_category
-from ddad.mvtec import MVTEC_CATEGORIES, MVTEC_PAGE, MVTEC_URL, archive_path, fetch_category
-from ddad.synthetic import SYNTHETIC_CATEGORIES, generate_dataset
+from ddad.mvtec import MVTEC_PAGE, MVTEC_URL, archive_path, fetch_category
+from ddad.synthetic import generate_dataset
 from stages.common import DATA_DIR, run_stage
 
 DOWNLOADS = Path("data/downloads")
 
 
-def _check_known(category: str, known: dict[str, str], source: str) -> None:
-    if category not in known:
-        raise DdadError(
-            f"data.categories: {category!r} is not a {source} category; "
-            f"choose from {', '.join(known)}"
-        )
-
-
 def _generate(data: dict[str, Any], category: str) -> str:
-    _check_known(category, SYNTHETIC_CATEGORIES, "synthetic")
     syn = data["synthetic"]
     generate_dataset(
         DATA_DIR,
@@ -48,7 +38,6 @@ def _generate(data: dict[str, Any], category: str) -> str:
 
 
 def _extract_mvtec(data: dict[str, Any], category: str) -> str:
-    _check_known(category, MVTEC_CATEGORIES, "MVTec AD")
     url = data["mvtec_url"] or MVTEC_URL
     archive = archive_path(url, DOWNLOADS)
     hint = (
@@ -66,11 +55,6 @@ def _extract_mvtec(data: dict[str, Any], category: str) -> str:
 
 
 def _take_folder(data: dict[str, Any], category: str) -> str:
-    if not data["root"]:
-        raise DdadError(
-            "data.root: empty; with data.source folder, set it to the folder that holds your "
-            "category folders"
-        )
     root = Path(data["root"]).expanduser()
     validate_category(root, category)
     replace_folder(DATA_DIR / category, partial(shutil.copytree, root / category))

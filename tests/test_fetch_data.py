@@ -12,7 +12,7 @@ from mvtec_archive import category_files, make_mvtec_archive
 from ddad.errors import DdadError
 from ddad.mvtec import MVTEC_PAGE
 from stages import fetch_data
-from stages.evaluate import category_type
+from stages.evaluate import category_type, guessed_type
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -62,6 +62,16 @@ def test_your_folder_is_only_read(workdir):
     assert copies == {p.relative_to(own): p.read_bytes() for p in own.rglob("*.png")}
     with pytest.raises(DdadError, match="no category 'bottle' under data/own"):
         fetch_data.main(params_with(source="folder", root="data/own"), ["bottle"])
+
+
+@pytest.mark.parametrize("root", ["data/images", "mine"])
+def test_an_empty_image_stops_fetch_data_naming_it(workdir, root):
+    """Not reconstruct, stages later: the file is named where the data comes in."""
+    write_category(workdir / root, "screw")
+    empty = Path(root) / "screw/train/good/001.png"
+    empty.write_bytes(b"")
+    with pytest.raises(DdadError, match=rf"^image {empty} is empty \(0 bytes\); copy it again"):
+        fetch_data.main(params_with(source="folder", root=root), ["screw"])
 
 
 def test_an_unreachable_archive_says_where_to_get_it_and_the_ways_out(workdir):
@@ -117,3 +127,12 @@ def test_a_synthetic_category_is_the_same_whatever_else_is_fetched(workdir, tmp_
 def test_category_type(source, category, types, expected):
     data = params_with(source=source, category_types=types)["data"]
     assert category_type(data, category) == expected
+
+
+def test_only_a_guessed_type_is_said():
+    data = params_with(source="folder", category_types={"named": "object"})["data"]
+    assert guessed_type(data, "my_part") == (
+        "category 'my_part': type texture (not an MVTec AD name; set data.category_types to change)"
+    )
+    assert guessed_type(data, "named") is None
+    assert guessed_type(data, "bottle") is None

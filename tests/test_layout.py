@@ -161,6 +161,54 @@ def test_validate_reports_a_missing_mask(tmp_path):
         validate_category(tmp_path, CAT)
 
 
+def _truncated(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _noisy(path: Path) -> Path:
+    """A 64 px image of noise: it compresses badly, so cutting it loses pixel data."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.frombytes("L", (64, 64), bytes(range(256)) * 16).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "broken, fix",
+    [
+        ("train/good/a.png", lambda p: p.write_bytes(b"")),
+        ("test/good/g.png", _truncated),
+        ("test/crack/c.jpg", _truncated),
+        ("ground_truth/crack/c_mask.png", lambda p: p.write_bytes(b"not an image")),
+    ],
+)
+def test_validate_names_a_file_that_does_not_read(tmp_path, broken, fix):
+    """Where the data comes in, not in a later stage: one line naming the file and the fix."""
+    category = _category(tmp_path, defects={"crack": ["c.jpg"]})
+    for path in category.rglob("*.*"):
+        _noisy(path)
+    fix(category / broken)
+    with pytest.raises(DdadError) as caught:
+        validate_category(tmp_path, CAT)
+    message = str(caught.value)
+    assert str(category / broken) in message
+    assert "\n" not in message
+    assert message.endswith(
+        (
+            "copy it again or remove it",
+            "export it again or remove it",
+            "remove it or save it as PNG",
+        )
+    )
+
+
+def test_validate_names_a_mask_not_at_its_images_size(tmp_path):
+    category = _category(tmp_path)
+    Image.new("L", (5, 4)).save(category / "ground_truth" / "crack" / "c_mask.png")
+    with pytest.raises(DdadError, match=r"c_mask\.png is 5x4 pixels but its image is 4x4"):
+        validate_category(tmp_path, CAT)
+
+
 def _paths(count: int) -> list[Path]:
     return [Path(f"{index:03d}.png") for index in range(count)]
 

@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from ddad.errors import DdadError
-from ddad.params import parse_params, setting, validate
+from ddad.models import check_preset
+from ddad.params import ParamsError, parse_params, setting, validate
 from stages import check_params
 from stages.params import load_params
 
@@ -19,9 +21,8 @@ REAL = yaml.safe_load((REPO / "params.yaml").read_text())
 DELETE = object()
 
 
-def _with(path: str, value) -> dict:
-    """The real params with one dotted key set (``value`` DELETE removes it)."""
-    params = copy.deepcopy(REAL)
+def _set(params: dict, path: str, value) -> None:
+    """Set one dotted key of ``params`` (``value`` DELETE removes it)."""
     *parents, last = path.split(".")
     node = params
     for key in parents:
@@ -30,7 +31,11 @@ def _with(path: str, value) -> dict:
         del node[last]
     else:
         node[last] = value
-    return params
+
+
+def _with(path: str, value) -> dict:
+    """The real params with one dotted key set (``value`` DELETE removes it)."""
+    return _with_all(**{path.replace(".", "__"): value})
 
 
 def _message(params: dict) -> str:
@@ -53,7 +58,9 @@ def test_real_params_are_valid():
         ("scroe", {}, "unknown key 'scroe'; did you mean 'score'?"),
         ("train.steps", "ten", "train.steps = 'ten' is not allowed; expected an integer >= 0"),
         ("train.steps", True, "train.steps = True is not allowed; expected an integer"),
-        ("train.lr", "1e-3", "train.lr = '1e-3' is not allowed; expected a number >= 0"),
+        ("train.lr", "1e-3", "train.lr = '1e-3' is not allowed; expected a number > 0"),
+        ("train.lr", 0, "train.lr = 0 is not allowed; expected a number > 0"),
+        ("score.sigma", float("nan"), "score.sigma = nan is not allowed; expected a number >= 0"),
         ("reconstruct.timesteps", 0, "reconstruct.timesteps = 0 is not allowed"),
         ("reconstruct.timesteps", 1000, "expected an integer in 1..999"),
         (
@@ -174,8 +181,8 @@ def test_stage_with_bad_params_exits_2_with_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [
         "error: params.yaml: reconstruct.sampler = 'dpm' is not allowed; "
-        "expected one of ddpm, ddim, one_step; params.yaml still holds it: "
-        "fix reconstruct.sampler there or run `git checkout params.yaml`"
+        "expected one of ddpm, ddim, one_step; fix reconstruct.sampler in params.yaml, "
+        "or `dvc exp run -S reconstruct.sampler=<value>`"
     ]
     assert not (tmp_path / "models").exists()
 
@@ -186,34 +193,55 @@ def test_stage_stderr_holds_nothing_but_the_error(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "key, value", [("trian", {}), ("score.sigma", DELETE), ("data.synthetic.train", 1)]
+    "key, value, settable",
+    [
+        ("data.synthetic.train", 1, "data.synthetic.train"),
+        ("data.image_size", 66, "data.image_size"),
+        ("train.t_range", [0, 1000], "train.t_range"),  # -S sets the whole list
+    ],
 )
-def test_a_stage_names_the_key_to_fix_in_params_yaml(tmp_path, key, value):
-    """The bad value stays in the file after the error, so the line says what to fix there."""
+def test_a_stage_names_the_one_key_to_fix(tmp_path, key, value, settable):
+    """The bad value stays in the file after the error, so the line says which key to fix
+    there; going back with git would throw away the user's other settings too."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(_with(key, value), sort_keys=False))
+    with pytest.raises(DdadError) as caught:
+        load_params(path)
+    message = str(caught.value)
+    assert message.endswith(f" in {path}, or `dvc exp run -S {settable}=<value>`")
+    assert f"; fix {key}" in message
+    assert "git checkout" not in message
+
+
+@pytest.mark.parametrize("key, value", [("trian", {}), ("score.sigma", DELETE)])
+def test_an_unknown_or_missing_key_says_what_to_do_and_no_more(tmp_path, key, value):
     path = tmp_path / "params.yaml"
     params = {**REAL, key: value} if key == "trian" else _with(key, value)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     with pytest.raises(DdadError) as caught:
         load_params(path)
-    assert str(caught.value).endswith(f"fix {key} there or run `git checkout {path}`")
+    assert str(caught.value).endswith(("did you mean 'train'?", "add it (see README, 'The knobs')"))
 
 
 def test_check_params_writes_the_same_file_every_time(tmp_path, monkeypatch):
     """Every stage depends on it: a constant file re-runs nothing downstream."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "own").mkdir(parents=True)
     check_params.main(REAL, [])
     first = check_params.CHECKED_FILE.read_bytes()
     check_params.main(_with("score.sigma", 2.0), [])
     assert check_params.CHECKED_FILE.read_bytes() == first
 
 
-def test_category_absent_from_the_data_is_named(tmp_path):
+def test_category_absent_from_the_source_stops_before_any_data(tmp_path):
     result = _run_stage(tmp_path, "fetch_data", _with("data.categories", ["nope"]), "nope")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     (line,) = result.stderr.splitlines()
-    assert line.startswith("error: data.categories: 'nope' is not a synthetic category")
-    assert "stripes" in line
+    assert line.startswith(
+        "error: params.yaml: data.categories = 'nope' is not allowed; expected a synthetic "
+        "category (stripes, tiles, washer)"
+    )
     assert not (tmp_path / "data").exists()
 
 
@@ -237,3 +265,119 @@ def test_a_single_setting_is_checked_like_the_whole_tree() -> None:
     assert setting({"score": None}, "score.sigma", 1.5) == 1.5
     with pytest.raises(DdadError, match=r"^params.yaml: score.kernel_size = 6 is not allowed"):
         setting(_with("score.kernel_size", 6), "score.kernel_size", 7)
+
+
+def _with_all(**dotted) -> dict:
+    """The real params with several dotted keys set (``__`` stands for ``.``)."""
+    params = copy.deepcopy(REAL)
+    for path, value in dotted.items():
+        _set(params, path.replace("__", "."), value)
+    return params
+
+
+# Every refusal a stage can reach from a params value, and the key check_params names for it.
+# The comment says where a stage (or the library it calls) would refuse it, or break, after
+# DVC had already deleted that stage's outputs.
+REFUSALS = [
+    # train: ddad.models.check_preset (the same size_needs the check calls)
+    ("data.image_size", _with_all(data__image_size=66)),
+    ("data.image_size", _with_all(data__image_size=[130, 320])),
+    ("data.image_size", _with_all(model__preset="small", data__image_size=68)),
+    ("data.image_size", _with_all(model__preset="openai-256-uncond", data__image_size=64)),
+    ("model.preset", _with_all(model__preset="huge")),
+    # train: the pretrained weights do not load into a one-channel model
+    (
+        "data.channels",
+        _with_all(model__preset="openai-256-uncond", data__image_size=256, data__channels="1"),
+    ),
+    # train: a crop the UNet cannot halve down and back up (a skip connection's size mismatch)
+    ("train.crop", _with_all(train__crop=30)),
+    ("train.crop", _with_all(model__preset="small", train__crop=20)),
+    # train: a learning rate that learns nothing, or no number at all
+    ("train.lr", _with_all(train__lr=0)),
+    ("train.lr", _with_all(train__lr=-1)),
+    ("train.lr", _with_all(train__lr=float("nan"))),
+    ("train.t_range", _with_all(train__t_range=[300, 100])),
+    ("train.t_range[1]", _with_all(train__t_range=[0, 1000])),
+    # train: layout.split_train_val; plot: no held-out good images to set the threshold from
+    ("train.val_images", _with_all(train__val_images=0)),
+    # train: DistributedDataParallel with fewer samples than processes; the rendezvous
+    ("train.batch_size", _with_all(dist__nproc_per_node=32)),
+    ("dist.rdzv_endpoint", _with_all(dist__nnodes=2)),
+    ("dist.nproc_per_node", _with_all(dist__nproc_per_node=0)),
+    # fetch_data: synthetic.generate_dataset and mvtec.fetch_category know their categories
+    ("data.categories", _with_all(data__categories=["nope"])),
+    ("data.categories", _with_all(data__source="mvtec", data__categories=["stripes"])),
+    ("data.root", _with_all(data__source="folder", data__root="")),
+    # DVC: data.root is every fetch_data stage's dependency, whatever the source; one that holds
+    # or lies in an output makes a cycle, or lets DVC delete the user's images
+    ("data.root", _with_all(data__root="")),
+    ("data.root", _with_all(data__source="folder", data__root="data/images")),
+    ("data.root", _with_all(data__source="folder", data__root="./data/images/mine")),
+    ("data.root", _with_all(data__source="folder", data__root="data")),
+    ("data.root", _with_all(data__source="folder", data__root=".")),
+    ("data.categories", _with_all(data__categories=["../escape"])),
+    ("data.mvtec_sha256", _with_all(data__mvtec_sha256="abc")),
+    # fetch_model: download's checksum pin, known bad only after the whole download
+    ("model.sha256", _with_all(model__sha256="abc")),
+    ("data.synthetic.seed", _with_all(data__synthetic__seed=-1)),
+    # every stage reading images: imageio's resize methods
+    ("data.resize", _with_all(data__resize="lanczos")),
+    ("data.mask_resize", _with_all(data__mask_resize="bilinear")),
+    # reconstruct: the sampler's schedule and the 1000 noise levels
+    ("reconstruct.steps", _with_all(reconstruct__timesteps=3, reconstruct__steps=5)),
+    ("reconstruct.jitter", _with_all(reconstruct__timesteps=900, reconstruct__jitter=0.2)),
+    ("reconstruct.timesteps", _with_all(reconstruct__timesteps=1000)),
+    ("reconstruct.sampler", _with_all(reconstruct__sampler="dpm")),
+    ("reconstruct.batch_size", _with_all(reconstruct__batch_size=0)),
+    # score: scoring.gaussian_kernel, position_gaussian (two images), whitening (two vectors)
+    ("score.kernel_size", _with_all(score__kernel_size=6)),
+    ("score.sigma", _with_all(score__sigma=float("inf"))),
+    ("score.bank_images", _with_all(score__feature_model="gaussian", score__bank_images=1)),
+    ("score.bank_vectors", _with_all(score__bank_vectors=1)),
+    ("score.map", _with_all(score__map="pixels")),
+    ("score.image_score", _with_all(score__image_score="mean")),
+    # evaluate: metrics.summary's names, evaluation's resolutions
+    ("evaluate.metrics[0]", _with_all(evaluate__metrics=["auroc"])),
+    ("evaluate.metrics", _with_all(evaluate__metrics=[])),
+    ("evaluate.resolution", _with_all(evaluate__resolution="full")),
+    # plot: a count of sheets
+    ("plot.overlays_per_category", _with_all(plot__overlays_per_category=-1)),
+    # every stage: engine.resolve_device's names
+    ("device", _with_all(device="tpu")),
+]
+
+
+@pytest.mark.parametrize(
+    "key, params", REFUSALS, ids=[f"{key}-{i}" for i, (key, _) in enumerate(REFUSALS)]
+)
+def test_check_params_refuses_what_a_stage_would(key, params):
+    """No value a stage refuses gets past the first stage, so none deletes an output."""
+    with pytest.raises(ParamsError) as caught:
+        validate(params)
+    assert caught.value.key == key
+    assert str(caught.value).startswith(f"params.yaml: {key} = ")
+
+
+@pytest.mark.parametrize("size", [66, [130, 320]])
+def test_the_check_and_train_share_the_size_rule(size):
+    params = _with("data.image_size", size)
+    with pytest.raises(ParamsError, match="expected multiples of 4 on each side for model.preset"):
+        validate(params)
+    with pytest.raises(DdadError, match="data.image_size: tiny needs multiples of 4 on each side"):
+        check_preset("tiny", size)
+
+
+def test_check_params_refuses_cuda_where_there_is_none(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DdadError, match="^device: cuda was asked for but no CUDA device"):
+        check_params.main(_with("device", "cuda"), [])
+    assert not check_params.CHECKED_FILE.exists()
+
+
+def test_check_params_wants_the_folder_every_fetch_data_depends_on(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DdadError, match=r"^data.root: data/own is not a folder; .*mkdir -p"):
+        check_params.main(REAL, [])
+    assert not check_params.CHECKED_FILE.exists()

@@ -265,7 +265,8 @@ def _committed(project: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "key, value", [("train.lr", -1), ("reconstruct.steps", 0), ("score.sigma", -1)]
+    "key, value",
+    [("train.lr", -1), ("reconstruct.steps", 0), ("score.sigma", -1), ("data.image_size", 66)],
 )
 def test_a_bad_value_keeps_every_output_and_the_fix_reruns_nothing(finished, key, value):
     _committed(finished)
@@ -273,7 +274,7 @@ def test_a_bad_value_keeps_every_output_and_the_fix_reruns_nothing(finished, key
     assert len(before) > 4
     failed = _run(finished, "dvc", "exp", "run", "-S", f"{key}={value}", check=False)
     assert failed.returncode
-    assert f"fix {key} there or run `git checkout params.yaml`" in failed.stderr
+    assert f"fix {key} in params.yaml, or `dvc exp run -S {key}=<value>`" in failed.stderr
     assert _contents(finished) == before
     _set_params(finished)  # the fix by hand
     assert set(_ran(_run(finished, "dvc", "repro"))) <= {"check_params"}

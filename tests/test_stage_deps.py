@@ -24,6 +24,7 @@ OUTPUT_NEUTRAL = {
     "stages/common.py": "paths and launching; a dep of each stage that uses model_input",
 }
 NAMES_ONLY = {
+    "check_params": {"ddad/engine.py": "resolve_device; its output is a constant file"},
     "fetch_model": {"ddad/imageio.py": "ddad/models.py's input-size helpers"},
     "train": {"ddad/engine.py": "resolve_device"},
     "evaluate": {
