@@ -127,3 +127,23 @@ def test_own_images_survive_every_readme_command_and_a_failing_run(clone, tmp_pa
     shutil.rmtree(clone / "data" / "images")
     _bash(clone, "dvc checkout")
     assert _files(own) == kept
+
+
+def transcript(heading: str) -> tuple[str, list[str]]:
+    """The section's first ``$ command`` block: the command and the lines it printed."""
+    block = re.search(r"```\n\$ (.*?)```", section(heading), re.S)
+    assert block, f"README's {heading!r} has no $ transcript"
+    command, *printed = block.group(1).replace("\\\n", " ").splitlines()
+    return command, printed
+
+
+@pytest.mark.slow
+def test_the_main_job_on_a_fresh_clone_leaves_it_clean_and_prints_the_readmes_figures(tmp_path):
+    """The README's first command (the install apart: this test runs in it) on a clone of
+    this repository, then its `ddad detect` example, compared line by line."""
+    _bash(tmp_path, f"git clone -q {REPO} clone")
+    clone = tmp_path / "clone"
+    _bash(clone, "dvc repro")
+    _clean(clone)
+    command, printed = transcript("Inspecting new images: `ddad detect`")
+    assert _bash(clone, command).stdout.splitlines() == printed
