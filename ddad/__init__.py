@@ -1,4 +1,11 @@
-"""ddad: visual anomaly detection with denoising diffusion models."""
+"""ddad: visual anomaly detection with denoising diffusion models.
+
+The parts, each a package that imports only those before it: ``data`` (photographs in MVTec
+layout), ``diffusion`` (the model, training, reconstruction), ``maps`` (anomaly maps and image
+scores), ``evaluation`` (metrics, protocol, pictures); then ``params`` (params.yaml's schema),
+``detect`` (the Detector for new photographs), ``tools`` (benchmarks, GPU check) and ``cli``.
+``errors`` and ``progress`` serve them all.
+"""
 
 import warnings
 

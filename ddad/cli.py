@@ -21,8 +21,9 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from ddad import __version__, bench, passes, scaling
-from ddad.baseline import zscore_report
+from ddad import __version__
+from ddad.data.imageio import Size, is_image_file, read_image, sides
+from ddad.data.layout import list_categories
 from ddad.detect import (
     DEFAULT_PLAN,
     Detector,
@@ -30,14 +31,10 @@ from ddad.detect import (
     overlay_names,
     save_overlay,
 )
-from ddad.engine import DEVICES, resolve_device
-from ddad.errors import DdadError
-from ddad.evaluation import protocol_from
-from ddad.features import training_split
-from ddad.fitting import samples_for
-from ddad.imageio import Size, is_image_file, read_image, sides
-from ddad.layout import list_categories
-from ddad.models import (
+from ddad.diffusion import passes
+from ddad.diffusion.engine import DEVICES, resolve_device
+from ddad.diffusion.fitting import samples_for
+from ddad.diffusion.models import (
     PRESETS,
     build_diffusion,
     build_model,
@@ -45,8 +42,12 @@ from ddad.models import (
     load_trained,
     with_random_outputs,
 )
-from ddad.params import PARAMS_FILE, parse_params, setting
-from ddad.reconstruct import SAMPLERS, Plan, highest_timestep
+from ddad.diffusion.reconstruct import SAMPLERS, Plan, highest_timestep
+from ddad.errors import DdadError
+from ddad.evaluation.baseline import zscore_report
+from ddad.maps.features import training_split
+from ddad.params import PARAMS_FILE, parse_params, protocol_from, setting
+from ddad.tools import bench, scaling
 
 TRAINED_DIR = Path("models/trained")
 DETECT_OUT = Path("detections")

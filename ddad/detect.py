@@ -1,6 +1,6 @@
 """Inspect new images with a trained model: score each one and call it OK or DEFECT.
 
-The threshold is learned from defect-free images only (``ddad.threshold``). By default it comes
+The threshold is learned from defect-free images only (``ddad.maps.threshold``). By default it comes
 from what the pipeline already did: the scores of the held-out good images in
 runs/<category>/score/scores.csv, else a fresh calibration on the held-out images the model's
 meta.json lists. Those scores are only comparable when
@@ -19,15 +19,15 @@ import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 from PIL import Image
 
-from ddad.engine import Reconstruction, prepare_model, resolve_device, run
+from ddad.data.preprocess import model_input, to_unit_range
+from ddad.diffusion.engine import Reconstruction, prepare_model, resolve_device, run
+from ddad.diffusion.models import load_trained
+from ddad.diffusion.reconstruct import Plan, plan_for_map
 from ddad.errors import DdadError
-from ddad.features import GoodReference, feature_anomaly_maps, training_reference
-from ddad.models import load_trained
-from ddad.preprocess import model_input, to_unit_range
-from ddad.reconstruct import Plan, plan_for_map
-from ddad.scoring import ScoreSettings, anomaly_map, finished
-from ddad.threshold import threshold_from_good, validation_scores
-from ddad.viz import heatmap_overlay, threshold_scale
+from ddad.evaluation.viz import heatmap_overlay, threshold_scale
+from ddad.maps.features import GoodReference, feature_anomaly_maps, training_reference
+from ddad.maps.scoring import ScoreSettings, anomaly_map, finished
+from ddad.maps.threshold import threshold_from_good, validation_scores
 
 RUNS_DIR = Path("runs")
 DATA_ROOT = Path("data/images")  # where the pipeline keeps each category's images
@@ -212,7 +212,7 @@ class Detector:
         if s.map == "features" and self.reference is None:
             raise DdadError(
                 "score.map: features needs the good-feature reference; build the detector with "
-                "Detector.load, or set detector.reference (ddad.features.training_reference)"
+                "Detector.load, or set detector.reference (ddad.maps.features.training_reference)"
             )
         items = [(str(path), lambda p=Path(path): self._input(p)) for path in paths]
         recons = list(

@@ -17,16 +17,17 @@ from typing import Any
 
 import yaml
 
-from ddad.engine import DEVICES
+from ddad.data.imageio import sides
+from ddad.data.mvtec import MVTEC_CATEGORIES
+from ddad.data.preprocess import NORMALIZATIONS
+from ddad.data.synthetic import SYNTHETIC_CATEGORIES
+from ddad.diffusion.engine import DEVICES
+from ddad.diffusion.models import PRESETS, downsampling, size_needs
+from ddad.diffusion.reconstruct import SAMPLERS, highest_timestep
 from ddad.errors import DdadError
-from ddad.imageio import sides
-from ddad.metrics import METRIC_NAMES
-from ddad.models import PRESETS, downsampling, size_needs
-from ddad.mvtec import MVTEC_CATEGORIES
-from ddad.preprocess import NORMALIZATIONS
-from ddad.reconstruct import SAMPLERS, highest_timestep
-from ddad.scoring import ERRORS, IMAGE_SCORES, MAPS
-from ddad.synthetic import SYNTHETIC_CATEGORIES
+from ddad.evaluation.metrics import METRIC_NAMES
+from ddad.evaluation.protocol import Protocol
+from ddad.maps.scoring import ERRORS, IMAGE_SCORES, MAPS
 
 PARAMS_FILE = Path("params.yaml")
 CATEGORY_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # category names become folder names under runs/
@@ -338,8 +339,8 @@ def _check_pin(key: str, pin: str) -> None:
 
 
 def _check_model(params: dict[str, Any]) -> None:
-    """The preset's size rule (ddad.models.size_needs, which train's check_preset applies), the
-    channels its pretrained weights have and their pin."""
+    """The preset's size rule (ddad.diffusion.models.size_needs, which train's check_preset
+    applies), the channels its pretrained weights have and their pin."""
     name, data = params["model"]["preset"], params["data"]
     needs = size_needs(name, data["image_size"])
     if needs:
@@ -400,3 +401,17 @@ def setting(params: dict[str, Any], key: str, default: Any) -> Any:
         spec = spec[part] if isinstance(spec, dict) else spec.item
     _check_value(key, node, spec)
     return node
+
+
+def protocol_from(params: dict[str, Any]) -> Protocol:
+    """The protocol params.yaml sets (its ``evaluate`` section, ``data.image_size`` and
+    ``data.mask_resize``); a key that is absent, as outside a project, keeps its default."""
+    default = Protocol()
+    return Protocol(
+        metrics=tuple(setting(params, "evaluate.metrics", list(default.metrics))),
+        resolution=setting(params, "evaluate.resolution", default.resolution),
+        halves=setting(params, "evaluate.halves", default.halves),
+        split_seed=setting(params, "evaluate.split_seed", default.split_seed),
+        image_size=setting(params, "data.image_size", default.image_size),
+        mask_resize=setting(params, "data.mask_resize", default.mask_resize),
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ddad.engine import resolve_device
+from ddad.diffusion.engine import resolve_device
 from ddad.errors import DdadError
 from stages.common import run_stage
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from ddad import distributed
-from ddad.engine import resolve_device
+from ddad.data.layout import TestImage
+from ddad.data.preprocess import model_input, model_mask
+from ddad.diffusion import distributed
+from ddad.diffusion.engine import resolve_device
+from ddad.diffusion.reconstruct import Plan
 from ddad.errors import DdadError
-from ddad.layout import TestImage
-from ddad.preprocess import model_input, model_mask
-from ddad.reconstruct import Plan
 from stages.params import load_params
 
 DATA_DIR = Path("data/images")  # fetch_data@<category> fills data/images/<category>
@@ -43,8 +43,8 @@ def run_stage(main: Callable[[dict[str, Any], list[str]], None], sharded: bool =
     """Validate params, run ``main(params, argv)``; user errors become one line and exit 2.
 
     A ``sharded`` stage (train, reconstruct, score) with ``dist`` asking for several processes
-    starts itself once per rank under torch's launcher (ddad.distributed); a rank (started so,
-    or by torchrun) joins the group. The other stages always run as one process.
+    starts itself once per rank under torch's launcher (ddad.diffusion.distributed); a rank
+    (started so, or by torchrun) joins the group. The other stages always run as one process.
     """
     try:
         params = load_params()

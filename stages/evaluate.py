@@ -1,7 +1,7 @@
 """evaluate: per-category and mean metrics, results.csv, metrics.json, defects.json and ROC
 plot data.
 
-Each category's test images are split once into a tuning and a confirmation half (ddad.halves;
+Each category's test images are split once into a tuning and a confirmation half (ddad.data.halves;
 ``evaluate.halves: false`` scores all of them, as the seed did). Every reported figure is the
 confirmation half's; the tuning half's are in metrics/tuning/, for choosing settings. Pixel
 metrics compare each map, resized bilinearly, with its ground truth at the photograph's own
@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ddad.evaluation import evaluate_maps, one_image_step, protocol_from
-from ddad.layout import test_images
-from ddad.mvtec import MVTEC_CATEGORIES
-from ddad.synthetic import SYNTHETIC_CATEGORIES
+from ddad.data.layout import test_images
+from ddad.data.mvtec import MVTEC_CATEGORIES
+from ddad.data.synthetic import SYNTHETIC_CATEGORIES
+from ddad.evaluation.protocol import evaluate_maps, one_image_step
+from ddad.params import protocol_from
 from stages.common import DATA_DIR, METRICS_DIR, PLOTS_DIR, RUNS_DIR, run_stage, write_json
 
 SEED_COLUMNS = ["category", "category_type", "img_auc", "pixel_auc"]
@@ -63,7 +64,7 @@ def _known_types(data: dict[str, Any]) -> dict[str, str]:
 
 
 def category_metrics(category: str, params: dict[str, Any]) -> dict[str, Any]:
-    """One category's figures (ddad.evaluation.evaluate_maps) from its scores and maps."""
+    """One category's figures (ddad.evaluation.protocol.evaluate_maps) from its scores and maps."""
     scores = pd.read_csv(RUNS_DIR / category / "score" / "scores.csv")
     with np.load(RUNS_DIR / category / "score" / "maps.npz") as stored:
         keys, amaps = stored["keys"].astype(str), list(stored["maps"])

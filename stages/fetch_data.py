@@ -15,10 +15,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ddad.folders import replace_folder
-from ddad.layout import train_images, validate_category
-from ddad.mvtec import MVTEC_PAGE, MVTEC_URL, archive_path, fetch_category
-from ddad.synthetic import generate_dataset
+from ddad.data.folders import replace_folder
+from ddad.data.layout import train_images, validate_category
+from ddad.data.mvtec import MVTEC_PAGE, MVTEC_URL, archive_path, fetch_category
+from ddad.data.synthetic import generate_dataset
 from stages.common import DATA_DIR, run_stage
 
 DOWNLOADS = Path("data/downloads")

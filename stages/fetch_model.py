@@ -12,8 +12,8 @@ import os
 import shutil
 from typing import Any
 
-from ddad.download import download
-from ddad.models import (
+from ddad.data.download import download
+from ddad.diffusion.models import (
     OPENAI_256_FILE,
     OPENAI_256_URL,
     PRESETS,

@@ -23,15 +23,15 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ddad import viz
-from ddad.engine import prepare_model, resolve_device, run
+from ddad.data.preprocess import to_unit_range
+from ddad.diffusion.engine import prepare_model, resolve_device, run
+from ddad.diffusion.models import load_trained
+from ddad.diffusion.reconstruct import picture_plan, picture_title
+from ddad.diffusion.store import ResultStore
 from ddad.errors import DdadError
-from ddad.models import load_trained
-from ddad.preprocess import to_unit_range
+from ddad.evaluation import viz
+from ddad.maps.threshold import threshold_from_good, validation_scores
 from ddad.progress import progress_bar
-from ddad.reconstruct import picture_plan, picture_title
-from ddad.store import ResultStore
-from ddad.threshold import threshold_from_good, validation_scores
 from stages.common import (
     METRICS_DIR,
     PLOTS_DIR,

@@ -2,7 +2,7 @@
 
 ``score.map: reconstruction`` runs the ``reconstruct`` plan in full. ``features`` reads the
 input alone, so the stage stores each image as the model sees it, with no UNet pass
-(ddad.reconstruct.plan_for_map); the plot stage draws the x0 picture of the few it shows.
+(ddad.diffusion.reconstruct.plan_for_map); the plot stage draws the x0 picture of the few it shows.
 
 Per-image results go to runs/<category>/recon/<settings digest>/ as they finish, so a killed run
 resumes where it stopped and a result made with other settings is never reused.
@@ -17,15 +17,15 @@ from typing import Any
 
 import numpy as np
 
-import ddad.engine
-import ddad.reconstruct
-from ddad import distributed
-from ddad.download import sha256_file
-from ddad.engine import prepare_model, resolve_device, run
-from ddad.layout import TestImage, test_images
-from ddad.models import load_trained, trained_meta
-from ddad.reconstruct import picture_title, plan_for_map
-from ddad.store import ResultStore, settings_digest
+import ddad.diffusion.engine
+import ddad.diffusion.reconstruct
+from ddad.data.download import sha256_file
+from ddad.data.layout import TestImage, test_images
+from ddad.diffusion import distributed
+from ddad.diffusion.engine import prepare_model, resolve_device, run
+from ddad.diffusion.models import load_trained, trained_meta
+from ddad.diffusion.reconstruct import picture_title, plan_for_map
+from ddad.diffusion.store import ResultStore, settings_digest
 from stages.common import (
     DATA_DIR,
     RUNS_DIR,
@@ -69,7 +69,10 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         "seed": params["reconstruct"]["seed"],
         "device": device.type,
         # the sampler's own code: a changed sampler must not reuse results of the old one
-        "code": [sha256_file(Path(module.__file__)) for module in (ddad.reconstruct, ddad.engine)],
+        "code": [
+            sha256_file(Path(module.__file__))
+            for module in (ddad.diffusion.reconstruct, ddad.diffusion.engine)
+        ],
     }
     channels = meta["channels"]
     tests = {f"test/{item.key}": item for item in test_images(DATA_DIR, category)}

@@ -2,10 +2,11 @@
 
 ``score.map: reconstruction`` scores what did not come back from the stored reconstructions;
 ``features`` scores each patch by its distance to the nearest patch of the good training images
-in the trained UNet's feature space (ddad.features), reading the model and training images; the
+in the trained UNet's feature space (ddad.maps.features), reading the model and training images; the
 map and its image score are divided by that distance's typical value at each position (the
-map by its mean only with ``score.divide_map: false``; ddad.scoring.finished). With several
-ranks the UNet passes are shared (ddad.distributed.sharded_map) and rank 0 writes the outputs.
+map by its mean only with ``score.divide_map: false``; ddad.maps.scoring.finished). With several
+ranks the UNet passes are shared (ddad.diffusion.distributed.sharded_map) and rank 0 writes the
+outputs.
 Writes runs/<category>/score/scores.csv (one row per test and held-out good image: key, split,
 label, defect, score), maps.npz (test maps and ground truth for evaluate and plot) and
 summary.json (UNet passes per image the maps took, for evaluate's cost figure; the wall time is
@@ -24,12 +25,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ddad import distributed
-from ddad.engine import prepare_model, resolve_device
-from ddad.features import feature_anomaly_maps, training_reference
-from ddad.models import load_trained
-from ddad.scoring import ScoreSettings, anomaly_map, finished
-from ddad.store import ResultStore
+from ddad.diffusion import distributed
+from ddad.diffusion.engine import prepare_model, resolve_device
+from ddad.diffusion.models import load_trained
+from ddad.diffusion.store import ResultStore
+from ddad.maps.features import feature_anomaly_maps, training_reference
+from ddad.maps.scoring import ScoreSettings, anomaly_map, finished
 from stages.common import (
     DATA_DIR,
     RUNS_DIR,

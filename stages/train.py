@@ -3,7 +3,7 @@
 The held-out images are written into the checkpoint's metadata: reconstruct uses them as good
 validation images (for the detection threshold and the plot scales), never as training data.
 With train.steps 0 the fetched weights pass through untouched. Training runs on ``device``
-(mixed precision on CUDA, ddad.train), over every rank of dist with the global batch
+(mixed precision on CUDA, ddad.diffusion.train), over every rank of dist with the global batch
 train.batch_size; rank 0 writes the checkpoint.
 """
 
@@ -19,11 +19,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddad import distributed
-from ddad.engine import resolve_device
-from ddad.layout import dataset_channels, split_train_val, train_images
-from ddad.models import build_diffusion, build_model, load_weights, read_checkpoint, save_checkpoint
-from ddad.train import TrainConfig, train_diffusion
+from ddad.data.layout import dataset_channels, split_train_val, train_images
+from ddad.diffusion import distributed
+from ddad.diffusion.engine import resolve_device
+from ddad.diffusion.models import (
+    build_diffusion,
+    build_model,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+)
+from ddad.diffusion.train import TrainConfig, train_diffusion
 from stages.common import (
     DATA_DIR,
     PLOTS_DIR,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ddad.archive import safe_extract
+from ddad.data.archive import safe_extract
 from ddad.errors import DdadError
 
 # Each unsafe member: (name, tar type, link target). Link targets reach tmp_path/outside.txt

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ddad.baseline import zscore_maps, zscore_report
+from ddad.data.synthetic import SYNTHETIC_CATEGORIES, generate_dataset
 from ddad.errors import DdadError
-from ddad.evaluation import Protocol
-from ddad.metrics import METRIC_NAMES
-from ddad.synthetic import SYNTHETIC_CATEGORIES, generate_dataset
+from ddad.evaluation.baseline import zscore_maps, zscore_report
+from ddad.evaluation.metrics import METRIC_NAMES
+from ddad.evaluation.protocol import Protocol
 
 
 def test_map_is_the_channel_summed_z() -> None:

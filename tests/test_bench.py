@@ -11,8 +11,13 @@ import pytest
 import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 
-from ddad import bench, passes
-from ddad.bench import (
+from ddad.cli import main
+from ddad.detect import ScoreSettings
+from ddad.diffusion import passes
+from ddad.diffusion.models import build_diffusion, build_model
+from ddad.diffusion.reconstruct import Plan
+from ddad.tools import bench
+from ddad.tools.bench import (
     SEED_PLAN,
     expected_nfe,
     extrapolate,
@@ -24,10 +29,6 @@ from ddad.bench import (
     time_seed,
     timing_reference,
 )
-from ddad.cli import main
-from ddad.detect import ScoreSettings
-from ddad.models import build_diffusion, build_model
-from ddad.reconstruct import Plan
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -154,7 +155,7 @@ def _report(extrapolated: bool, memory: dict | None) -> dict:
 def test_report_says_when_the_seed_was_extrapolated() -> None:
     text = format_report(_report(extrapolated=True, memory=None))
     assert "EXTRAPOLATED: 80 of 4,000 UNet passes timed (share 0.02)" in text
-    assert "default: ddim, batch 64 samples (ddad.engine), feature map" in text
+    assert "default: ddim, batch 64 samples (ddad.diffusion.engine), feature map" in text
     assert "100.0x" in text and "peak memory" not in text
     assert "EXTRAPOLATED" not in format_report(_report(extrapolated=False, memory=None))
 

@@ -20,10 +20,10 @@ from ddad.detect import (
     overlay_names,
     save_overlay,
 )
+from ddad.diffusion.models import build_model, save_checkpoint
+from ddad.diffusion.reconstruct import Plan
 from ddad.errors import DdadError
-from ddad.models import build_model, save_checkpoint
-from ddad.reconstruct import Plan
-from ddad.threshold import threshold_from_good
+from ddad.maps.threshold import threshold_from_good
 
 REPO = Path(__file__).resolve().parents[1]
 

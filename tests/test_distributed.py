@@ -19,7 +19,7 @@ import torch
 import yaml
 from test_pipeline import ENV, REPO, _run, _set_params, _stale, make_project
 
-from ddad import distributed
+from ddad.diffusion import distributed
 from ddad.params import ParamsError, parse_params, validate
 
 # 70 training images: the feature bank and the typical map take two UNet batches each, the

@@ -4,7 +4,7 @@ import random
 import pytest
 from http_server import FileServer, unreachable_url
 
-from ddad.download import download
+from ddad.data.download import download
 from ddad.errors import DdadError
 
 PAYLOAD = random.Random(0).randbytes(300_000)

@@ -7,11 +7,11 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from ddad.evaluation import Protocol, evaluate_maps, one_image_step
-from ddad.halves import confirmation_half
-from ddad.imageio import resize_map
-from ddad.layout import test_images
-from ddad.metrics import auroc_standard_error
+from ddad.data.halves import confirmation_half
+from ddad.data.imageio import resize_map
+from ddad.data.layout import test_images
+from ddad.evaluation.metrics import auroc_standard_error
+from ddad.evaluation.protocol import Protocol, evaluate_maps, one_image_step
 
 
 def test_halves_split_each_kind_and_do_not_follow_list_order() -> None:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from ddad.features import (
+from ddad.diffusion.models import build_model
+from ddad.maps.features import (
     GoodReference,
     feature_bank,
     good_split,
@@ -18,7 +19,6 @@ from ddad.features import (
     unet_features,
     whitened,
 )
-from ddad.models import build_model
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import yaml
 from http_server import FileServer, unreachable_url
 from mvtec_archive import category_files, make_mvtec_archive
 
+from ddad.data.mvtec import MVTEC_PAGE
 from ddad.errors import DdadError
-from ddad.mvtec import MVTEC_PAGE
 from stages import fetch_data
 from stages.evaluate import category_type, guessed_type
 

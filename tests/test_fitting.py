@@ -8,8 +8,7 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from ddad.errors import DdadError
-from ddad.fitting import (
+from ddad.diffusion.fitting import (
     AUTO_SAMPLES,
     attention_bytes,
     available_memory,
@@ -17,7 +16,8 @@ from ddad.fitting import (
     samples_for,
     samples_per_pass,
 )
-from ddad.models import build_model
+from ddad.diffusion.models import build_model
+from ddad.errors import DdadError
 
 
 def fits_at_most(limit: int, calls: list[int]):

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from ddad import imageio
-from ddad.errors import DdadError
-from ddad.imageio import (
+from ddad.data import imageio
+from ddad.data.imageio import (
     display_size,
     native_channels,
     read_image,
@@ -16,6 +15,7 @@ from ddad.imageio import (
     resize_image,
     resize_mask,
 )
+from ddad.errors import DdadError
 
 RED = (255, 0, 0)
 H, W = 6, 10  # not square, so a transposed read shows up in the shape

@@ -5,8 +5,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ddad.errors import DdadError
-from ddad.layout import (
+from ddad.data.layout import (
     TestImage,
     dataset_channels,
     list_categories,
@@ -15,6 +14,7 @@ from ddad.layout import (
     train_images,
     validate_category,
 )
+from ddad.errors import DdadError
 
 CAT = "widget"
 

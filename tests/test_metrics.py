@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from ddad.metrics import (
+from ddad.evaluation.metrics import (
     aupro,
     f1_max,
     image_auroc,

@@ -6,9 +6,8 @@ import pytest
 import torch
 from http_server import FileServer
 
-from ddad.download import download
-from ddad.errors import DdadError
-from ddad.models import (
+from ddad.data.download import download
+from ddad.diffusion.models import (
     OPENAI_256_PARAMETERS,
     build_model,
     count_parameters,
@@ -17,6 +16,7 @@ from ddad.models import (
     read_checkpoint,
     save_checkpoint,
 )
+from ddad.errors import DdadError
 
 
 def test_openai_preset_has_the_published_parameter_count():

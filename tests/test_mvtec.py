@@ -6,9 +6,9 @@ from http_server import FileServer, unreachable_url
 from mvtec_archive import CATEGORIES, category_files, make_mvtec_archive
 from PIL import Image
 
-from ddad.download import sha256_file
+from ddad.data.download import sha256_file
+from ddad.data.mvtec import MVTEC_CATEGORIES, MVTEC_SHA256, MVTEC_URL, archive_path, fetch_category
 from ddad.errors import DdadError
-from ddad.mvtec import MVTEC_CATEGORIES, MVTEC_SHA256, MVTEC_URL, archive_path, fetch_category
 
 NAME = "/mvtec_anomaly_detection.tar.xz"
 

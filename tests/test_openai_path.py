@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 from test_pipeline import _ran, _run, _set_params, make_project
 
-from ddad.models import OPENAI_256_FILE, build_diffusion, build_model, save_checkpoint
-from ddad.train import TrainConfig, train_diffusion
+from ddad.diffusion.models import OPENAI_256_FILE, build_diffusion, build_model, save_checkpoint
+from ddad.diffusion.train import TrainConfig, train_diffusion
 
 # category -> (side in pixels, PIL mode, MVTec category type)
 MVTEC_LIKE = {"grid": (1024, "L", "texture"), "bottle": (900, "RGB", "object")}

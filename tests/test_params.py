@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
+from ddad.diffusion.models import check_preset
 from ddad.errors import DdadError
-from ddad.models import check_preset
 from ddad.params import ParamsError, parse_params, setting, validate
 from stages import check_params
 from stages.params import load_params
@@ -279,7 +279,7 @@ def _with_all(**dotted) -> dict:
 # The comment says where a stage (or the library it calls) would refuse it, or break, after
 # DVC had already deleted that stage's outputs.
 REFUSALS = [
-    # train: ddad.models.check_preset (the same size_needs the check calls)
+    # train: ddad.diffusion.models.check_preset (the same size_needs the check calls)
     ("data.image_size", _with_all(data__image_size=66)),
     ("data.image_size", _with_all(data__image_size=[130, 320])),
     ("data.image_size", _with_all(model__preset="small", data__image_size=68)),

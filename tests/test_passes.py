@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ddad import passes
-from ddad.models import build_model, with_random_outputs
+from ddad.diffusion import passes
+from ddad.diffusion.models import build_model, with_random_outputs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

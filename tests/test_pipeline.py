@@ -19,10 +19,10 @@ from http_server import FileServer, unreachable_url
 from mvtec_archive import make_mvtec_archive
 from PIL import Image
 
+from ddad.data.halves import confirmation_half
+from ddad.data.layout import test_images
+from ddad.data.synthetic import generate_dataset
 from ddad.detect import Detector, ScoreSettings
-from ddad.halves import confirmation_half
-from ddad.layout import test_images
-from ddad.synthetic import generate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -4,9 +4,9 @@ fitting, a position-local response, and the reference that uses them in place of
 import pytest
 import torch
 
-from ddad.features import searched_as
-from ddad.position_gaussian import SHRINK, fit_position_gaussian
-from ddad.scoring import ScoreSettings
+from ddad.maps.features import searched_as
+from ddad.maps.position_gaussian import SHRINK, fit_position_gaussian
+from ddad.maps.scoring import ScoreSettings
 
 
 def _good(count: int = 40, channels: int = 3, grid: tuple[int, int] = (4, 5)) -> torch.Tensor:

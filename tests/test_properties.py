@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from ddad import metrics
+from ddad.data.imageio import read_image
 from ddad.errors import DdadError
-from ddad.imageio import read_image
-from ddad.scoring import ScoreSettings, anomaly_map, finished
+from ddad.evaluation import metrics
+from ddad.maps.scoring import ScoreSettings, anomaly_map, finished
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

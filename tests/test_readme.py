@@ -11,7 +11,7 @@ import pytest
 import yaml
 from test_pipeline import ENV, TINY, _merged, _ran, _run, make_project
 
-from ddad.synthetic import generate_dataset
+from ddad.data.synthetic import generate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ddad.models import build_diffusion, build_model
-from ddad.reconstruct import (
+from ddad.diffusion.models import build_diffusion, build_model
+from ddad.diffusion.reconstruct import (
     Plan,
     _schedule,
     image_seed,

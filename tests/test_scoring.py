@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.ndimage import convolve1d
 
-from ddad.scoring import (
+from ddad.maps.scoring import (
     SPOT_LENGTH,
     ScoreSettings,
     anomaly_map,

@@ -17,19 +17,19 @@ REPO = Path(__file__).resolve().parents[1]
 OUTPUT_NEUTRAL = {
     "ddad/errors.py": "the wording of errors",
     "ddad/progress.py": "progress bars",
-    "ddad/fitting.py": "batch sizes, which results never depend on",
-    "ddad/download.py": "how bytes arrive; their sha256 pins them",
+    "ddad/diffusion/fitting.py": "batch sizes, which results never depend on",
+    "ddad/data/download.py": "how bytes arrive; their sha256 pins them",
     "ddad/params.py": "validation, which check_params runs first",
     "stages/params.py": "reading params.yaml",
     "stages/common.py": "paths and launching; a dep of each stage that uses model_input",
 }
 NAMES_ONLY = {
-    "check_params": {"ddad/engine.py": "resolve_device; its output is a constant file"},
-    "fetch_model": {"ddad/imageio.py": "ddad/models.py's input-size helpers"},
-    "train": {"ddad/engine.py": "resolve_device"},
+    "check_params": {"ddad/diffusion/engine.py": "resolve_device; its output is a constant file"},
+    "fetch_model": {"ddad/data/imageio.py": "ddad/diffusion/models.py's input-size helpers"},
+    "train": {"ddad/diffusion/engine.py": "resolve_device"},
     "evaluate": {
-        "ddad/archive.py": "reached through ddad/mvtec.py, imported for its category names",
-        "ddad/folders.py": "reached through ddad/mvtec.py, imported for its category names",
+        "ddad/data/archive.py": "reached through ddad/data/mvtec.py, for its category names",
+        "ddad/data/folders.py": "reached through ddad/data/mvtec.py, for its category names",
     },
 }
 

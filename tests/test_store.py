@@ -1,6 +1,6 @@
 import numpy as np
 
-from ddad.store import ResultStore
+from ddad.diffusion.store import ResultStore
 
 
 def test_a_result_counts_as_done_only_for_the_inputs_it_was_made_from(tmp_path):

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ddad import synthetic
-from ddad.errors import DdadError
-from ddad.synthetic import (
+from ddad.data import synthetic
+from ddad.data.synthetic import (
     DEFECT_KINDS,
     SYNTHETIC_CATEGORIES,
     generate_dataset,
     render_defect_pair,
 )
+from ddad.errors import DdadError
 
 SMALL = {"n_train": 3, "n_test_good": 2, "n_test_defect": 8, "progress": False}
 

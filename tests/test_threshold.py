@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ddad.errors import DdadError
-from ddad.threshold import threshold_from_good, validation_scores
+from ddad.maps.threshold import threshold_from_good, validation_scores
 
 
 def test_threshold_of_one_score_or_equal_scores_is_that_score() -> None:

@@ -2,7 +2,7 @@
 
 import torch
 
-from ddad.train import validation_crops
+from ddad.diffusion.train import validation_crops
 
 
 def test_crops_are_fixed_training_sized_pieces_of_each_image() -> None:

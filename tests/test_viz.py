@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ddad import viz
+from ddad.diffusion.models import build_model, save_checkpoint
+from ddad.diffusion.store import ResultStore
 from ddad.errors import DdadError
-from ddad.models import build_model, save_checkpoint
-from ddad.store import ResultStore
-from ddad.threshold import threshold_from_good, validation_scores
+from ddad.evaluation import viz
+from ddad.maps.threshold import threshold_from_good, validation_scores
 from stages import plot
 
 SIZE = 16

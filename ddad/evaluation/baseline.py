@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from ddad.evaluation import Protocol, evaluate_maps
-from ddad.imageio import read_image, resize_image
-from ddad.layout import dataset_channels, test_images, train_images, validate_category
+from ddad.data.imageio import read_image, resize_image
+from ddad.data.layout import dataset_channels, test_images, train_images, validate_category
+from ddad.evaluation.protocol import Protocol, evaluate_maps
+from ddad.maps.scoring import DEFAULT_SCORE, ScoreSettings, finished
 from ddad.progress import progress_bar
-from ddad.scoring import DEFAULT_SCORE, ScoreSettings, finished
 
 _EPS = 1e-3  # a quarter of an 8-bit level, so constant pixels do not divide by zero
 
@@ -40,7 +40,7 @@ def zscore_report(
     resize: str = "bicubic",
     score: ScoreSettings = DEFAULT_SCORE,
 ) -> dict[str, Any]:
-    """The z-score baseline's figures on an MVTec-layout category (ddad.evaluation's
+    """The z-score baseline's figures on an MVTec-layout category (ddad.evaluation.protocol's
     ``evaluate_maps``): images read and resized exactly as the pipeline reads them (any format
     it accepts, to ``protocol.image_size``), each map finished as ``score`` says (the
     pipeline's ``score.closing`` and ``score.image_score``), scored under the evaluate stage's

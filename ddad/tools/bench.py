@@ -25,19 +25,19 @@ import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 from torch.utils.flop_counter import FlopCounterMode
 
-from ddad.engine import prepare_model, run
-from ddad.features import (
+from ddad.data.imageio import Size, sides
+from ddad.data.layout import test_images
+from ddad.data.preprocess import model_input
+from ddad.diffusion.engine import prepare_model, run
+from ddad.diffusion.fitting import samples_for
+from ddad.diffusion.reconstruct import Plan, plan_for_map, reconstruct
+from ddad.maps.features import (
     GoodReference,
     feature_anomaly_maps,
     searched_as,
     unet_features,
 )
-from ddad.fitting import samples_for
-from ddad.imageio import Size, sides
-from ddad.layout import test_images
-from ddad.preprocess import model_input
-from ddad.reconstruct import Plan, plan_for_map, reconstruct
-from ddad.scoring import DEFAULT_SCORE, ScoreSettings, finished
+from ddad.maps.scoring import DEFAULT_SCORE, ScoreSettings, finished
 
 SEED_PLAN = Plan(timesteps=250, sampler="ddpm", ensemble=16, jitter=0.1, off_by_one=True)
 WARMUP_PASSES = 3
@@ -85,7 +85,7 @@ def format_report(report: dict[str, Any]) -> str:
     size = report["image_size"]
     engine = (
         f"batch {report['batch_size']} samples "
-        f"(ddad.engine{', float16 autocast' if report['device'] == 'cuda' else ''}), "
+        f"(ddad.diffusion.engine{', float16 autocast' if report['device'] == 'cuda' else ''}), "
         if report["batch_size"]
         else ""
     )
@@ -158,7 +158,8 @@ def flops_per_pass(model: torch.nn.Module, image: torch.Tensor) -> int:
 
 
 def flops_per_feature_pass(model: torch.nn.Module, image: torch.Tensor) -> int:
-    """FLOPs of the feature map's partial UNet pass on one sample (ddad.features.unet_features)."""
+    """FLOPs of the feature map's partial UNet pass on one sample
+    (ddad.maps.features.unet_features)."""
     with FlopCounterMode(display=False) as counter:
         unet_features(model, image)
     return counter.get_total_flops()
@@ -286,10 +287,10 @@ def time_default(
     seed: int = 0,
     score: ScoreSettings = DEFAULT_SCORE,
 ) -> dict[str, Any]:
-    """Time the current procedure as the pipeline runs it: ddad.engine.run with ``plan`` and
-    ``batch_size`` for the reconstruction-error map, or the feature map alone (one partial UNet
-    pass per image, no reconstruction). Returns seconds and passes per image, peak memory and
-    the samples per pass that ran (``auto`` resolved)."""
+    """Time the current procedure as the pipeline runs it: ddad.diffusion.engine.run with
+    ``plan`` and ``batch_size`` for the reconstruction-error map, or the feature map alone (one
+    partial UNet pass per image, no reconstruction). Returns seconds and passes per image, peak
+    memory and the samples per pass that ran (``auto`` resolved)."""
     reconstructed = plan_for_map(plan, score.map)
     batch_size = samples_for(model, batch_size, device, *images.shape[-2:])
     model = prepare_model(model, device)

@@ -28,12 +28,13 @@ from typing import Any
 import torch
 import yaml
 
-from ddad import bench, passes
 from ddad.detect import DEFAULT_PLAN
-from ddad.engine import DEVICES, resolve_device
+from ddad.diffusion import passes
+from ddad.diffusion.engine import DEVICES, resolve_device
+from ddad.diffusion.models import build_diffusion, build_model, with_random_outputs
 from ddad.errors import DdadError
-from ddad.models import build_diffusion, build_model, with_random_outputs
-from ddad.scoring import ScoreSettings
+from ddad.maps.scoring import ScoreSettings
+from ddad.tools import bench
 
 MVTEC_TEST_IMAGES = 1725
 # what git tracks of the pipeline; data/own/ is every fetch_data stage's dependency
@@ -78,7 +79,8 @@ QUICK = Scale(
 def measure_passes(
     model: torch.nn.Module, scale: Scale, device: torch.device
 ) -> list[dict[str, Any]]:
-    """The pass table of ``model`` on ``device``, in the memory layout ddad.engine uses there."""
+    """The pass table of ``model`` on ``device``, in the memory layout ddad.diffusion.engine
+    uses there."""
     model = model.to(device).eval()
     images = torch.from_numpy(bench.random_images(1, 3, scale.image_size)).to(device)
     layouts = (device.type == "cuda",)

@@ -19,7 +19,7 @@ ERRORS = ("squared", "absolute")
 IMAGE_SCORES = ("max", "topk_mean", "spots")
 SPOT_LENGTH = 9  # map pixels: longer structures are streaks, not spots
 _SPOT_DIRECTIONS = 12
-MAPS = ("reconstruction", "features")  # features: ddad.features, nearest good patch
+MAPS = ("reconstruction", "features")  # features: ddad.maps.features, nearest good patch
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def finished(
     """The map as reported and its image score: the score stage, ``ddad detect`` and ``ddad
     baseline`` finish every map here, so they agree.
 
-    A feature map comes with its ``typical`` map (ddad.features): the image score is always of
+    A feature map comes with its ``typical`` map (ddad.maps.features): the image score is always of
     the map over it, ``closed`` by ``settings.closing``. The map reported is that one too, or,
     with ``settings.divide_map`` false, the map over the typical map's mean (the same units,
     closed the same way). Dividing per position also dims what stands out near a border, where

@@ -23,7 +23,7 @@ import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 from torch.nn.parallel import DistributedDataParallel
 
-from ddad import distributed
+from ddad.diffusion import distributed
 from ddad.progress import progress_bar
 
 
@@ -131,9 +131,10 @@ def train_diffusion(
     with the seeded generator, so a device changes the arithmetic, not the draws. The
     ``validation`` curve is the loss on its ``validation_crops``.
 
-    In a process group (ddad.distributed) ``config.batch_size`` is the global batch: every rank
-    draws the same batch and passes its slice through DistributedDataParallel, whose averaged
-    gradients are the global batch's, so W ranks follow one process up to float rounding.
+    In a process group (ddad.diffusion.distributed) ``config.batch_size`` is the global batch:
+    every rank draws the same batch and passes its slice through DistributedDataParallel, whose
+    averaged gradients are the global batch's, so W ranks follow one process up to float
+    rounding.
     """
     device = device or torch.device("cpu")
     torch.manual_seed(config.seed)

@@ -2,7 +2,7 @@
 
 Shared by the reconstruct stage and by ``ddad detect``: several images and all their ensemble
 members go through one forward pass; on CUDA the UNet runs in half precision, channels-last,
-and a batch that runs out of memory is halved (ddad.fitting).
+and a batch that runs out of memory is halved (ddad.diffusion.fitting).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 
+from ddad.diffusion.fitting import in_fitting_chunks, samples_for
+from ddad.diffusion.reconstruct import Plan, reconstruct
 from ddad.errors import DdadError
-from ddad.fitting import in_fitting_chunks, samples_for
 from ddad.progress import progress_bar
-from ddad.reconstruct import Plan, reconstruct
 
 
 @dataclass(frozen=True)
@@ -93,12 +93,12 @@ def run(
     """Yield one :class:`Reconstruction` per ``(key, load)`` item, in order.
 
     ``batch_size`` counts samples per UNet pass (images x ensemble members), or is ``auto``
-    (ddad.fitting.samples_for, capped on the CPU by the attention the first image's size
+    (ddad.diffusion.fitting.samples_for, capped on the CPU by the attention the first image's size
     needs); at least one image goes in each batch, and fewer when a batch runs out of memory.
     ``load()`` returns the image as [C, H, W] float32 in [-1, 1]. With no ``plan``
-    (ddad.reconstruct.plan_for_map's answer for the feature map) each image is only loaded, and
-    ``model`` and ``diffusion`` may be None.
-    ``share`` picks the batches this process runs (ddad.distributed.share for one rank of
+    (ddad.diffusion.reconstruct.plan_for_map's answer for the feature map) each image is only
+    loaded, and ``model`` and ``diffusion`` may be None.
+    ``share`` picks the batches this process runs (ddad.diffusion.distributed.share for one rank of
     several): the batches are cut as for one process, so each holds the same images.
     """
     if plan is None:

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ddad.errors import DdadError
-from ddad.imageio import (
+from ddad.data.imageio import (
     IMAGE_SUFFIXES,
     check_mask_size,
     is_image_file,
     native_channels,
     readable_size,
 )
+from ddad.errors import DdadError
 
 GOOD = "good"
 MASK_SUFFIX = "_mask"

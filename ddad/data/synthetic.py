@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ddad.data.folders import replace_folder
 from ddad.errors import DdadError
-from ddad.folders import replace_folder
 from ddad.progress import progress_bar
 
 SYNTHETIC_CATEGORIES: dict[str, str] = {

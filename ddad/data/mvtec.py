@@ -7,10 +7,10 @@ import urllib.parse
 from functools import partial
 from pathlib import Path, PurePosixPath
 
-from ddad.archive import safe_extract
-from ddad.download import download
+from ddad.data.archive import safe_extract
+from ddad.data.download import download
+from ddad.data.folders import replace_folder
 from ddad.errors import DdadError
-from ddad.folders import replace_folder
 
 _OBJECTS = (
     "bottle",

@@ -8,7 +8,7 @@ near the same place (``score.search_radius`` feature cells,
 so parts need only be roughly aligned; -1 searches anywhere), divided by that distance's typical
 value there. A defect is a patch unlike every good patch around it. For aligned parts
 ``score.feature_model: gaussian`` scores each patch against a Gaussian of the good features at
-its position instead (ddad.position_gaussian). docs/accuracy.md measures each of these choices
+its position instead (ddad.maps.position_gaussian). docs/accuracy.md measures each of these choices
 on real photographs.
 """
 
@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from guided_diffusion.nn import timestep_embedding
 
-from ddad.layout import train_images
-from ddad.position_gaussian import PositionGaussian, fit_position_gaussian
+from ddad.data.layout import train_images
+from ddad.maps.position_gaussian import PositionGaussian, fit_position_gaussian
+from ddad.maps.scoring import ScoreSettings, blur
 from ddad.progress import progress_bar
-from ddad.scoring import ScoreSettings, blur
 
 FEATURE_BLOCKS = (1, 3)  # the first blocks at full and at half resolution
 _NEIGHBOURHOOD = 3
@@ -162,7 +162,7 @@ class GoodReference:
     """What the good training images say about a category: the bank of their patch features,
     and, when set, the typical nearest-bank distance at each position of the map.
 
-    Dividing a map by ``typical`` (ddad.scoring.finished) makes "unusual for this position" the
+    Dividing a map by ``typical`` (ddad.maps.scoring.finished) makes "unusual for this position" the
     image score: a patch near the image border is far from every bank patch even in a good image
     (borders are few and varied), so raw distances called borders defects. On the magnetic tiles
     dividing raises image AUROC from 0.870 to 0.919 (docs/accuracy.md). ``whitening``, when
@@ -292,7 +292,7 @@ def training_reference(
     """The good reference of a trained category, built from its ``training_split`` images.
 
     ``load`` turns a path into the model's [C, H, W] input; ``over_batches`` runs the UNet
-    passes (ddad.distributed.sharded_map splits them over ranks).
+    passes (ddad.diffusion.distributed.sharded_map splits them over ranks).
     """
     split = training_split(root, meta, settings)
     good = [load(path) for path in split.bank]
@@ -323,7 +323,7 @@ def feature_anomaly_maps(
     over_batches: BatchMap = in_this_process,
 ) -> list[np.ndarray]:
     """Nearest-good-feature maps of ``images`` ([C, H, W]), blurred like the error maps; not yet
-    divided by ``reference.typical`` (ddad.scoring.finished does that).
+    divided by ``reference.typical`` (ddad.maps.scoring.finished does that).
 
     ``desc`` shows a progress bar with that label; ``over_batches`` as in
     ``training_reference``.

@@ -11,8 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ddad.imageio import Size, display_size, read_image, read_mask, resize_image, resize_mask, sides
-from ddad.layout import TestImage
+from ddad.data.imageio import (
+    Size,
+    display_size,
+    read_image,
+    read_mask,
+    resize_image,
+    resize_mask,
+    sides,
+)
+from ddad.data.layout import TestImage
 
 NORMALIZATIONS = ("fixed", "minmax")
 

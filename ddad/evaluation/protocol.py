@@ -9,7 +9,7 @@ The protocol's two choices, and why they are the defaults:
   photograph's), as MVTec AD's evaluation does. Shrinking the masks to the model's input
   instead (``model``, the seed's way) erases small defects: a seventh of the ball-screw pitting
   masks are empty at 64 x 64, so those defects were never measured.
-* ``halves: true``: the figures reported are the confirmation half's (ddad.halves); the tuning
+* ``halves: true``: the figures reported are the confirmation half's (ddad.data.halves); the tuning
   half's are returned beside them for choosing settings.
 """
 
@@ -24,12 +24,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ddad import metrics
-from ddad.halves import confirmation_half
-from ddad.imageio import Size, resize_map
-from ddad.layout import TestImage
-from ddad.params import setting
-from ddad.preprocess import model_mask, native_mask
+from ddad.data.halves import confirmation_half
+from ddad.data.imageio import Size, resize_map
+from ddad.data.layout import TestImage
+from ddad.data.preprocess import model_mask, native_mask
+from ddad.evaluation import metrics
 
 RESOLUTIONS = ("native", "model")
 
@@ -45,20 +44,6 @@ class Protocol:
     split_seed: int = 0
     image_size: Size = 64
     mask_resize: str = "nearest"
-
-
-def protocol_from(params: dict[str, Any]) -> Protocol:
-    """The protocol params.yaml sets (its ``evaluate`` section, ``data.image_size`` and
-    ``data.mask_resize``); a key that is absent, as outside a project, keeps its default."""
-    default = Protocol()
-    return Protocol(
-        metrics=tuple(setting(params, "evaluate.metrics", list(default.metrics))),
-        resolution=setting(params, "evaluate.resolution", default.resolution),
-        halves=setting(params, "evaluate.halves", default.halves),
-        split_seed=setting(params, "evaluate.split_seed", default.split_seed),
-        image_size=setting(params, "data.image_size", default.image_size),
-        mask_resize=setting(params, "data.mask_resize", default.mask_resize),
-    )
 
 
 def evaluate_maps(

@@ -1,7 +1,7 @@
 """Images per second of the reconstruction engine with 1 and with N processes, measured.
 
-The N processes are started by torch's own launcher (ddad.distributed, as the stages are) and
-share the batches the way the reconstruct stage does; each rank times its share between two
+The N processes are started by torch's own launcher (ddad.diffusion.distributed, as the stages
+are) and share the batches the way the reconstruct stage does; each rank times its share between two
 barriers, so the figure is the group's wall time, without the launcher's start-up. The batches
 are cut so that every process gets work (at most ceil(images / N) images each), the same cut
 for 1 and N processes.
@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 
-from ddad import distributed
-from ddad.engine import prepare_model, run
-from ddad.reconstruct import Plan
+from ddad.diffusion import distributed
+from ddad.diffusion.engine import prepare_model, run
+from ddad.diffusion.reconstruct import Plan
 
 
 @dataclass(frozen=True)

@@ -219,8 +219,8 @@ def _opened(path: Path, kind: str, max_pixels: int | None) -> Iterator[Image.Ima
         if width * height > limit:
             raise DdadError(
                 f"{kind} {path} is {width}x{height} = {width * height:,} pixels, more than "
-                f"the limit of {limit:,}; if the file is genuine, raise ddad.imageio.MAX_PIXELS "
-                "(or pass max_pixels)"
+                f"the limit of {limit:,}; if the file is genuine, raise "
+                "ddad.data.imageio.MAX_PIXELS (or pass max_pixels)"
             )
         yield lazy
 

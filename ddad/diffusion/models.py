@@ -17,8 +17,8 @@ from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 from guided_diffusion.script_util import create_gaussian_diffusion
 from guided_diffusion.unet import UNetModel
 
+from ddad.data.imageio import Size, sides
 from ddad.errors import DdadError
-from ddad.imageio import Size, sides
 
 OPENAI_256_URL = (
     "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/256x256_diffusion_uncond.pt"
