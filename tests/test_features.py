@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ddad.diffusion.models import build_model
 from ddad.maps.features import (
     GoodReference,
+    _replicate_padded_cells,
     feature_bank,
     good_split,
     nearby_distance_maps,
@@ -104,6 +106,12 @@ def test_nearby_search_matches_a_brute_force_window():
         rows = window.permute(0, 2, 3, 1).reshape(-1, 3)
         expected = torch.cdist(features[:, :, i, j], rows).min(dim=1).values
         torch.testing.assert_close(found[:, i, j], expected)
+
+
+def test_the_bank_is_padded_as_replicate_padding_pads_it():
+    bank = torch.randn(3, 2, 4, 5, generator=torch.Generator().manual_seed(1))
+    padded = F.pad(bank, (2, 2, 2, 2), mode="replicate").permute(2, 3, 1, 0)
+    assert torch.equal(_replicate_padded_cells(bank, 2), padded)
 
 
 def test_a_patch_found_only_far_away_is_far_for_the_nearby_search():

@@ -112,17 +112,16 @@ def nearby_distance_maps(
     dark blob in the middle of a part from matching a dark border patch, so blobs light up
     inside and not only at their rim.
 
-    The padded bank is laid out one grid cell after another, and the queries on the same grid
-    (the padding columns hold zeros whose results are dropped), so the bank cells one offset
-    (dy, dx) pairs with every query are one contiguous slice: each offset is one batched
-    product (|q|^2 + |b|^2 - 2 q.b) that reads the bank in place. Copying each query's window
-    out first cost 3-8x more here, most of it in memory traffic.
+    The padded bank is laid out one grid cell after another (_replicate_padded_cells), and the
+    queries on the same grid (the padding columns hold zeros whose results are dropped), so the
+    bank cells one offset (dy, dx) pairs with every query are one contiguous slice: each offset
+    is one batched product (|q|^2 + |b|^2 - 2 q.b) that reads the bank in place. Copying each
+    query's window out first cost 3-8x more here, most of it in memory traffic.
     """
     n, d, h, w = features.shape
     width = w + 2 * radius
     count = h * width - 2 * radius  # grid cells up to the last real query
-    padded = F.pad(bank_maps.to(features), (radius,) * 4, mode="replicate")
-    cells = padded.permute(2, 3, 1, 0).reshape(-1, d, len(bank_maps)).contiguous()
+    cells = _replicate_padded_cells(bank_maps.to(features), radius).reshape(-1, d, len(bank_maps))
     norms = cells.square().sum(dim=1, keepdim=True)  # [(h+2r)(w+2r), 1, M]
     queries = F.pad(features, (0, 2 * radius)).permute(2, 3, 0, 1).reshape(h * width, n, d)
     queries = queries[:count].contiguous()
@@ -134,6 +133,17 @@ def nearby_distance_maps(
     nearest = (nearest + queries.square().sum(dim=2)).clamp_min(0).sqrt()
     nearest = F.pad(nearest.T, (0, 2 * radius)).reshape(n, 1, h, width)[..., :w]
     return F.interpolate(nearest, size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def _replicate_padded_cells(bank_maps: torch.Tensor, radius: int) -> torch.Tensor:
+    """[h+2r, w+2r, D, M]: ``bank_maps`` [M, D, h, w] padded by ``radius`` cells that repeat the
+    border, one grid cell after another. Gathered by index rather than by F.pad: CUDA's
+    replicate padding refuses tensors of 2^31 values or more, which 500 bank maps of the 256
+    model's 512 channels at 128 x 128 exceed."""
+    _, _, h, w = bank_maps.shape
+    rows = torch.arange(-radius, h + radius, device=bank_maps.device).clamp(0, h - 1)
+    cols = torch.arange(-radius, w + radius, device=bank_maps.device).clamp(0, w - 1)
+    return bank_maps.permute(2, 3, 1, 0)[rows][:, cols]
 
 
 class GoodSplit(NamedTuple):
