@@ -176,7 +176,6 @@ def check(scale: Scale, device: torch.device, out: Path, source: Path) -> dict[s
     """Run every section, rewriting ``out`` after each; return the whole record."""
     record: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "device": describe_device(device),
         "torch": torch.__version__,
         "preset": scale.preset,
         "image_size": scale.image_size,
@@ -184,10 +183,13 @@ def check(scale: Scale, device: torch.device, out: Path, source: Path) -> dict[s
     }
     start = time.perf_counter()
     model = with_random_outputs(build_model(scale.preset, 3, scale.image_size))
+    # dvc repro first, before this process holds any GPU memory: its stages then have it all
+    # (on an H200 they ran out of memory behind the 256 model's cached blocks)
     sections = (
+        ("dvc_repro", lambda: measure_repro(scale, device, source)),
+        ("device", lambda: describe_device(device)),
         ("passes", lambda: measure_passes(model, scale, device)),
         ("procedures", lambda: measure_procedures(model, scale, device)),
-        ("dvc_repro", lambda: measure_repro(scale, device, source)),
     )
     for name, measure in sections:
         print(f"gpu_check: {name} ...", file=sys.stderr, flush=True)
