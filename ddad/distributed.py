@@ -97,13 +97,23 @@ def _on_cpu(value: R) -> R:
 
 def average_across_ranks(value: float) -> float:
     """The mean of ``value`` over ranks (itself with one process)."""
+    return _summed(value) / world_size()
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` holds on any rank (itself with one process): a decision every rank
+    takes at the same point, such as stopping after this step."""
+    return _summed(float(flag)) > 0
+
+
+def _summed(value: float) -> float:
     if not dist.is_initialized():
         return value
     total = torch.tensor([value], dtype=torch.float64)
     if dist.get_backend() == "nccl":
         total = total.cuda()
     dist.all_reduce(total)
-    return float(total.item()) / world_size()
+    return float(total.item())
 
 
 @contextlib.contextmanager
