@@ -38,12 +38,19 @@ def dist_launch(params: dict[str, Any]) -> distributed.Launch:
     )
 
 
-def run_stage(main: Callable[[dict[str, Any], list[str]], None], sharded: bool = False) -> None:
+def run_stage(
+    main: Callable[[dict[str, Any], list[str]], None],
+    sharded: bool = False,
+    interrupted: Callable[[list[str]], str] | None = None,
+) -> None:
     """Validate params, run ``main(params, argv)``; user errors become one line and exit 2.
 
     A ``sharded`` stage (train, reconstruct, score) with ``dist`` asking for several processes
     starts itself once per rank under torch's launcher (ddad.distributed); a rank (started so,
     or by torchrun) joins the group. The other stages always run as one process.
+
+    Ctrl-C ends in one line: ``interrupted(argv)``, what the stage kept and how to go on, or
+    by default that finished work is kept.
     """
     try:
         params = load_params()
@@ -62,7 +69,11 @@ def run_stage(main: Callable[[dict[str, Any], list[str]], None], sharded: bool =
         sys.exit(2)
     except KeyboardInterrupt:
         if not (sharded and distributed.in_worker()):  # the launcher says it once for all ranks
-            print("interrupted: finished work is kept; run `dvc repro` to go on", file=sys.stderr)
+            kept = "finished work is kept; run `dvc repro` to go on"
+            print(
+                f"interrupted: {interrupted(sys.argv[1:]) if interrupted else kept}",
+                file=sys.stderr,
+            )
         sys.exit(130)
 
 
