@@ -1,18 +1,20 @@
 """Validation crops: the size training sees, the same every time, whole images when uncropped.
 Resuming: a saved state goes on to the very weights and loss curve of an uninterrupted run, a
-signal stops training between two steps with its state saved, and a saved state is tied to the
-training that made it."""
+signal stops training between two steps with its state saved, a saved state is tied to the
+training that made it, and the stage says where the next run goes on from."""
 
 import io
 import os
 import signal
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
 from ddad.models import build_diffusion, build_model
 from ddad.train import Resume, TrainConfig, train_diffusion, training_fingerprint, validation_crops
+from stages.train import _interrupted, _resumable, _saver
 
 
 def test_crops_are_fixed_training_sized_pieces_of_each_image() -> None:
@@ -110,3 +112,36 @@ def test_the_fingerprint_changes_with_what_decides_the_training() -> None:
         training_fingerprint(build_model("tiny", 1, 16), images, None, CONFIG, cpu, 1),
     ]
     assert len({base, *others}) == 7
+
+
+def test_another_trainings_or_a_broken_state_is_said_removed_and_not_resumed(
+    tmp_path, capsys
+) -> None:
+    path = tmp_path / "state.pt"
+    _saver(path, "abc")({"step": 3})
+    assert _resumable(path, "abc", "stripes") == {"step": 3}
+    assert _resumable(path, "other", "stripes") is None
+    assert not path.exists()
+    path.write_bytes(b"PK\x03\x04 half")
+    assert _resumable(path, "abc", "stripes") is None
+    assert not path.exists()
+    lines = capsys.readouterr().err.splitlines()
+    assert (
+        lines[0] == f"train@stripes: starting at step 0, not from {path}: made by another training"
+    )
+    assert lines[1].startswith(f"train@stripes: starting at step 0, not from {path}: unreadable (")
+    assert len(lines) == 2
+
+
+def test_the_interrupt_line_names_the_step_the_next_run_resumes_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    back = "the last committed model comes back with `dvc checkout models/trained/stripes`"
+    assert _interrupted(["stripes"]) == (
+        "train@stripes: no training state was saved yet: the next `dvc repro` trains from "
+        f"step 0; {back}"
+    )
+    _saver(Path("models/checkpoints/stripes/state.pt"), "abc")({"step": 7})
+    assert _interrupted(["stripes"]) == (
+        "train@stripes: the next `dvc repro` resumes from step 7, saved in "
+        f"models/checkpoints/stripes/state.pt; {back}"
+    )
