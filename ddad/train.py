@@ -10,10 +10,10 @@ the weights, the optimizer and the EMA stay float32. A learned-variance model (t
 preset) is trained with guided-diffusion's hybrid loss, the noise MSE plus the variational
 bound term for the variance, as OpenAI trained it (their rescaled MSE equals it at 1000 steps).
 
-Training can stop and go on bit for bit: ``training_state`` is everything one step hands the
-next (weights, EMA, optimizer, schedule, loss curve, every random stream), saved every minute
-or so and when SIGINT or SIGTERM asks it to stop, which it does between two steps. A saved state
-is resumed only by the training whose ``training_fingerprint`` it carries.
+Training can stop and go on bit for bit (``Resume``): its state is everything one step hands
+the next (weights, EMA, optimizer, schedule, loss curve, every random stream), saved every
+minute or so and when SIGINT or SIGTERM asks it to stop, which it does between two steps. A
+saved state is for the training whose ``training_fingerprint`` it was saved with.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def validation_loss(
 
 @dataclass(frozen=True)
 class Resume:
-    """Stopping and going on: start from ``state`` (a ``training_state``; None: step 0) and hand
+    """Stopping and going on: start from ``state`` (one ``save`` was handed; None: step 0), hand
     the state to ``save`` (rank 0's writer; None on the other ranks) at most every ``every_s``
     seconds, at least ten times as long as the last save took (a large model's state takes a
     while to write), and when a signal stops training."""
@@ -185,12 +185,12 @@ def _rng_states(generator: torch.Generator) -> dict[str, Any]:
     CPU and CUDA (dropout), numpy's and Python's (an augmentation's), as plain values that a
     weights-only load reads back."""
     numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()
     return {
         "batches": generator.get_state(),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-        "numpy": numpy_state
-        | {"state": numpy_state["state"] | {"key": numpy_state["state"]["key"].tolist()}},
+        "numpy": numpy_state,
         "python": random.getstate(),
     }
 
@@ -200,9 +200,9 @@ def _set_rng_states(generator: torch.Generator, states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     if states["cuda"]:
         torch.cuda.set_rng_state_all(states["cuda"])
-    numpy_state = states["numpy"]
-    key = np.array(numpy_state["state"]["key"], dtype=np.uint32)
-    np.random.set_state(numpy_state | {"state": numpy_state["state"] | {"key": key}})
+    numpy_state = copy.deepcopy(states["numpy"])
+    numpy_state["state"]["key"] = np.array(numpy_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state(numpy_state)
     random.setstate(states["python"])
 
 
