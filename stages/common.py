@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,19 @@ def dist_launch(params: dict[str, Any]) -> distributed.Launch:
     )
 
 
-def run_stage(main: Callable[[dict[str, Any], list[str]], None], sharded: bool = False) -> None:
+def run_stage(
+    main: Callable[[dict[str, Any], list[str]], None],
+    sharded: bool = False,
+    interrupted: Callable[[list[str]], str] | None = None,
+) -> None:
     """Validate params, run ``main(params, argv)``; user errors become one line and exit 2.
 
     A ``sharded`` stage (train, reconstruct, score) with ``dist`` asking for several processes
     starts itself once per rank under torch's launcher (ddad.diffusion.distributed); a rank
     (started so, or by torchrun) joins the group. The other stages always run as one process.
+
+    Ctrl-C, or a rank that fails, ends in one line: ``interrupted(argv)``, what the stage kept
+    and how to go on, or by default that finished work is kept.
     """
     try:
         params = load_params()
@@ -54,7 +62,8 @@ def run_stage(main: Callable[[dict[str, Any], list[str]], None], sharded: bool =
                 main(params, sys.argv[1:])
         elif sharded and launch.world_size > 1:
             module = sys.modules["__main__"].__spec__.name
-            distributed.launch(launch, module, sys.argv[1:], RESUME_HINT)
+            hint = partial(interrupted, sys.argv[1:]) if interrupted else RESUME_HINT
+            distributed.launch(launch, module, sys.argv[1:], hint)
         else:
             main(params, sys.argv[1:])
     except DdadError as exc:
@@ -63,7 +72,11 @@ def run_stage(main: Callable[[dict[str, Any], list[str]], None], sharded: bool =
         sys.exit(2)
     except KeyboardInterrupt:
         if not (sharded and distributed.in_worker()):  # the launcher says it once for all ranks
-            print("interrupted: finished work is kept; run `dvc repro` to go on", file=sys.stderr)
+            kept = "finished work is kept; run `dvc repro` to go on"
+            print(
+                f"interrupted: {interrupted(sys.argv[1:]) if interrupted else kept}",
+                file=sys.stderr,
+            )
         sys.exit(130)
 
 

@@ -9,11 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from http_server import FileServer, unreachable_url
 from mvtec_archive import make_mvtec_archive
@@ -317,23 +319,33 @@ def _result_files(project: Path) -> list[Path]:
     return sorted((project / "runs" / "stripes" / "recon").glob("*/*.npz"))
 
 
-def _killed_during_reconstruct(project: Path, done: int) -> None:
-    """Start `dvc repro`, SIGKILL it and its stage once ``done`` results are stored."""
-    with open(project / "killed.log", "w") as log:
-        repro = subprocess.Popen(
-            [str(BIN / "dvc"), "repro"],
+def _background_repro(project: Path, log: str, *targets: str, env: dict = ENV) -> subprocess.Popen:
+    """`dvc repro` in its own process group (a terminal's), its output in ``log``."""
+    with open(project / log, "w") as output:
+        return subprocess.Popen(
+            [str(BIN / "dvc"), "repro", *targets],
             cwd=project,
-            env=ENV,
-            stdout=log,
+            env=env,
+            stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def _wait_until(repro: subprocess.Popen, ready: Callable[[], bool], what: str) -> None:
+    """Wait, while ``repro`` runs, for ``ready()``."""
+    deadline = time.monotonic() + 300
+    while not ready():
+        assert repro.poll() is None, "dvc repro ended before it could be interrupted"
+        assert time.monotonic() < deadline, f"no {what} appeared in time"
+        time.sleep(0.05)
+
+
+def _killed_during_reconstruct(project: Path, done: int) -> None:
+    """Start `dvc repro`, SIGKILL it and its stage once ``done`` results are stored."""
+    repro = _background_repro(project, "killed.log")
     try:
-        deadline = time.monotonic() + 300
-        while len(_result_files(project)) < done:
-            assert repro.poll() is None, "dvc repro ended before it could be interrupted"
-            assert time.monotonic() < deadline, "no results appeared in time"
-            time.sleep(0.05)
+        _wait_until(repro, lambda: len(_result_files(project)) >= done, "results")
     finally:
         os.killpg(repro.pid, signal.SIGKILL)
         repro.wait()
@@ -372,6 +384,75 @@ def test_two_runs_with_the_same_params_give_identical_scores(tmp_path, uninterru
     scores = Path("runs", "stripes", "score", "scores.csv")
     assert (project / scores).read_bytes() == (uninterrupted / scores).read_bytes()
     assert _metrics(project) == _metrics(uninterrupted)
+
+
+# long enough to stop in the middle; a checkpoint every half second
+LONG_TRAINING = {"train": {"steps": 300}}
+CHECKPOINT = Path("models", "checkpoints", "stripes", "state.pt")
+TRAINED = Path("models", "trained", "stripes")
+
+
+def _trained(project: Path) -> tuple[dict, list]:
+    """The trained weights and the loss curve."""
+    weights = torch.load(project / TRAINED / "model.pt", weights_only=True)
+    return weights, json.loads((project / "plots" / "train" / "stripes.json").read_text())
+
+
+def _same_training(a: tuple[dict, list], b: tuple[dict, list]) -> bool:
+    return a[1] == b[1] and all(torch.equal(a[0][key], b[0][key]) for key in a[0])
+
+
+def _stopped_during_training(project: Path, how: signal.Signals) -> str:
+    """Start `dvc repro train@stripes`, send ``how`` to it and its stage (as Ctrl-C reaches a
+    terminal's process group) once training has saved its state; its output."""
+    env = ENV | {"DDAD_CHECKPOINT_SECONDS": "0.5"}
+    repro = _background_repro(project, "stopped.log", "train@stripes", env=env)
+    try:
+        _wait_until(repro, (project / CHECKPOINT).is_file, "checkpoint")
+        os.killpg(repro.pid, how)
+        repro.wait(timeout=120)
+    finally:
+        if repro.poll() is None:
+            os.killpg(repro.pid, signal.SIGKILL)
+            repro.wait()
+    return (project / "stopped.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def trained_at_once(tmp_path_factory) -> tuple[dict, list]:
+    project = make_project(tmp_path_factory.mktemp("at_once") / "project", LONG_TRAINING)
+    _run(project, "dvc", "repro", "train@stripes")
+    return _trained(project)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_stopped_training_resumes_to_the_same_weights(tmp_path, trained_at_once, how):
+    """A committed model, then a longer training stopped midway: the model comes back with
+    `dvc checkout`, and `dvc repro` goes on from the saved step to the uninterrupted result."""
+    project = make_project(tmp_path / how.name)
+    _run(project, "dvc", "repro", "train@stripes")
+    committed = (project / TRAINED / "model.pt").read_bytes()
+    _set_params(project, LONG_TRAINING)
+    output = _stopped_during_training(project, how)
+    assert not (project / TRAINED).exists()  # DVC removed the output before training
+    saved = torch.load(project / CHECKPOINT, weights_only=True)["state"]["step"]
+    assert 0 < saved < 300
+    if how == signal.SIGINT:
+        assert (
+            f"interrupted: train@stripes: the next `dvc repro` resumes from step {saved}, "
+            f"saved in {CHECKPOINT}; the last committed model comes back with "
+            f"`dvc checkout {TRAINED}`" in output
+        )
+    _run(project, "dvc", "checkout", str(TRAINED))
+    assert (project / TRAINED / "model.pt").read_bytes() == committed
+    resumed = _run(project, "dvc", "repro", "train@stripes")
+    assert f"train@stripes: resuming at step {saved} of 300 from {CHECKPOINT.parent}" in (
+        resumed.stdout + resumed.stderr
+    )
+    assert not (project / CHECKPOINT.parent).exists()
+    assert _same_training(_trained(project), trained_at_once)
+    assert "train@stripes" not in _stale(project)
 
 
 def _category_stages(category: str) -> list[str]:

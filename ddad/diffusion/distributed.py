@@ -97,13 +97,23 @@ def _on_cpu(value: R) -> R:
 
 def average_across_ranks(value: float) -> float:
     """The mean of ``value`` over ranks (itself with one process)."""
+    return _summed(value) / world_size()
+
+
+def any_rank(flag: bool) -> bool:
+    """Whether ``flag`` holds on any rank (itself with one process): a decision every rank
+    takes at the same point, such as stopping after this step."""
+    return _summed(float(flag)) > 0
+
+
+def _summed(value: float) -> float:
     if not dist.is_initialized():
         return value
     total = torch.tensor([value], dtype=torch.float64)
     if dist.get_backend() == "nccl":
         total = total.cuda()
     dist.all_reduce(total)
-    return float(total.item()) / world_size()
+    return float(total.item())
 
 
 @contextlib.contextmanager
@@ -134,14 +144,15 @@ def launch(
     config: Launch,
     entrypoint: str | Callable[..., R],
     args: Sequence[Any],
-    resume_hint: str,
+    resume_hint: str | Callable[[], str],
 ) -> dict[int, R | None]:
     """Run ``entrypoint`` as ``config.nproc_per_node`` ranks on this node: a module name runs
     as ``python -m entrypoint *args``, a function as ``entrypoint(*args)``; returns each local
     rank's return value (None for a module).
 
     A failed rank becomes one DdadError naming it (what it reported, the signal that killed it,
-    or its exit code); ``resume_hint`` says how to go on.
+    or its exit code); ``resume_hint`` says how to go on (a function: asked once a rank has
+    failed, as what is kept by then may differ).
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -171,7 +182,8 @@ def launch(
     except ChildFailedError as exc:
         local_rank, failure = exc.get_first_failure()
         global_rank = config.node_rank * config.nproc_per_node + local_rank
-        raise DdadError(f"rank {global_rank} {_what_happened(failure, resume_hint)}") from None
+        hint = resume_hint() if callable(resume_hint) else resume_hint
+        raise DdadError(f"rank {global_rank} {_what_happened(failure, hint)}") from None
     except SignalException:  # Ctrl-C or a kill reached the launcher, which stopped the ranks
         raise KeyboardInterrupt from None
     except (dist.DistError, RendezvousError, TimeoutError, OSError) as exc:

@@ -9,16 +9,30 @@ On CUDA the forward and backward passes run under bfloat16 autocast (no loss sca
 the weights, the optimizer and the EMA stay float32. A learned-variance model (the OpenAI
 preset) is trained with guided-diffusion's hybrid loss, the noise MSE plus the variational
 bound term for the variance, as OpenAI trained it (their rescaled MSE equals it at 1000 steps).
+
+Training can stop and go on bit for bit (``Resume``): its state is everything one step hands
+the next (weights, EMA, optimizer, schedule, loss curve, every random stream), saved every
+minute or so and when SIGINT or SIGTERM asks it to stop, which it does between two steps. A
+saved state is for the training whose ``training_fingerprint`` it was saved with.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import json
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 from torch.nn.parallel import DistributedDataParallel
@@ -116,6 +130,130 @@ def validation_loss(
     return sum(losses) / len(losses)
 
 
+@dataclass(frozen=True)
+class Resume:
+    """Stopping and going on: start from ``state`` (one ``save`` was handed; None: step 0), hand
+    the state to ``save`` (rank 0's writer; None on the other ranks) at most every ``every_s``
+    seconds, at least ten times as long as the last save took (a large model's state takes a
+    while to write), and when a signal stops training."""
+
+    state: dict[str, Any] | None = None
+    save: Callable[[dict[str, Any]], None] | None = None
+    every_s: float = 60.0
+
+
+@dataclass
+class _Training:
+    """What one step hands the next."""
+
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    log: TrainLog = field(default_factory=TrainLog)
+    step: int = 0
+    running: float | None = None
+
+    def state(self) -> dict[str, Any]:
+        """The state to save (live tensors: write them before the next step)."""
+        return {
+            "step": self.step,
+            "running": self.running,
+            "train": list(self.log.train),
+            "validation": list(self.log.validation),
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "rng": _rng_states(self.generator),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Go on from a saved ``state`` (before DDP wraps the model, which copies rank 0's)."""
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.log = TrainLog(list(state["train"]), list(state["validation"]))
+        self.step, self.running = state["step"], state["running"]
+        _set_rng_states(self.generator, state["rng"])
+
+
+def _rng_states(generator: torch.Generator) -> dict[str, Any]:
+    """Every random stream training may draw from: the batches' generator, torch's own on the
+    CPU and CUDA (dropout), numpy's and Python's (an augmentation's), as plain values that a
+    weights-only load reads back."""
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()
+    return {
+        "batches": generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "numpy": numpy_state,
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_states(generator: torch.Generator, states: dict[str, Any]) -> None:
+    generator.set_state(states["batches"])
+    torch.set_rng_state(states["torch"])
+    if states["cuda"]:
+        torch.cuda.set_rng_state_all(states["cuda"])
+    numpy_state = copy.deepcopy(states["numpy"])
+    numpy_state["state"]["key"] = np.array(numpy_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state(numpy_state)
+    random.setstate(states["python"])
+
+
+def training_fingerprint(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    validation: torch.Tensor | None,
+    config: TrainConfig,
+    device: torch.device,
+    ranks: int,
+) -> str:
+    """A digest of everything that decides each step of a training: the starting weights, the
+    images as the model sees them, the knobs, the device kind, the number of ranks sharing the
+    batch, torch and this module's code. A saved state resumes only the training with its
+    digest; any other starts at step 0."""
+    digest = hashlib.sha256()
+    setup = [asdict(config), device.type, ranks, torch.__version__]
+    digest.update(json.dumps(setup).encode() + Path(__file__).read_bytes())
+    tensors = dict(model.state_dict()) | {"images": images}
+    if validation is not None:
+        tensors["validation"] = validation
+    for name, tensor in tensors.items():
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[list[int]]:
+    """Catch SIGINT and SIGTERM (the launcher's way of stopping a rank) into the yielded list,
+    so training stops between two steps, where its state is whole, instead of inside one; a
+    second signal acts at once. Outside the main thread Python allows no handlers."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous: dict[int, Any] = {}
+
+    def ask(signum: int, _frame: object) -> None:
+        received.append(signum)
+        signal.signal(signum, previous[signum])
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, ask) or signal.SIG_DFL
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def train_diffusion(
     model: torch.nn.Module,
     diffusion: GaussianDiffusion,
@@ -125,6 +263,7 @@ def train_diffusion(
     progress: bool = True,
     on_log: Callable[[TrainLog], None] | None = None,
     device: torch.device | None = None,
+    resume: Resume | None = None,
 ) -> tuple[torch.nn.Module, TrainLog]:
     """Train on ``images`` ([N, C, H, W] in [-1, 1], on the CPU) on ``device`` (default the
     CPU); return the EMA model (on ``device``) and the loss log. Each batch is drawn on the CPU
@@ -135,60 +274,111 @@ def train_diffusion(
     every rank draws the same batch and passes its slice through DistributedDataParallel, whose
     averaged gradients are the global batch's, so W ranks follow one process up to float
     rounding.
+
+    With ``resume``, training starts from its state and saves its own (``Resume``); SIGINT or
+    SIGTERM then ends it after the current step, on every rank, with KeyboardInterrupt once
+    the state is saved. Where it stops or how often it saves does not change the result.
     """
     device = device or torch.device("cpu")
     torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
     model = model.to(device)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    run = _Training(
+        model,
+        copy.deepcopy(model).eval().requires_grad_(False),
+        optimizer,
+        torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: _warmup_cosine(step, config.steps)
+        ),
+        torch.Generator().manual_seed(config.seed),
+    )
+    resume = resume or Resume(every_s=math.inf)
+    if resume.state is not None:
+        run.restore(resume.state)
     ranks = distributed.world_size()
     mine = torch.tensor_split(torch.arange(config.batch_size), ranks)[distributed.rank()]
     trained = model if ranks == 1 else DistributedDataParallel(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _warmup_cosine(step, config.steps)
-    )
-    log = TrainLog()
-    low, high = config.t_range
     if validation is not None:
         validation = validation_crops(validation, config.crop, config.seed)
-    bar = progress_bar(range(config.steps), desc="train", disable=not progress, unit="step")
-    running = None
-    for step in bar:
-        model.train()
-        idx = torch.randint(0, len(images), (config.batch_size,), generator=generator)
-        batch = _augment(images[idx], config, generator)
-        t = torch.randint(low, high + 1, (len(batch),), generator=generator)
-        noise = torch.randn(batch.shape, generator=generator)
-        if ranks > 1:
-            batch, t, noise = batch[mine], t[mine], noise[mine]
-        with _mixed_precision(device):
-            losses = diffusion.training_losses(
-                trained, batch.to(device), t.to(device), noise=noise.to(device)
-            )
-        # DDP averages the ranks' gradients: each rank's sum over the global batch size, times
-        # the ranks, averages to the global batch's mean even when slices differ in size
-        per_sample = losses["loss"].float()
-        loss = per_sample.mean() if ranks == 1 else per_sample.sum() * ranks / config.batch_size
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        _update_ema(ema, model, min(config.ema, (1 + step) / (10 + step)))
-        value = distributed.average_across_ranks(loss.item())
-        running = value if running is None else 0.9 * running + 0.1 * value
-        bar.set_postfix(loss=f"{running:.4f}", refresh=False)
-        last = step + 1 == config.steps
-        if (step + 1) % config.log_every == 0 or last:
-            log.train.append((step + 1, running))
-            if validation is not None and (last or (step + 1) % (config.log_every * 10) == 0):
-                log.validation.append(
-                    (step + 1, validation_loss(ema, diffusion, validation, config.t_range))
-                )
-            if on_log:
-                on_log(log)
-    return ema, log
+    steps = range(run.step, config.steps)
+    bar = progress_bar(
+        steps, desc="train", disable=not progress, unit="step", initial=run.step, total=config.steps
+    )
+    saved_at, interval = time.monotonic(), resume.every_s
+    with _stop_requests() as stop:
+        for step in bar:
+            loss = _one_step(run, trained, diffusion, images, config, device, mine)
+            value = distributed.average_across_ranks(loss)
+            run.running = value if run.running is None else 0.9 * run.running + 0.1 * value
+            run.step = step + 1
+            bar.set_postfix(loss=f"{run.running:.4f}", refresh=False)
+            _log(run, diffusion, config, validation, on_log)
+            stopping = distributed.any_rank(bool(stop)) and run.step < config.steps
+            due = time.monotonic() - saved_at >= interval and run.step < config.steps
+            if resume.save and (stopping or due):
+                began = time.monotonic()
+                resume.save(run.state())
+                saved_at = time.monotonic()
+                interval = max(resume.every_s, 10 * (saved_at - began))
+            if stopping:
+                raise KeyboardInterrupt
+    return run.ema, run.log
+
+
+def _one_step(
+    run: _Training,
+    trained: torch.nn.Module,
+    diffusion: GaussianDiffusion,
+    images: torch.Tensor,
+    config: TrainConfig,
+    device: torch.device,
+    mine: torch.Tensor,
+) -> float:
+    """One optimizer and EMA step on the next batch; its loss on this rank."""
+    model, ranks = run.model, distributed.world_size()
+    model.train()
+    idx = torch.randint(0, len(images), (config.batch_size,), generator=run.generator)
+    batch = _augment(images[idx], config, run.generator)
+    low, high = config.t_range
+    t = torch.randint(low, high + 1, (len(batch),), generator=run.generator)
+    noise = torch.randn(batch.shape, generator=run.generator)
+    if ranks > 1:
+        batch, t, noise = batch[mine], t[mine], noise[mine]
+    with _mixed_precision(device):
+        losses = diffusion.training_losses(
+            trained, batch.to(device), t.to(device), noise=noise.to(device)
+        )
+    # DDP averages the ranks' gradients: each rank's sum over the global batch size, times
+    # the ranks, averages to the global batch's mean even when slices differ in size
+    per_sample = losses["loss"].float()
+    loss = per_sample.mean() if ranks == 1 else per_sample.sum() * ranks / config.batch_size
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    run.optimizer.step()
+    run.schedule.step()
+    _update_ema(run.ema, model, min(config.ema, (1 + run.step) / (10 + run.step)))
+    return loss.item()
+
+
+def _log(
+    run: _Training,
+    diffusion: GaussianDiffusion,
+    config: TrainConfig,
+    validation: torch.Tensor | None,
+    on_log: Callable[[TrainLog], None] | None,
+) -> None:
+    """Add the step's point to the loss curve every ``log_every`` steps and at the last, and a
+    validation point every ten of them."""
+    last = run.step == config.steps
+    if run.step % config.log_every and not last:
+        return
+    run.log.train.append((run.step, run.running))
+    if validation is not None and (last or run.step % (config.log_every * 10) == 0):
+        loss = validation_loss(run.ema, diffusion, validation, config.t_range)
+        run.log.validation.append((run.step, loss))
+    if on_log:
+        on_log(run.log)
 
 
 def _warmup_cosine(step: int, total: int, warmup: int = 20) -> float:
