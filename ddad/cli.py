@@ -336,8 +336,10 @@ def _detect(args: argparse.Namespace) -> int:
     print(f"model {model_dir}: threshold {threshold:#.4g} ({detector.threshold_source})")
     results = detector.score(args.images)
     for result, name in zip(results, overlay_names(args.images), strict=True):
-        verdict = "DEFECT" if result.is_defect else "OK"
-        print(f"{verdict:<6} {result.path}  score {result.score:#.4g}  threshold {threshold:#.4g}")
+        print(
+            f"{result.verdict:<6} {result.path}  score {result.score:#.4g}  "
+            f"threshold {threshold:#.4g}"
+        )
         save_overlay(args.out / name, detector.overlay(result))
     flagged = sum(r.is_defect for r in results)
     print(f"{flagged} of {len(results)} images DEFECT; heat-map overlays in {args.out}/")
