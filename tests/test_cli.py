@@ -165,9 +165,15 @@ def test_bad_params_value_names_the_key(
     assert err.startswith("error: ") and message in err
 
 
-def test_help_exits_0(capsys: pytest.CaptureFixture) -> None:
+def test_detect_help_says_where_the_threshold_comes_from_and_what_it_writes(
+    capsys: pytest.CaptureFixture,
+) -> None:
     code, out, _ = _run(["detect", "--help"], capsys)
-    assert code == 0 and "--good-dir" in out
+    text = " ".join(out.split())
+    assert code == 0 and "--good-dir" in text
+    assert "highest score of the held-out good images in runs/<category>/score/scores.csv" in text
+    assert "overlay of each written to --out" in text
+    assert "--out OUT folder for the overlay PNGs" in text
 
 
 def test_baseline_prints_three_metrics_per_category(
