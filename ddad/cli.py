@@ -60,6 +60,15 @@ DESCRIPTION = (
     "Settings the pipeline also uses come from params.yaml in the current folder when it is there."
 )
 DEVICE_HELP = "auto (CUDA when present), cpu or cuda; default: params.yaml's device, else auto"
+DETECT_ABOUT = (
+    "Score each IMAGE with a trained model and call it DEFECT when its score is above the "
+    "threshold, else OK: one line per image, and a heat-map overlay of each written to --out, at "
+    "the image's own size with its verdict, score and threshold on it. Unless --threshold or "
+    "--good-dir sets it, the threshold is the highest score of the held-out good images in "
+    "runs/<category>/score/scores.csv under the current folder (written by `dvc repro`), else "
+    "that of the held-out good images the model's meta.json lists, scored now. Reconstruction "
+    "and scoring follow params.yaml, as the pipeline did; run `dvc repro` after changing it."
+)
 
 
 def _from_params(key: str) -> str:
@@ -337,8 +346,10 @@ def _detect(args: argparse.Namespace) -> int:
     print(f"model {model_dir}: threshold {threshold:#.4g} ({detector.threshold_source})")
     results = detector.score(args.images)
     for result, name in zip(results, overlay_names(args.images), strict=True):
-        verdict = "DEFECT" if result.is_defect else "OK"
-        print(f"{verdict:<6} {result.path}  score {result.score:#.4g}  threshold {threshold:#.4g}")
+        print(
+            f"{result.verdict:<6} {result.path}  score {result.score:#.4g}  "
+            f"threshold {threshold:#.4g}"
+        )
         save_overlay(args.out / name, detector.overlay(result))
     flagged = sum(r.is_defect for r in results)
     print(f"{flagged} of {len(results)} images DEFECT; heat-map overlays in {args.out}/")
@@ -440,13 +451,33 @@ def _build_parser() -> argparse.ArgumentParser:
     timing.add_argument("--json", type=Path, help="also write the report here")
     timing.set_defaults(handler=_bench)
 
-    detect = commands.add_parser("detect", help="score images and call each OK or DEFECT")
+    detect = commands.add_parser(
+        "detect", help="score images and call each OK or DEFECT", description=DETECT_ABOUT
+    )
     detect.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="images to inspect")
-    detect.add_argument("--model", required=True, help="trained category folder or name")
-    detect.add_argument("--out", type=Path, default=DETECT_OUT, help=f"default {DETECT_OUT}")
+    detect.add_argument(
+        "--model",
+        required=True,
+        help="trained category: a folder holding meta.json, or its name under models/trained",
+    )
+    detect.add_argument(
+        "--out",
+        type=Path,
+        default=DETECT_OUT,
+        help="folder for the overlay PNGs, e.g. crack_001.png for test/crack/001.png "
+        f"(default {DETECT_OUT})",
+    )
     learn = detect.add_mutually_exclusive_group()
-    learn.add_argument("--threshold", type=_number(), help="image-score threshold to use")
-    learn.add_argument("--good-dir", type=Path, help="defect-free images to learn it from")
+    learn.add_argument(
+        "--threshold",
+        type=_number(),
+        help="image score above which an image is a DEFECT (default: learned, as said above)",
+    )
+    learn.add_argument(
+        "--good-dir",
+        type=Path,
+        help="folder of defect-free images: the threshold is their highest score",
+    )
     detect.add_argument("--device", type=_choice(*DEVICES), help=DEVICE_HELP)
     detect.set_defaults(handler=_detect)
 

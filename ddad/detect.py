@@ -19,20 +19,21 @@ import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 from PIL import Image
 
+from ddad.data.imageio import read_image
 from ddad.data.preprocess import model_input, to_unit_range
 from ddad.diffusion.engine import Reconstruction, prepare_model, resolve_device, run
 from ddad.diffusion.models import load_trained
 from ddad.diffusion.reconstruct import Plan, plan_for_map
 from ddad.errors import DdadError
-from ddad.evaluation.viz import heatmap_overlay, threshold_scale
+from ddad.evaluation.viz import labelled, photo_overlay, threshold_scale
 from ddad.maps.features import GoodReference, feature_anomaly_maps, training_reference
 from ddad.maps.scoring import ScoreSettings, anomaly_map, finished
-from ddad.maps.threshold import threshold_from_good, validation_scores
+from ddad.maps.threshold import is_defect, threshold_from_good, validation_scores
 
 RUNS_DIR = Path("runs")
 DATA_ROOT = Path("data/images")  # where the pipeline keeps each category's images
 DEFAULT_PLAN = Plan(timesteps=250, sampler="ddim", steps=4, ensemble=3)  # params.yaml defaults
-OVERLAY_MIN_SIDE = 256
+VERDICT_COLOURS = {"DEFECT": "firebrick", "OK": "darkgreen"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,11 @@ class Result:
     image: np.ndarray
     reconstruction: np.ndarray | None
 
+    @property
+    def verdict(self) -> str:
+        """DEFECT or OK, as ``ddad detect`` prints and labels it."""
+        return "DEFECT" if self.is_defect else "OK"
+
 
 def overlay_names(paths: Sequence[Path]) -> list[str]:
     """A PNG name per input that says which one it is: <folder>_<stem>.png, e.g. crack_001.png
@@ -67,15 +73,16 @@ def overlay_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def save_overlay(path: Path, rgb: np.ndarray, min_side: int = OVERLAY_MIN_SIDE) -> None:
-    """Write an [H, W, 3] image in [0, 1] as PNG, enlarged (pixels kept sharp) to ``min_side``."""
-    picture = Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8))
-    factor = max(1, -(-min_side // min(picture.size)))
-    picture = picture.resize(
-        (picture.width * factor, picture.height * factor), Image.Resampling.NEAREST
-    )
+def save_overlay(path: Path, rgb: np.ndarray) -> None:
+    """Write an [H, W, 3] uint8 picture (``Detector.overlay``'s) as PNG, making its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(path)
+    Image.fromarray(rgb).save(path)
+
+
+def verdict_label(result: Result, threshold: float) -> str:
+    """The verdict with the comparison behind it, e.g. "DEFECT: score 3.2 > threshold 2.99"."""
+    sign = ">" if result.is_defect else "<="
+    return f"{result.verdict}: score {result.score:#.4g} {sign} threshold {threshold:#.4g}"
 
 
 def _display(chw: np.ndarray) -> np.ndarray:
@@ -189,7 +196,7 @@ class Detector:
                 Result(
                     path=Path(path),
                     score=value,
-                    is_defect=value > self.threshold,
+                    is_defect=is_defect(value, self.threshold),
                     amap=amap,
                     image=_display(recon.image),
                     reconstruction=None
@@ -200,11 +207,14 @@ class Detector:
         return results
 
     def overlay(self, result: Result) -> np.ndarray:
-        """The image with its heat map, on the scale ``threshold_scale`` gives ([H, W, 3])."""
+        """The photo at its own size with its heat map, on the scale ``threshold_scale`` gives,
+        and its verdict, score and threshold written on it: uint8 [H, W, 3], enlarged while
+        its short side is under ``viz.OVERLAY_MIN_SIDE`` (``photo_overlay``)."""
         if self.threshold is None:
             raise DdadError("the detector has no threshold; calibrate it before drawing overlays")
         vmin, vmax = threshold_scale(self.good_scores, self.threshold)
-        return heatmap_overlay(result.image, result.amap, vmin, vmax, self.threshold)
+        rgb = photo_overlay(read_image(result.path), result.amap, vmin, vmax, self.threshold)
+        return labelled(rgb, verdict_label(result, self.threshold), VERDICT_COLOURS[result.verdict])
 
     def _scored(self, paths: Sequence[Path]) -> list[tuple[float, np.ndarray, Reconstruction]]:
         """(image score, anomaly map, reconstruction) per path, in order."""

@@ -4,9 +4,12 @@ Per category: overlay sheets of the most telling test images (<category>/<defect
 the highest-scoring good images, i.e. the likeliest false alarms, then defects alternating best
 and worst detected) and plots/overviews/<category>.png of its test images (committed, and a DVC
 image plot, so `dvc plots diff` shows two experiments' maps side by side). Over all categories:
-roc.png and auroc.png; and plots/example.png (committed, for the README), the clearest detected
-defect. The folders are emptied first, so no picture outlives the run that drew it. Beside a
-feature map a sheet shows the UNet's one-pass x0 estimate, made here for the images drawn.
+auroc.png; plots/charts/roc.png and plots/charts/loss.png, the image-level ROC and the training
+loss with a curve per category (committed, and DVC image plots: they show where `dvc plots`'
+own charts, drawn by a script from the web, stay blank offline); and plots/example.png
+(committed, for the README), the clearest detected defect. The folders are emptied first, so
+no picture outlives the run that drew it. Beside a feature map a sheet shows the UNet's
+one-pass x0 estimate, made here for the images drawn.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from ddad.diffusion.reconstruct import picture_plan, picture_title
 from ddad.diffusion.store import ResultStore
 from ddad.errors import DdadError
 from ddad.evaluation import viz
-from ddad.maps.threshold import threshold_from_good, validation_scores
+from ddad.maps.threshold import mistake, threshold_from_good, validation_scores
 from ddad.progress import progress_bar
 from stages.common import (
     METRICS_DIR,
@@ -43,6 +46,8 @@ from stages.common import (
 
 IMAGES_DIR = PLOTS_DIR / "images"
 OVERVIEWS_DIR = PLOTS_DIR / "overviews"  # committed and a DVC image plot: `dvc plots diff`
+CHARTS_DIR = PLOTS_DIR / "charts"  # committed and DVC image plots, as the overviews
+PICTURE_DIRS = (IMAGES_DIR, OVERVIEWS_DIR, CHARTS_DIR)  # emptied first: their pictures are all new
 GOOD_SHARE = 1 / 3  # of the overlay sheets, at most, spent on the highest-scoring good images
 
 
@@ -179,9 +184,18 @@ def overview(category: Category) -> Figure:
         amap = category.maps[index]
         overlay = viz.heatmap_overlay(image, amap, category.vmin, category.vmax, category.threshold)
         caption = f"{row['defect']} {row['score']:.3g}"
-        tiles.append(viz.Tile(overlay, category.masks[index], caption))
-    scale = f"detect threshold {category.threshold:.3g} at mid-scale"
-    return viz.category_overview(tiles, f"{category.name}: test images, {scale}")
+        wrong = mistake(row["label"], row["score"], category.threshold)
+        tiles.append(viz.Tile(overlay, category.masks[index], caption, wrong))
+    return viz.category_overview(tiles, overview_title(category))
+
+
+def overview_title(category: Category) -> str:
+    """What an overview shows and what its colours mean, in the map's own numbers."""
+    return (
+        f"{category.name}: test images (score under each), ground truth outlined in white\n"
+        f"colour: none up to the typical good score {category.vmin:.3g}, green at the detect "
+        f"threshold {category.threshold:.3g}, dark red from {category.vmax:.3g}"
+    )
 
 
 def sheet_path(category: str, key: str) -> Path:
@@ -204,23 +218,35 @@ def candidates(category: Category) -> list[Candidate]:
     ]
 
 
-def summary_figures(categories: list[str]) -> tuple[Figure, Figure]:
-    """ROC curves and AUROC bars from evaluate's outputs."""
+def curve(path: Path, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
+    """The x and y columns of a DVC plot file (a JSON list of points), as arrays."""
+    points = json.loads(_require(path).read_text())
+    return np.array([p[x] for p in points]), np.array([p[y] for p in points])
+
+
+def summary_figures(categories: list[str]) -> dict[Path, Figure]:
+    """The charts over all categories, by path: ROC curves and AUROC bars from evaluate's
+    outputs, and the training loss from train's."""
     table = pd.read_csv(_require(METRICS_DIR / "results.csv"))
     aucs = dict(zip(table["category"].astype(str), table["img_auc"], strict=True))
-    curves = {}
-    for name in categories:
-        points = json.loads(_require(PLOTS_DIR / "roc" / f"{name}.json").read_text())
-        fpr = np.array([p["fpr"] for p in points])
-        tpr = np.array([p["tpr"] for p in points])
-        curves[name] = (fpr, tpr, float(aucs.get(name, float("nan"))))
-    return viz.roc_figure(curves), viz.auroc_bars(table)
+    roc = {
+        name: (*curve(PLOTS_DIR / "roc" / f"{name}.json", "fpr", "tpr"), aucs.get(name, np.nan))
+        for name in categories
+    }
+    loss = {
+        name: curve(PLOTS_DIR / "train" / f"{name}.json", "step", "loss") for name in categories
+    }
+    return {
+        CHARTS_DIR / "roc.png": viz.roc_figure(roc),
+        CHARTS_DIR / "loss.png": viz.loss_figure(loss),
+        IMAGES_DIR / "auroc.png": viz.auroc_bars(table),
+    }
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
     names = list(params["data"]["categories"])
     count = params["plot"]["overlays_per_category"]
-    for folder in (IMAGES_DIR, OVERVIEWS_DIR):
+    for folder in PICTURE_DIRS:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
     pool: list[Candidate] = []
@@ -231,15 +257,14 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
             viz.save_figure(sheet(category, index), path)
         viz.save_figure(overview(category), OVERVIEWS_DIR / f"{name}.png")
         pool.extend(candidates(category))
-    roc, bars = summary_figures(names)
-    viz.save_figure(roc, IMAGES_DIR / "roc.png")
-    viz.save_figure(bars, IMAGES_DIR / "auroc.png")
+    for path, figure in summary_figures(names).items():
+        viz.save_figure(figure, path)
     if pool:
         best = max(pool, key=lambda c: (c.peak_inside, c.score))
         figure = sheet(best.category, best.index, prefix=f"{best.category.name}: ")
         viz.save_figure(figure, PLOTS_DIR / "example.png")
-    drawn = len(list(IMAGES_DIR.rglob("*.png"))) + len(names)
-    print(f"plot: {drawn} pictures in {IMAGES_DIR} and {OVERVIEWS_DIR}")
+    drawn = sum(len(list(folder.rglob("*.png"))) for folder in PICTURE_DIRS)
+    print(f"plot: {drawn} pictures in {', '.join(map(str, PICTURE_DIRS))}")
 
 
 if __name__ == "__main__":

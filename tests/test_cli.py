@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from test_bench import quick_peak  # noqa: F401 (a fixture)
 from test_detect import tiny_model_dir, write_gray
 
@@ -46,6 +47,8 @@ def test_detect_prints_a_verdict_per_image_and_writes_overlays(
     assert lines[2].startswith(f"DEFECT {images[1]}  score ")
     assert lines[3] == "2 of 2 images DEFECT; heat-map overlays in detections/"
     assert sorted(p.name for p in (project / "detections").iterdir()) == ["in_0.png", "in_1.png"]
+    with Image.open(project / "detections" / "in_0.png") as overlay:
+        assert overlay.size == (260, 260)  # the 20 x 20 photo, enlarged 13 times for its label
 
 
 def test_detect_says_ok_below_the_threshold(project: Path, capsys: pytest.CaptureFixture) -> None:
@@ -162,9 +165,15 @@ def test_bad_params_value_names_the_key(
     assert err.startswith("error: ") and message in err
 
 
-def test_help_exits_0(capsys: pytest.CaptureFixture) -> None:
+def test_detect_help_says_where_the_threshold_comes_from_and_what_it_writes(
+    capsys: pytest.CaptureFixture,
+) -> None:
     code, out, _ = _run(["detect", "--help"], capsys)
-    assert code == 0 and "--good-dir" in out
+    text = " ".join(out.split())
+    assert code == 0 and "--good-dir" in text
+    assert "highest score of the held-out good images in runs/<category>/score/scores.csv" in text
+    assert "overlay of each written to --out" in text
+    assert "--out OUT folder for the overlay PNGs" in text
 
 
 def test_baseline_prints_three_metrics_per_category(

@@ -15,6 +15,7 @@ import yaml
 from PIL import Image
 
 from ddad.detect import (
+    VERDICT_COLOURS,
     Detector,
     ScoreSettings,
     overlay_names,
@@ -76,10 +77,10 @@ def test_overlay_names_keep_inputs_with_the_same_folder_and_stem_apart() -> None
     assert overlay_names(paths) == ["crack_000.png", "crack_000-2.png", "crack_000-3.png"]
 
 
-def test_save_overlay_enlarges_small_pictures(tmp_path: Path) -> None:
-    save_overlay(tmp_path / "o.png", np.full((16, 16, 3), 0.5, dtype=np.float32))
-    with Image.open(tmp_path / "o.png") as saved:
-        assert saved.size == (256, 256)
+def test_save_overlay_writes_the_picture_as_it_is(tmp_path: Path) -> None:
+    save_overlay(tmp_path / "new" / "o.png", np.full((30, 40, 3), 128, dtype=np.uint8))
+    with Image.open(tmp_path / "new" / "o.png") as saved:
+        assert saved.size == (40, 30)
         assert saved.mode == "RGB"
 
 
@@ -103,7 +104,22 @@ def test_verdict_follows_the_threshold(tmp_path: Path) -> None:
     detector.threshold = first.score * 2
     (again,) = detector.score([image])
     assert again.score == first.score and not again.is_defect
-    assert detector.overlay(again).shape == (SIZE, SIZE, 3)
+    assert (first.verdict, again.verdict) == ("DEFECT", "OK")
+
+
+def test_overlay_is_the_photos_size_with_its_verdict_written_on_it(tmp_path: Path) -> None:
+    """A 460 x 300 photo scored at 16 x 16 gets a 460 x 300 overlay, labelled in the verdict's
+    colour; a 20 x 20 one is enlarged by a whole factor until the label fits."""
+    photo = tmp_path / "wide.png"
+    Image.fromarray(np.full((300, 460), 128, dtype=np.uint8)).save(photo)
+    small = write_gray(tmp_path / "small.png", 0.5)
+    detector = fast_detector(tmp_path, threshold=0.0)
+    wide, tiny = detector.score([photo, small])
+    picture = detector.overlay(wide)
+    assert picture.shape == (300, 460, 3) and picture.dtype == np.uint8
+    red = Image.new("RGB", (1, 1), VERDICT_COLOURS["DEFECT"]).getpixel((0, 0))
+    assert tuple(picture[8, 8]) == red
+    assert detector.overlay(tiny).shape == (260, 260, 3)
 
 
 def test_calibrate_learns_the_rule_from_good_images(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.patches import Rectangle
 from PIL import Image
 
 from ddad.diffusion.models import build_model, save_checkpoint
@@ -117,7 +119,51 @@ def test_overview_draws_one_axis_per_tile_up_to_the_limit(tmp_path):
     path = tmp_path / "overview.png"
     viz.save_figure(fig, path, dpi=40)
     with Image.open(path) as png:
-        assert png.size == (320, 112)
+        assert png.size == (320, 110)
+
+
+def drawn_share_and_aspect(fig):
+    """The share of the sheet its tiles' pictures cover, and the first picture's width/height."""
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    boxes = [axis.get_window_extent(renderer) for axis in fig.axes]
+    covered = sum(box.width * box.height for box in boxes)
+    return covered / (fig.bbox.width * fig.bbox.height), boxes[0].width / boxes[0].height
+
+
+@pytest.mark.parametrize("height, width", [(8, 20), (28, 11), (16, 16)])
+def test_overview_of_non_square_images_is_laid_out_by_their_shape(height, width):
+    """A category at image_size [128, 320] (or of tall photos) fills its sheet, not thin strips
+    in square cells (0.27 and 0.33 of the sheet, before)."""
+    blank = np.zeros((height, width), bool)
+    tiles = [viz.Tile(np.zeros((height, width, 3)), blank, "good 1.2") for _ in range(48)]
+    share, aspect = drawn_share_and_aspect(viz.category_overview(tiles, "cat"))
+    assert aspect == pytest.approx(width / height)
+    assert share > 0.55
+
+
+def test_overview_grid_keeps_a_tiles_area_and_the_sheets_width():
+    assert viz.overview_grid(48, 1.0) == (6, 8, 1.0, 1.0)
+    rows, columns, tile_width, tile_height = viz.overview_grid(48, 2.5)
+    assert (rows, columns) == (10, 5)
+    assert tile_width / tile_height == pytest.approx(2.5)
+    assert tile_width * tile_height == pytest.approx(1.0)
+    assert viz.overview_grid(3, 0.25)[:2] == (1, 3)
+
+
+def test_overview_frames_false_alarms_and_misses_and_says_what_the_frames_mean():
+    blank = np.zeros((SIZE, SIZE), bool)
+    tiles = [
+        viz.Tile(np.zeros((SIZE, SIZE, 3)), blank, "good 2", "false alarm"),
+        viz.Tile(np.zeros((SIZE, SIZE, 3)), blank, "hole 1", "missed"),
+        viz.Tile(np.zeros((SIZE, SIZE, 3)), blank, "hole 3"),
+    ]
+    fig = viz.category_overview(tiles, "cat")
+    frames = [[p.get_edgecolor() for p in a.patches if isinstance(p, Rectangle)] for a in fig.axes]
+    assert frames == [[(1.0, 0.0, 0.0, 1.0)], [(1.0, 0.0, 1.0, 1.0)], []]
+    assert [[t.get_text() for t in a.texts] for a in fig.axes] == [["FALSE ALARM"], ["MISSED"], []]
+    assert fig.get_suptitle() == f"cat\n{viz.MISTAKE_NOTE}"
+    assert viz.category_overview(tiles[2:], "cat").get_suptitle() == "cat"
 
 
 def test_save_figure_shrinks_the_palette_of_busy_pictures(tmp_path):
@@ -153,6 +199,32 @@ def test_roc_and_bars_one_axis_with_mean(tmp_path):
     viz.save_figure(bars, tmp_path / "bars.png")
     with Image.open(tmp_path / "bars.png") as png:
         assert png.size == (480, 304)
+
+
+def test_loss_chart_draws_each_trained_category_on_a_log_scale():
+    curves = {"a": (np.array([10, 20]), np.array([0.9, 0.1])), "b": (np.array([]), np.array([]))}
+    axis = viz.loss_figure(curves).axes[0]
+    assert axis.get_yscale() == "log"
+    assert [t.get_text() for t in axis.get_legend().get_texts()] == ["a"]  # b: train.steps 0
+    assert viz.loss_figure({}).axes[0].get_title() == "training loss (none drawn: train.steps 0)"
+
+
+def test_photo_overlay_keeps_a_photos_size_and_enlarges_a_small_one():
+    amap = np.zeros((SIZE, SIZE))
+    amap[:, SIZE // 2 :] = 5.0  # the right half is hot
+    big = viz.photo_overlay(np.full((300, 460), 0.5), amap, 0.0, 2.0, 1.0)
+    assert big.shape == (300, 460, 3)
+    np.testing.assert_allclose(big[:, :200], 0.5)  # the map is stretched to the photo
+    assert np.ptp(big[:, 260:], axis=-1).min() > 0.2
+    assert viz.photo_overlay(np.zeros((20, 30, 3)), amap, 0.0, 2.0).shape == (260, 390, 3)
+
+
+def test_labelled_writes_the_text_on_a_coloured_box_at_the_top_left():
+    picture = viz.labelled(np.zeros((256, 512, 3)), "DEFECT: score 3 > threshold 2", "red")
+    assert picture.shape == (256, 512, 3) and picture.dtype == np.uint8
+    assert tuple(picture[8, 8]) == (255, 0, 0)
+    assert (picture[8:26, :400] == 255).all(axis=-1).any()  # white letters
+    assert not picture[100:].any()
 
 
 def test_evenly_spaced_keeps_ends_and_order():
@@ -214,6 +286,9 @@ def make_category(root, name, channels, boost, rng, features=False):
     roc = [{"fpr": 0.0, "tpr": 0.0}, {"fpr": 0.0, "tpr": 1.0}, {"fpr": 1.0, "tpr": 1.0}]
     (root / "plots" / "roc").mkdir(parents=True, exist_ok=True)
     (root / "plots" / "roc" / f"{name}.json").write_text(json.dumps(roc))
+    loss = [{"step": 10, "loss": 0.9}, {"step": 20, "loss": 0.2}, {"step": 30, "loss": 0.1}]
+    (root / "plots" / "train").mkdir(parents=True, exist_ok=True)
+    (root / "plots" / "train" / f"{name}.json").write_text(json.dumps(loss))
 
 
 def test_plot_stage_writes_every_picture_and_removes_stale_ones(tmp_path, monkeypatch):
@@ -228,6 +303,7 @@ def test_plot_stage_writes_every_picture_and_removes_stale_ones(tmp_path, monkey
     for stale in (
         tmp_path / "plots" / "images" / "old" / "stale.png",
         plot.OVERVIEWS_DIR / "old.png",
+        plot.CHARTS_DIR / "old.png",
     ):
         stale.parent.mkdir(parents=True)
         stale.write_bytes(b"")
@@ -257,10 +333,14 @@ def test_plot_stage_writes_every_picture_and_removes_stale_ones(tmp_path, monkey
         "gray",
         "gray/hole_000.png",
         "gray/hole_002.png",
-        "roc.png",
     ]
     overviews = sorted(p.name for p in plot.OVERVIEWS_DIR.iterdir())
     assert overviews == ["colour.png", "gray.png"]
+    assert sorted(p.name for p in plot.CHARTS_DIR.iterdir()) == ["loss.png", "roc.png"]
+    assert titles["plots/overviews/gray.png"].splitlines()[1] == (
+        "colour: none up to the typical good score 0.95, green at the detect threshold 0.95, "
+        "dark red from 9.5"
+    )
     # colour's hole_002 scores highest but peaks off its mask; its hole_001 is next
     assert titles["plots/example.png"].startswith("colour: test/hole/001 | label 1")
     # the threshold ddad detect uses: the highest held-out good score, not one fit to test labels
@@ -275,6 +355,26 @@ def test_plot_stage_writes_every_picture_and_removes_stale_ones(tmp_path, monkey
         with Image.open(path) as png:
             png.verify()
         assert path.stat().st_size < 150_000
+
+
+def test_charts_have_their_size_and_the_same_bytes_every_render(tmp_path, monkeypatch):
+    """plots/charts is committed with its hash in dvc.lock: a rerun must not change a byte."""
+    monkeypatch.chdir(tmp_path)
+    make_category(tmp_path, "colour", 3, 1.0, np.random.default_rng(5))
+    (tmp_path / "metrics").mkdir()
+    pd.DataFrame({"category": ["colour"], "img_auc": [0.9]}).to_csv(
+        tmp_path / "metrics" / "results.csv", index=False
+    )
+    renders = []
+    for run in ("first", "second"):
+        for path, figure in plot.summary_figures(["colour"]).items():
+            viz.save_figure(figure, tmp_path / run / path.name)
+        renders.append({p.name: p.read_bytes() for p in (tmp_path / run).iterdir()})
+    assert renders[0] == renders[1]
+    assert sorted(renders[0]) == ["auroc.png", "loss.png", "roc.png"]
+    with Image.open(tmp_path / "first" / "roc.png") as roc:
+        assert roc.size == (440, 400)
+        assert not {"date:create", "Creation Time", "date:modify"} & set(roc.info)
 
 
 def test_plot_stage_names_the_missing_input(tmp_path, monkeypatch):

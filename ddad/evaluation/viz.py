@@ -1,4 +1,5 @@
-"""Pictures of the results: heat-map overlays, category overviews, ROC curves and AUROC bars.
+"""Pictures of the results: heat-map overlays, category overviews, ROC and training-loss charts
+and AUROC bars.
 
 Pure functions over arrays that know nothing of params or folders. Figures are built as plain
 ``matplotlib.figure.Figure`` objects and rendered by Agg, never through pyplot, so nothing opens a
@@ -7,8 +8,8 @@ in [0, 1]; anomaly maps are [H, W] in the score's own units.
 
 All images of a category share one map scale (``threshold_scale``), so colour means the same on
 every picture of that category: no colour at or below what held-out good images typically
-reach, mid-scale colour at the detect threshold (as in ``ddad detect``'s overlays), full colour
-where the most anomalous test images peak.
+reach, mid-scale colour (green) at the detect threshold (as in ``ddad detect``'s overlays), full
+colour (dark red) where the most anomalous test images peak.
 """
 
 from __future__ import annotations
@@ -25,20 +26,33 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
-from PIL import Image
+from matplotlib.patches import Rectangle
+from PIL import Image, ImageDraw, ImageFont
+
+from ddad.data.imageio import resize_map
 
 HEAT_CMAP = matplotlib.colormaps["jet"]
 OVERLAY_ALPHA = 0.6  # heat colour share where the map reaches the top of the scale
 DPI = 80
 OVERVIEW_COLUMNS = 8
 OVERVIEW_TILES = 48
-TILE_INCHES = 1.0
+TILE_INCHES = 1.0  # an overview tile's side for a square image; other shapes keep its area
+CAPTION_INCHES = 0.2
+TITLE_LINE_INCHES = 0.17
 MAX_PNG_BYTES = 150_000
 PALETTE_SIZES = (256, 128, 64, 32)
 THRESHOLD_LEVEL = 0.5  # where the detect threshold sits on the map's colour scale (0..1)
 SCALE_TOP_PERCENTILE = 90.0  # of per-image map peaks: the top tenth of test images saturates
 BAR_METRICS = ("img_auc", "pixel_auc", "aupro")
 MASK_COLOUR = "white"
+MISTAKE_COLOURS = {"false alarm": "red", "missed": "magenta"}  # frames; jet has no magenta
+MISTAKE_NOTE = (
+    "red frame: FALSE ALARM, a good image above the threshold; "
+    "magenta frame: MISSED, a defect at or below it"
+)
+LABEL_FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"
+LABEL_WIDTHS = 28  # a label's font size is the picture's width over this (about 40 characters)
+OVERLAY_MIN_SIDE = 256  # a photo's overlay is enlarged to this short side, so its label reads
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,7 @@ class Tile:
     overlay: np.ndarray
     mask: np.ndarray
     caption: str
+    mistake: str = ""  # "false alarm" or "missed" (``ddad.maps.threshold.mistake``): framed
 
 
 def threshold_scale(
@@ -162,38 +177,68 @@ def evenly_spaced(items: Sequence, limit: int) -> list:
     return [items[i] for i in picks]
 
 
+def overview_grid(
+    count: int, aspect: float, columns: int = OVERVIEW_COLUMNS
+) -> tuple[int, int, float, float]:
+    """(rows, columns, tile width, tile height in inches) for ``count`` tiles of images
+    ``aspect`` (width / height) wide: each tile shaped like its image with a square tile's area,
+    and the sheet about as wide as ``columns`` square tiles, so wide images stack in fewer
+    columns and tall ones line up in more, without the gaps of square cells."""
+    stretch = math.sqrt(aspect)
+    used = max(1, min(count, round(columns / stretch)))
+    return max(1, math.ceil(count / used)), used, TILE_INCHES * stretch, TILE_INCHES / stretch
+
+
 def category_overview(
     tiles: Sequence[Tile], title: str, columns: int = OVERVIEW_COLUMNS, limit: int = OVERVIEW_TILES
 ) -> Figure:
-    """A grid of small overlays, ground truth outlined; at most ``limit``, spread over the input."""
+    """A grid of small overlays laid out by their images' shape (``overview_grid``), ground truth
+    outlined and the verdict's mistakes framed; at most ``limit``, spread over the input."""
     tiles = evenly_spaced(tiles, limit)
-    used_columns = max(1, min(columns, len(tiles)))
-    rows = max(1, math.ceil(len(tiles) / used_columns))
+    height, width = tiles[0].overlay.shape[:2] if tiles else (1, 1)
+    rows, used, tile_width, tile_height = overview_grid(len(tiles), width / height, columns)
+    if any(tile.mistake for tile in tiles):
+        title = f"{title}\n{MISTAKE_NOTE}"
+    lines = title.count("\n") + 1
     fig = Figure(
-        figsize=(used_columns * TILE_INCHES, rows * (TILE_INCHES + 0.2) + 0.4),
+        figsize=(
+            used * tile_width,
+            rows * (tile_height + CAPTION_INCHES) + lines * TITLE_LINE_INCHES + 0.2,
+        ),
         layout="constrained",
     )
     for index, tile in enumerate(tiles):
-        axis = fig.add_subplot(rows, used_columns, index + 1)
+        axis = fig.add_subplot(rows, used, index + 1)
         axis.imshow(tile.overlay)
         _outline(axis, tile.mask)
         _decorate(axis, tile.caption, fontsize=6)
-    fig.suptitle(title, fontsize=10)
+        if tile.mistake:
+            _frame(axis, tile.mistake)
+    fig.suptitle(title, fontsize=8)
     return fig
 
 
 def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]]) -> Figure:
     """Image-level ROC curves, one per category, each labelled with its AUROC."""
-    fig = Figure(figsize=(5.5, 5), layout="constrained")
-    axis = fig.add_subplot()
-    colours = matplotlib.colormaps["tab20"]
-    for index, (name, (fpr, tpr, auc)) in enumerate(curves.items()):
-        axis.plot(fpr, tpr, color=colours(index % 20), lw=1.2, label=f"{name} ({auc:.3f})")
+    fig, axis = _line_chart(
+        {f"{name} ({auc:.3f})": (fpr, tpr) for name, (fpr, tpr, auc) in curves.items()},
+        "image-level ROC (AUROC)",
+        "lower right",
+    )
     axis.plot([0, 1], [0, 1], color="gray", ls="--", lw=0.8)
     axis.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate")
-    axis.set_title("image-level ROC (AUROC)", fontsize=10)
-    if curves:
-        axis.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def loss_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
+    """Training loss against step, one curve per category, on a log scale: the loss falls by
+    orders of magnitude, and a flat or rising tail is what tells training went wrong."""
+    drawn = {name: curve for name, curve in curves.items() if len(curve[0])}
+    fig, axis = _line_chart(drawn, "training loss (none drawn: train.steps 0)", "upper right")
+    if drawn:
+        axis.set_title("training loss", fontsize=10)
+        axis.set_yscale("log")
+    axis.set(xlabel="training step", ylabel="loss (log scale)")
     return fig
 
 
@@ -216,6 +261,36 @@ def auroc_bars(table: pd.DataFrame) -> Figure:
     axis.grid(axis="y", alpha=0.3)
     axis.legend(fontsize=7, loc="lower left")
     return fig
+
+
+def photo_overlay(
+    photo: np.ndarray,
+    amap: np.ndarray,
+    vmin: float,
+    vmax: float,
+    threshold: float | None = None,
+    min_side: int = OVERLAY_MIN_SIDE,
+) -> np.ndarray:
+    """The heat map over a photo at the photo's own size (the map, made at model size, stretched
+    to it), enlarged by a whole factor with sharp pixels while its short side is under
+    ``min_side``, so a label fits. Returns RGB float32 [H, W, 3] in [0, 1]."""
+    rgb = as_rgb(photo)
+    factor = max(1, -(-min_side // min(rgb.shape[:2])))
+    rgb = rgb.repeat(factor, axis=0).repeat(factor, axis=1)
+    return heatmap_overlay(rgb, resize_map(amap, rgb.shape[:2]), vmin, vmax, threshold)
+
+
+def labelled(rgb: np.ndarray, text: str, colour: str) -> np.ndarray:
+    """The picture as uint8 [H, W, 3] with ``text`` in white on a ``colour`` box at its top
+    left, sized to the picture's width so the label reads on a thumbnail and on a full photo."""
+    picture = Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8))
+    font = ImageFont.truetype(LABEL_FONT, max(10, picture.width // LABEL_WIDTHS))
+    margin = max(2, font.size // 3)
+    draw = ImageDraw.Draw(picture)
+    box = draw.textbbox((2 * margin, 2 * margin), text, font=font)
+    draw.rectangle((margin, margin, box[2] + margin, box[3] + margin), fill=colour)
+    draw.text((2 * margin, 2 * margin), text, fill="white", font=font)
+    return np.asarray(picture)
 
 
 def save_figure(fig: Figure, path: Path, dpi: int = DPI, max_bytes: int = MAX_PNG_BYTES) -> None:
@@ -247,6 +322,42 @@ def _show(axis: Axes, rgb: np.ndarray, title: str) -> None:
 def _decorate(axis: Axes, title: str, fontsize: int = 9) -> None:
     axis.set_title(title, fontsize=fontsize)
     axis.set_axis_off()
+
+
+def _line_chart(
+    lines: dict[str, tuple[np.ndarray, np.ndarray]], title: str, legend_at: str
+) -> tuple[Figure, Axes]:
+    """One axis with a line per labelled (x, y) in distinct colours, and its legend."""
+    fig = Figure(figsize=(5.5, 5), layout="constrained")
+    axis = fig.add_subplot()
+    colours = matplotlib.colormaps["tab10" if len(lines) <= 10 else "tab20"]  # tab20 pairs hues
+    for index, (label, (x, y)) in enumerate(lines.items()):
+        axis.plot(x, y, color=colours(index % colours.N), lw=1.2, label=label)
+    axis.set_title(title, fontsize=10)
+    if lines:
+        axis.legend(fontsize=7, loc=legend_at)
+    return fig, axis
+
+
+def _frame(axis: Axes, mistake: str) -> None:
+    """A thick frame and a tag on a tile whose verdict is wrong, in the mistake's colour."""
+    colour = MISTAKE_COLOURS[mistake]
+    axis.add_patch(
+        Rectangle(
+            (0, 0), 1, 1, transform=axis.transAxes, fill=False, lw=2, ec=colour, clip_on=False
+        )
+    )
+    axis.text(
+        0.5,
+        0.04,
+        mistake.upper(),
+        transform=axis.transAxes,
+        ha="center",
+        va="bottom",
+        fontsize=5,
+        color="white",
+        bbox={"facecolor": colour, "edgecolor": "none", "pad": 1},
+    )
 
 
 def _outline(axis: Axes, mask: np.ndarray) -> None:

@@ -41,3 +41,17 @@ def validation_scores(scores_csv: Path) -> np.ndarray:
             f"{scores_csv}: expected columns split and score; run `dvc repro` to rewrite it"
         )
     return table.loc[table["split"] == "validation", "score"].to_numpy(dtype=np.float64)
+
+
+def is_defect(score: float, threshold: float) -> bool:
+    """ddad detect's verdict: a defect only strictly above the threshold, so the highest good
+    score it was learned from is itself OK."""
+    return bool(score > threshold)
+
+
+def mistake(label: int, score: float, threshold: float) -> str:
+    """What the verdict gets wrong about a labelled image: "false alarm" (a good image called a
+    defect), "missed" (a defect called OK) or "" (right), so pictures can mark the errors."""
+    if is_defect(score, threshold):
+        return "" if label else "false alarm"
+    return "missed" if label else ""
