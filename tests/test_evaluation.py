@@ -12,6 +12,7 @@ from ddad.data.imageio import resize_map
 from ddad.data.layout import test_images
 from ddad.evaluation.metrics import auroc_standard_error
 from ddad.evaluation.protocol import Protocol, evaluate_maps, one_image_step
+from stages.evaluate import _small_half_note
 
 
 def test_halves_split_each_kind_and_do_not_follow_list_order() -> None:
@@ -119,3 +120,10 @@ def test_one_image_step_is_what_swapping_one_image_does() -> None:
     before = roc_auc_score(labels, [0.5, 0.6, 0.7, 0.1, 0.8, 0.9])
     after = roc_auc_score(labels, [0.5, 0.6, 0.7, 1.0, 0.8, 0.9])
     assert after - before == pytest.approx(one_image_step(3, 3))
+
+
+def test_evaluate_notes_a_half_too_small_to_tell_settings_apart() -> None:
+    [note] = _small_half_note("my_part", good=3, defective=4)
+    assert note.startswith("note: my_part's confirmation half holds 3 good and 4 defective")
+    assert "move its image AUROC by 0.33" in note
+    assert _small_half_note("washer", good=12, defective=18) == []
