@@ -82,12 +82,11 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
     wanted = params["evaluate"]["metrics"]
-    for category in params["data"]["categories"]:
-        note = guessed_type(params["data"], category)
-        if note:
-            print(note)
     rows, defects, tuning, notes = [], {}, {}, []
     for category in params["data"]["categories"]:
+        guess = guessed_type(params["data"], category)
+        if guess:
+            print(guess)
         costs = [
             json.loads((RUNS_DIR / category / stage / "summary.json").read_text())
             for stage in ("recon", "score")

@@ -34,6 +34,7 @@ def _generate(data: dict[str, Any], category: str) -> str:
         n_test_good=syn["test_good"],
         n_test_defect=syn["test_defect"],
     )
+    validate_category(DATA_DIR, category)
     return f"generated with seed {syn['seed']}"
 
 
@@ -49,6 +50,7 @@ def _extract_mvtec(data: dict[str, Any], category: str) -> str:
     digest = fetch_category(
         category, DATA_DIR / category, downloads=DOWNLOADS, url=url, sha256=pin, hint=hint
     )
+    validate_category(DATA_DIR, category)
     if url != MVTEC_URL and pin is None:
         return f"extracted from {archive} (sha256 {digest}: pin it in data.mvtec_sha256)"
     return f"extracted from {archive} (sha256 verified)"
@@ -61,13 +63,15 @@ def _take_folder(data: dict[str, Any], category: str) -> str:
     return f"copied from {root / category} (your folder is read, never changed)"
 
 
+# Each source leaves data/images/<category> checked (ddad.data.layout.validate_category) where
+# its files come in: your folder before it is copied, so an error names your file, and what
+# generation or extraction wrote.
 SOURCES = {"synthetic": _generate, "mvtec": _extract_mvtec, "folder": _take_folder}
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
     category = argv[0]
     how = SOURCES[params["data"]["source"]](params["data"], category)
-    validate_category(DATA_DIR, category)
     count = len(train_images(DATA_DIR, category))
     print(f"fetch_data@{category}: {count} training images, {how}")
 

@@ -33,6 +33,7 @@ from ddad.diffusion.models import (
     build_model,
     load_weights,
     read_checkpoint,
+    save_atomically,
     save_checkpoint,
 )
 from ddad.diffusion.train import Resume, TrainConfig, train_diffusion, training_fingerprint
@@ -95,10 +96,7 @@ def _saver(path: Path, fingerprint: str) -> Callable[[dict[str, Any]], None]:
     """Write a training state atomically: a kill while writing leaves the previous one."""
 
     def save(state: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save({"fingerprint": fingerprint, "state": state}, tmp)
-        os.replace(tmp, path)
+        save_atomically({"fingerprint": fingerprint, "state": state}, path)
 
     return save
 

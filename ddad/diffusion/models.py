@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
@@ -164,9 +165,15 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 def save_checkpoint(model: torch.nn.Module, path: Path) -> None:
     """Write the weights as a plain state dict (the format OpenAI's checkpoint has), atomically."""
+    save_atomically(model.state_dict(), path)
+
+
+def save_atomically(payload: Any, path: Path) -> None:
+    """``torch.save`` to a temporary name, then rename: a kill while writing leaves the file
+    that was there before, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(model.state_dict(), tmp)
+    torch.save(payload, tmp)
     tmp.replace(path)
 
 

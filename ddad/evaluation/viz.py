@@ -234,9 +234,9 @@ def loss_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
     """Training loss against step, one curve per category, on a log scale: the loss falls by
     orders of magnitude, and a flat or rising tail is what tells training went wrong."""
     drawn = {name: curve for name, curve in curves.items() if len(curve[0])}
-    fig, axis = _line_chart(drawn, "training loss (none drawn: train.steps 0)", "upper right")
+    title = "training loss" if drawn else "training loss (none drawn: train.steps 0)"
+    fig, axis = _line_chart(drawn, title, "upper right")
     if drawn:
-        axis.set_title("training loss", fontsize=10)
         axis.set_yscale("log")
     axis.set(xlabel="training step", ylabel="loss (log scale)")
     return fig
