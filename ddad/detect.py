@@ -26,7 +26,13 @@ from ddad.diffusion.models import load_trained
 from ddad.diffusion.reconstruct import Plan, plan_for_map
 from ddad.errors import DdadError
 from ddad.evaluation.viz import labelled, photo_overlay, threshold_scale
-from ddad.maps.features import GoodReference, feature_anomaly_maps, training_reference
+from ddad.maps.comparison import compared_map
+from ddad.maps.features import (
+    GoodReference,
+    feature_anomaly_maps,
+    feature_source,
+    training_reference,
+)
 from ddad.maps.scoring import ScoreSettings, anomaly_map, finished
 from ddad.maps.threshold import is_defect, threshold_from_good, validation_scores
 
@@ -240,8 +246,22 @@ class Detector:
         typical = None
         if s.map == "features":  # batched, like the score stage
             images = [recon.image for recon in recons]
-            amaps = feature_anomaly_maps(self.model, images, self.reference, s.sigma, s.kernel_size)
+            source = feature_source(self.model, s)
+            amaps = feature_anomaly_maps(source, images, self.reference, s.sigma, s.kernel_size)
             typical = self.reference.typical
+        elif s.map == "ddad":
+            source = feature_source(self.model, s)
+            amaps = [
+                compared_map(
+                    source,
+                    recon.image,
+                    recon.reconstructions.astype(recon.image.dtype),
+                    s.feature_weight,
+                    s.sigma,
+                    s.kernel_size,
+                )
+                for recon in recons
+            ]
         else:
             amaps = [
                 anomaly_map(
@@ -263,7 +283,8 @@ class Detector:
                 f"score.map: features needs the good training images of {category!r}, "
                 f"but {root / category} is missing; run `dvc repro fetch_data@{category}`"
             )
-        self.reference = training_reference(self.model, root, meta, self._input, self.settings)
+        source = feature_source(self.model, self.settings)
+        self.reference = training_reference(source, root, meta, self._input, self.settings)
 
     def _input(self, path: Path) -> np.ndarray:
         return model_input(path, self.channels, self.image_size, self.resize, self.normalization)

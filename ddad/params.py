@@ -27,6 +27,7 @@ from ddad.diffusion.reconstruct import SAMPLERS, highest_timestep
 from ddad.errors import DdadError
 from ddad.evaluation.metrics import METRIC_NAMES
 from ddad.evaluation.protocol import Protocol
+from ddad.maps.backbone import BACKBONES, SIDES, fits
 from ddad.maps.scoring import ERRORS, IMAGE_SCORES, MAPS
 
 PARAMS_FILE = Path("params.yaml")
@@ -133,6 +134,9 @@ SCHEMA: dict[str, Any] = {
         "image_score": _choice(*IMAGE_SCORES),
         "top_fraction": Spec("float", 0, 1),
         "map": _choice(*MAPS),
+        "backbone": _choice("unet", *BACKBONES),
+        "backbone_size": Spec("size", 0, 4096),
+        "feature_weight": Spec("float", 0),
         "bank_images": Spec("int", 1),
         "bank_vectors": Spec("int", 2),  # whitening needs two to have a spread
         "reference_images": Spec("int", 0),
@@ -276,7 +280,7 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
     _check_data(params["data"])
     _check_model(params)
     _check_train(params)
-    _check_score(params["score"])
+    _check_score(params["score"], params["data"]["image_size"])
     _check_dist(params)
     return params
 
@@ -363,11 +367,26 @@ def _check_train(params: dict[str, Any]) -> None:
         )
 
 
-def _check_score(score: dict[str, Any]) -> None:
-    """A per-position Gaussian needs two bank images to have a spread."""
+def _check_score(score: dict[str, Any], image_size: int | list[int]) -> None:
+    """A per-position Gaussian needs two bank images to have a spread; a pretrained backbone
+    sees sides that its deepest stride used divides (ddad.maps.backbone)."""
     if score["feature_model"] == "gaussian" and score["bank_images"] < 2:
         raise _fail(
             "score.bank_images", score["bank_images"], "at least 2 (feature_model gaussian)"
+        )
+    if score["backbone"] == "unet":
+        return
+    size = score["backbone_size"]
+    if size and not all(fits(side) for side in sides(size)):
+        raise _fail(
+            "score.backbone_size", size, f"0 or {SIDES} (score.backbone {score['backbone']})"
+        )
+    if not size and not all(fits(side) for side in sides(image_size)):
+        raise _fail(
+            "score.backbone_size",
+            0,
+            f"{SIDES}, as data.image_size {image_size} has not "
+            f"(score.backbone {score['backbone']} sees the model input at this size)",
         )
 
 

@@ -29,7 +29,13 @@ from ddad.diffusion import distributed
 from ddad.diffusion.engine import prepare_model, resolve_device
 from ddad.diffusion.models import load_trained
 from ddad.diffusion.store import ResultStore
-from ddad.maps.features import feature_anomaly_maps, training_reference
+from ddad.maps.comparison import compared_map
+from ddad.maps.features import (
+    FeatureSource,
+    feature_anomaly_maps,
+    feature_source,
+    training_reference,
+)
 from ddad.maps.scoring import ScoreSettings, anomaly_map, finished
 from stages.common import (
     DATA_DIR,
@@ -53,16 +59,39 @@ def reconstruction_map(result: dict[str, np.ndarray], settings: ScoreSettings) -
     ).numpy()
 
 
+def trained_source(
+    params: dict[str, Any], category: str, settings: ScoreSettings
+) -> tuple[FeatureSource, dict[str, Any]]:
+    """The features ``settings.backbone`` names, on params' device, and the trained model's
+    meta.json."""
+    model, _, meta = load_trained(TRAINED_DIR / category)
+    return feature_source(prepare_model(model, resolve_device(params["device"])), settings), meta
+
+
+def comparison_mapper(
+    params: dict[str, Any], category: str, settings: ScoreSettings
+) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+    """What turns one stored reconstruction result into DDAD's map (ddad.maps.comparison)."""
+    source, _ = trained_source(params, category, settings)
+    return lambda result: compared_map(
+        source,
+        result["image"],
+        result["reconstructions"].astype(result["image"].dtype),
+        settings.feature_weight,
+        settings.sigma,
+        settings.kernel_size,
+    )
+
+
 def feature_mapper(
     params: dict[str, Any], category: str, settings: ScoreSettings
 ) -> tuple[Callable[[list[np.ndarray]], list[np.ndarray]], np.ndarray | None]:
     """What turns images ([C, H, W] at model size) into nearest-good-feature maps, blurred like
     errors, and the typical map that ``finished`` divides them by; the good reference they
     come from is built here, once."""
-    model, _, meta = load_trained(TRAINED_DIR / category)
-    model = prepare_model(model, resolve_device(params["device"]))
+    source, meta = trained_source(params, category, settings)
     reference = training_reference(
-        model,
+        source,
         DATA_DIR,
         meta,
         lambda path: load_model_input(path, meta["channels"], params),
@@ -72,7 +101,7 @@ def feature_mapper(
 
     def mapped(images: list[np.ndarray]) -> list[np.ndarray]:
         return feature_anomaly_maps(
-            model,
+            source,
             images,
             reference,
             settings.sigma,
@@ -82,6 +111,15 @@ def feature_mapper(
         )
 
     return mapped, reference.typical
+
+
+def unet_feature_passes(settings: ScoreSettings, ensemble: int) -> float:
+    """Partial UNet passes per image the map reads features from: none with a pretrained
+    backbone or the reconstruction error, the input's for ``features``, and the input's and each
+    reconstruction's for ``ddad``."""
+    if settings.backbone != "unet" or settings.map == "reconstruction":
+        return 0.0
+    return 1.0 if settings.map == "features" else 1.0 + ensemble
 
 
 def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
@@ -104,9 +142,12 @@ def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
     if features:
         scored = zip(mapped([r["image"] for r in loaded]), loaded, strict=True)
     else:  # one stored result in memory at a time
-        scored = (
-            (reconstruction_map(r, settings), r) for r in (store.load(key) for _, key in keys)
+        per_result = (
+            comparison_mapper(params, category, settings)
+            if settings.map == "ddad"
+            else lambda result: reconstruction_map(result, settings)
         )
+        scored = ((per_result(r), r) for r in (store.load(key) for _, key in keys))
     rows, maps, masks = [], [], []
     for (split, key), (raw, result) in zip(keys, scored, strict=True):
         is_test = split == "test"
@@ -124,14 +165,14 @@ def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
             maps.append(amap.astype(np.float32))
             masks.append(result["mask"])
     print(wall_time(f"score@{category}", start, len(keys)), file=sys.stderr)
-    cost = {"nfe_per_image": 1.0 if features else 0.0}  # the features' partial UNet pass
+    cost = {"nfe_per_image": unet_feature_passes(settings, params["reconstruct"]["ensemble"])}
     return {"rows": rows, "maps": np.stack(maps), "masks": np.stack(masks), "cost": cost}
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
     category = argv[0]
-    if params["score"]["map"] == "reconstruction" and not distributed.is_leader():
-        return  # no UNet pass to share: the maps come from the stored reconstructions
+    if params["score"]["map"] != "features" and not distributed.is_leader():
+        return  # no search to share: the maps come from the stored reconstructions
     result = category_maps(params, category)
     if not distributed.is_leader():
         return

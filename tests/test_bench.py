@@ -16,11 +16,13 @@ from ddad.detect import ScoreSettings
 from ddad.diffusion import passes
 from ddad.diffusion.models import build_diffusion, build_model
 from ddad.diffusion.reconstruct import Plan
+from ddad.maps.features import feature_source
 from ddad.tools import bench
 from ddad.tools.bench import (
     SEED_PLAN,
     expected_nfe,
     extrapolate,
+    feature_passes,
     format_report,
     matmul_peak,
     pass_budget,
@@ -107,27 +109,29 @@ def test_the_timing_reference_has_exactly_the_rows_asked_for() -> None:
     model = build_model("tiny", 1, 16).eval()
     images = bench.random_images(2, 1, 16)
     rows = ScoreSettings(bank_vectors=10, search_radius=-1)
-    small = timing_reference(model, images, rows)
+    source = feature_source(model, rows)
+    small = timing_reference(source, images, rows)
     assert small.bank.shape == (10, 96) and small.typical.shape == (16, 16)
     many = replace(rows, bank_vectors=300, reference_images=0)
-    repeated = timing_reference(model, images, many)
+    repeated = timing_reference(source, images, many)
     assert repeated.bank.shape == (300, 96)  # 2 x 8 x 8 = 128, repeated
     assert repeated.typical is None
-    maps = timing_reference(model, images, ScoreSettings(bank_images=5))
+    maps = timing_reference(source, images, ScoreSettings(bank_images=5))
     assert maps.bank.shape == (5, 96, 8, 8) and maps.radius == ScoreSettings().search_radius
 
 
-def test_the_feature_map_costs_one_partial_pass_per_image_whatever_the_plan(
+def test_the_feature_map_costs_no_full_pass_whatever_the_plan(
     diffusion: GaussianDiffusion,
 ) -> None:
     model, images = build_model("tiny", 1, 16), bench.random_images(3, 1, 16)
     plan, cpu = Plan(timesteps=20, sampler="ddim", steps=4, ensemble=3), torch.device("cpu")
     costs = {
         kind: time_default(model, diffusion, images, cpu, plan, 4, score=ScoreSettings(map=kind))
-        for kind in ("reconstruction", "features")
+        for kind in ("reconstruction", "ddad", "features")
     }
-    assert costs["reconstruction"]["nfe_per_image"] == 4 * 3
-    assert costs["features"]["nfe_per_image"] == 1  # its features; no reconstruction
+    assert costs["reconstruction"]["nfe_per_image"] == costs["ddad"]["nfe_per_image"] == 4 * 3
+    assert costs["features"]["nfe_per_image"] == 0  # its features alone; no reconstruction
+    assert feature_passes(ScoreSettings(map="ddad"), plan.ensemble) == 1 + 3
 
 
 def _report(extrapolated: bool, memory: dict | None) -> dict:

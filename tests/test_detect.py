@@ -227,3 +227,14 @@ def test_features_map_without_a_bank_is_a_one_line_error(tmp_path: Path) -> None
     detector.settings = ScoreSettings(map="features")
     with pytest.raises(DdadError, match="features needs the good-feature reference"):
         detector.score([write_gray(tmp_path / "img.png", 0.5)])
+
+
+def test_ddads_map_scores_a_photo_from_its_reconstruction(tmp_path: Path) -> None:
+    """``score.map: ddad`` needs no training images either: the input and what came back."""
+    ddad = ScoreSettings(map="ddad", backbone="efficientnet-lite0", backbone_size=32)
+    detector = Detector.load(
+        tiny_model_dir(tmp_path), plan=FAST_PLAN, score=ddad, device="cpu", threshold=0.0
+    )
+    (result,) = detector.score([write_gray(tmp_path / "gray.png", 0.5)])
+    assert result.amap.shape == (SIZE, SIZE) and result.score > 0
+    assert result.reconstruction is not None and result.is_defect

@@ -161,3 +161,12 @@ def test_whitened_distances_are_those_of_whitened_features():
         plain = GoodReference(white.bank, radius=radius)
         expected = plain.distances(white.whitening.apply(query), (5, 5))
         torch.testing.assert_close(white.distances(query, (5, 5)), expected)
+
+
+def test_the_exact_search_matches_every_distance_compared():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 5, 4, 4, generator=generator)
+    bank = torch.randn(300, 5, generator=generator)
+    queries = features.permute(0, 2, 3, 1).reshape(-1, 5)
+    brute = torch.cdist(queries, bank).min(dim=1).values.reshape(2, 4, 4)
+    torch.testing.assert_close(nearest_distance_maps(features, bank, (4, 4)), brute)

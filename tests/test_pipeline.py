@@ -214,6 +214,30 @@ def test_detect_scores_like_the_pipeline_and_a_map_switch_reconstructs_in_full(f
         _run(finished, "dvc", "repro")
 
 
+@pytest.mark.parametrize(
+    ("score", "stages"),
+    [
+        ({"backbone": "efficientnet-lite0", "backbone_size": 32}, ["score@stripes"]),
+        (
+            {"map": "ddad", "backbone": "efficientnet-lite0", "backbone_size": [32, 48]},
+            ["reconstruct@stripes", "score@stripes"],
+        ),
+    ],
+    ids=["backbone-features", "ddad"],
+)
+def test_each_new_map_kind_runs_what_it_needs_and_detect_agrees(finished, score, stages):
+    _set_params(finished, {"score": score})
+    try:
+        repro = _run(finished, "dvc", "repro")
+        assert _ran(repro) == ["check_params", *stages, "evaluate", "plot"]
+        assert 0 <= _metrics(finished)["categories"]["stripes"]["img_auc"] <= 1
+        if score.get("map") != "ddad":  # ddad's noise is drawn per key, and detect's keys differ
+            _detect_agrees_with_the_pipeline(finished, ScoreSettings(**score))
+    finally:
+        _set_params(finished)
+        _run(finished, "dvc", "repro")
+
+
 def test_the_feature_maps_inputs_are_stored_without_the_weights(finished):
     weights = finished / "models" / "trained" / "stripes" / "model.pt"
     aside = weights.rename(weights.with_suffix(".aside"))

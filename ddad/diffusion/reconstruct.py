@@ -57,9 +57,10 @@ class Plan:
 
 
 def plan_for_map(plan: Plan, score_map: str) -> Plan | None:
-    """The reconstruction ``score_map`` needs: ``plan`` in full for the reconstruction-error
-    map, none for the feature map, which reads the input alone."""
-    return plan if score_map == "reconstruction" else None
+    """The reconstruction ``score_map`` needs: ``plan`` in full for the maps that compare the
+    input with what came back (reconstruction, ddad), none for the feature map, which reads the
+    input alone."""
+    return None if score_map == "features" else plan
 
 
 def picture_plan(plan: Plan) -> Plan:

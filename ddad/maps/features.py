@@ -20,12 +20,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
+import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
 from guided_diffusion.nn import timestep_embedding
 
+from ddad.data.imageio import sides
 from ddad.data.layout import train_images
+from ddad.maps.backbone import backbone_features, load_backbone
 from ddad.maps.position_gaussian import PositionGaussian, fit_position_gaussian
 from ddad.maps.scoring import ScoreSettings, blur
 from ddad.progress import progress_bar
@@ -74,6 +77,31 @@ def unet_features(
     )
 
 
+@dataclass(frozen=True)
+class FeatureSource:
+    """What describes each patch of a batch of model inputs: ``extract`` maps images [N, C, H, W]
+    on ``device`` to features [N, D, h, w] there (the UNet's or a pretrained backbone's)."""
+
+    extract: Callable[[torch.Tensor], torch.Tensor]
+    device: torch.device
+
+    def __call__(self, batch: Sequence[np.ndarray]) -> torch.Tensor:
+        """Features of a batch of [C, H, W] arrays."""
+        return self.extract(torch.from_numpy(np.stack(batch)).to(self.device))
+
+
+def feature_source(unet: torch.nn.Module, settings: ScoreSettings) -> FeatureSource:
+    """The features ``settings.backbone`` names: the trained ``unet``'s (``unet``) or an
+    ImageNet-trained EfficientNet-Lite's (ddad.maps.backbone) at ``settings.backbone_size``
+    (0: the model input's size), on the UNet's device."""
+    device = next(unet.parameters()).device
+    if settings.backbone == "unet":
+        return FeatureSource(lambda images: unet_features(unet, images), device)
+    net = load_backbone(settings.backbone).to(device)
+    size = sides(settings.backbone_size) if settings.backbone_size else None
+    return FeatureSource(lambda images: backbone_features(net, images, size), device)
+
+
 def feature_bank(features: Iterable[torch.Tensor], max_vectors: int, seed: int = 0) -> torch.Tensor:
     """Every position of every [N, D, h, w] feature batch as rows [M, D], at most ``max_vectors``.
 
@@ -90,13 +118,22 @@ def feature_bank(features: Iterable[torch.Tensor], max_vectors: int, seed: int =
 def nearest_distance_maps(
     features: torch.Tensor, bank: torch.Tensor, size: tuple[int, int]
 ) -> torch.Tensor:
-    """[N, *size] maps: each position's Euclidean distance to its nearest bank row."""
+    """[N, *size] maps: each position's Euclidean distance to its nearest bank row.
+
+    On the CPU faiss's exact search (IndexFlatL2) does it, several times faster than chunked
+    torch.cdist here and in constant memory; on a GPU the chunked distances are fast already.
+    """
     n, d, h, w = features.shape
     queries = features.permute(0, 2, 3, 1).reshape(-1, d)
     bank = bank.to(queries)
-    nearest = torch.cat(
-        [torch.cdist(q, bank).min(dim=1).values for q in queries.split(_CHUNK)]
-    ).reshape(n, 1, h, w)
+    if queries.device.type == "cpu":
+        index = faiss.IndexFlatL2(d)
+        index.add(np.ascontiguousarray(bank.float().numpy()))
+        squared, _ = index.search(np.ascontiguousarray(queries.float().numpy()), 1)
+        nearest = torch.from_numpy(squared).clamp_min(0).sqrt().to(queries.dtype)
+    else:
+        nearest = torch.cat([torch.cdist(q, bank).min(dim=1).values for q in queries.split(_CHUNK)])
+    nearest = nearest.reshape(n, 1, h, w)
     return F.interpolate(nearest, size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
@@ -292,7 +329,7 @@ def training_split(root: Path, meta: dict, settings: ScoreSettings) -> GoodSplit
 
 
 def training_reference(
-    model: torch.nn.Module,
+    source: FeatureSource,
     root: Path,
     meta: dict,
     load: Callable[[Path], np.ndarray],
@@ -301,19 +338,18 @@ def training_reference(
 ) -> GoodReference:
     """The good reference of a trained category, built from its ``training_split`` images.
 
-    ``load`` turns a path into the model's [C, H, W] input; ``over_batches`` runs the UNet
+    ``load`` turns a path into the model's [C, H, W] input; ``over_batches`` runs the network's
     passes (ddad.diffusion.distributed.sharded_map splits them over ranks).
     """
     split = training_split(root, meta, settings)
     good = [load(path) for path in split.bank]
-    device = next(model.parameters()).device
-    features = [f.to(device) for f in over_batches(lambda b: _features(model, b), _batches(good))]
+    features = [f.to(source.device) for f in over_batches(source, _batches(good))]
     undivided = searched_as(features, settings)
     if not split.reference:
         return undivided
     references = [load(path) for path in split.reference]
     raw = feature_anomaly_maps(
-        model,
+        source,
         references,
         undivided,
         settings.sigma,
@@ -324,7 +360,7 @@ def training_reference(
 
 
 def feature_anomaly_maps(
-    model: torch.nn.Module,
+    source: FeatureSource,
     images: Sequence[np.ndarray],
     reference: GoodReference,
     sigma: float,
@@ -342,7 +378,7 @@ def feature_anomaly_maps(
     bar = progress_bar(total=len(batches), desc=desc, unit="batch", disable=desc is None)
 
     def mapped(batch: Sequence[np.ndarray]) -> np.ndarray:
-        nearest = reference.distances(_features(model, batch), batch[0].shape[-2:])
+        nearest = reference.distances(source(batch), batch[0].shape[-2:])
         bar.update(1)
         return blur(nearest.double().cpu(), sigma, kernel_size).numpy()
 
@@ -352,10 +388,5 @@ def feature_anomaly_maps(
 
 
 def _batches(images: Sequence[np.ndarray]) -> list[Sequence[np.ndarray]]:
-    """The UNet batches, cut the same way however many processes share them."""
+    """The network's batches, cut the same way however many processes share them."""
     return [images[i : i + _BATCH] for i in range(0, len(images), _BATCH)]
-
-
-def _features(model: torch.nn.Module, batch: Sequence[np.ndarray]) -> torch.Tensor:
-    device = next(model.parameters()).device
-    return unet_features(model, torch.from_numpy(np.stack(batch)).to(device))

@@ -19,7 +19,8 @@ ERRORS = ("squared", "absolute")
 IMAGE_SCORES = ("max", "topk_mean", "spots")
 SPOT_LENGTH = 9  # map pixels: longer structures are streaks, not spots
 _SPOT_DIRECTIONS = 12
-MAPS = ("reconstruction", "features")  # features: ddad.maps.features, nearest good patch
+# features: ddad.maps.features, nearest good patch; ddad: ddad.maps.comparison, DDAD's
+MAPS = ("reconstruction", "features", "ddad")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class ScoreSettings:
     image_score: str = "topk_mean"
     top_fraction: float = 0.01
     map: str = "features"
+    backbone: str = "unet"
+    backbone_size: int | tuple[int, int] | list[int] = 0
+    feature_weight: float = 1.0
     bank_images: int = 500
     bank_vectors: int = 60000
     reference_images: int = 25

@@ -31,11 +31,13 @@ from ddad.data.preprocess import model_input
 from ddad.diffusion.engine import prepare_model, run
 from ddad.diffusion.fitting import samples_for
 from ddad.diffusion.reconstruct import Plan, plan_for_map, reconstruct
+from ddad.maps.comparison import compared_map
 from ddad.maps.features import (
+    FeatureSource,
     GoodReference,
     feature_anomaly_maps,
+    feature_source,
     searched_as,
-    unet_features,
 )
 from ddad.maps.scoring import DEFAULT_SCORE, ScoreSettings, finished
 
@@ -157,12 +159,18 @@ def flops_per_pass(model: torch.nn.Module, image: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def flops_per_feature_pass(model: torch.nn.Module, image: torch.Tensor) -> int:
-    """FLOPs of the feature map's partial UNet pass on one sample
-    (ddad.maps.features.unet_features)."""
+def flops_per_feature_pass(source: FeatureSource, image: np.ndarray) -> int:
+    """FLOPs of one pass of the maps' feature ``source`` (a partial UNet pass or a pretrained
+    backbone's, ddad.maps.features.feature_source) on one [C, H, W] sample."""
     with FlopCounterMode(display=False) as counter:
-        unet_features(model, image)
+        source([image])
     return counter.get_total_flops()
+
+
+def feature_passes(score: ScoreSettings, ensemble: int) -> int:
+    """Feature-source passes per image of ``score``'s map: the input's for ``features``, the
+    input's and each reconstruction's for ``ddad``, none for the reconstruction error."""
+    return {"features": 1, "ddad": 1 + ensemble}.get(score.map, 0)
 
 
 def matmul_peak(device: torch.device, seconds: float = PEAK_SECONDS) -> tuple[float, str]:
@@ -255,7 +263,7 @@ def time_seed(
 
 
 def timing_reference(
-    model: torch.nn.Module, images: np.ndarray, score: ScoreSettings
+    source: FeatureSource, images: np.ndarray, score: ScoreSettings
 ) -> GoodReference:
     """A reference shaped like ``score``'s, from ``images`` repeated as needed: a bank of
     ``score.bank_images`` feature maps (``search_radius`` >= 0, or per-position Gaussians of
@@ -266,8 +274,7 @@ def timing_reference(
     The search and the division cost what the real ones cost; what the bank and map hold does
     not change the time, so no training images are needed.
     """
-    device = next(model.parameters()).device
-    maps = unet_features(model, torch.from_numpy(images).to(device))
+    maps = source(list(images))
     if score.search_radius >= 0 or score.feature_model == "gaussian":
         count = score.bank_images
     else:
@@ -288,13 +295,15 @@ def time_default(
     score: ScoreSettings = DEFAULT_SCORE,
 ) -> dict[str, Any]:
     """Time the current procedure as the pipeline runs it: ddad.diffusion.engine.run with
-    ``plan`` and ``batch_size`` for the reconstruction-error map, or the feature map alone (one
-    partial UNet pass per image, no reconstruction). Returns seconds and passes per image, peak
-    memory and the samples per pass that ran (``auto`` resolved)."""
+    ``plan`` and ``batch_size`` for the maps that compare with a reconstruction (then DDAD's
+    feature comparison for ``ddad``), or the feature map alone (one feature pass per image, no
+    reconstruction). Returns seconds and full UNet passes per image, peak memory and the
+    samples per pass that ran (``auto`` resolved)."""
     reconstructed = plan_for_map(plan, score.map)
     batch_size = samples_for(model, batch_size, device, *images.shape[-2:])
     model = prepare_model(model, device)
-    reference = timing_reference(model, images, score) if reconstructed is None else None
+    source = feature_source(model, score)
+    reference = timing_reference(source, images, score) if reconstructed is None else None
     items = [(f"bench/{i}", lambda i=i: images[i]) for i in range(len(images))]
 
     def passes_of(chosen: list, with_plan: Plan) -> float:
@@ -308,13 +317,22 @@ def time_default(
             device=device,
             progress=False,
         )
-        return sum(r.nfe for r in results)
+        passes = 0.0
+        for r in results:
+            passes += r.nfe
+            if score.map == "ddad":
+                recons = r.reconstructions.astype(r.image.dtype)
+                args = (score.feature_weight, score.sigma, score.kernel_size)
+                finished(compared_map(source, r.image, recons, *args), score)
+        return passes
 
     def mapped(chosen: np.ndarray) -> int:
-        amaps = feature_anomaly_maps(model, list(chosen), reference, score.sigma, score.kernel_size)
+        amaps = feature_anomaly_maps(
+            source, list(chosen), reference, score.sigma, score.kernel_size
+        )
         for amap in amaps:
             finished(amap, score, reference.typical)
-        return len(chosen)
+        return 0
 
     if reconstructed is None:
         mapped(images[:1])
@@ -351,19 +369,25 @@ def benchmark(
     """
     seed_run = time_seed(model, diffusion, images, device, seed_share, seed)
     default_run = time_default(model, diffusion, images, device, plan, batch_size, seed, score)
-    sample = torch.from_numpy(images[:1]).to(device)
-    flops = flops_per_pass(model, sample)
-    feature_flops = flops_per_feature_pass(model, sample) if score.map == "features" else 0
-    feature_passes = 1 if score.map == "features" else 0
+    flops = flops_per_pass(model, torch.from_numpy(images[:1]).to(device))
+    extra = feature_passes(score, plan.ensemble)
+    source = feature_source(prepare_model(model, device), score)
+    feature_flops = flops_per_feature_pass(source, images[0]) if extra else 0
+    partial_unet = extra if score.backbone == "unet" else 0  # the UNet's own feature passes
     peak, peak_dtype = matmul_peak(device, peak_seconds)
     summaries = {
-        name: procedure_summary(
-            run_["seconds_per_image"],
-            run_["nfe_per_image"],
-            (run_["nfe_per_image"] - extra) * flops + extra * feature_flops,
+        "seed": procedure_summary(
+            seed_run["seconds_per_image"],
+            seed_run["nfe_per_image"],
+            seed_run["nfe_per_image"] * flops,
             peak,
-        )
-        for name, run_, extra in (("seed", seed_run, 0), ("default", default_run, feature_passes))
+        ),
+        "default": procedure_summary(
+            default_run["seconds_per_image"],
+            default_run["nfe_per_image"] + partial_unet,
+            default_run["nfe_per_image"] * flops + extra * feature_flops,
+            peak,
+        ),
     }
     seed_keys = ("extrapolated", "share", "passes_timed", "passes_total")
     memory = {"seed": seed_run["peak_memory"], "default": default_run["peak_memory"]}
@@ -377,7 +401,7 @@ def benchmark(
         "seed_plan": describe_plan(SEED_PLAN),
         "default_plan": describe_plan(plan_for_map(plan, score.map)),
         "default_map": describe_map(score),
-        "batch_size": default_run["batch_size"] if score.map == "reconstruction" else None,
+        "batch_size": default_run["batch_size"] if score.map != "features" else None,
         "images": len(images),
         "flops_per_pass": flops,
         "flops_per_feature_pass": feature_flops,
@@ -401,17 +425,28 @@ def describe_plan(plan: Plan | None) -> str:
 
 def describe_map(score: ScoreSettings) -> str:
     """The default's anomaly map in a few words, as the bench prints it."""
-    if score.map == "features":
-        typical = ", over the typical map" if score.reference_images else ""
-        if score.feature_model == "gaussian":
-            return (
-                "feature map (1 partial UNet pass, Mahalanobis distance to the good features' "
-                f"Gaussian at each position, from {score.bank_images} good images{typical})"
-            )
-        if score.search_radius >= 0:
-            where = f"within {score.search_radius} cells in {score.bank_images} good images"
-        else:
-            where = f"of {score.bank_vectors:,} patches"
-        space = "whitened features" if score.whiten else "features"
-        return f"feature map (1 partial UNet pass, nearest in {space} {where}{typical})"
-    return "reconstruction-error map"
+    eyes = describe_source(score)
+    if score.map == "ddad":
+        return f"DDAD's map (pixel + {score.feature_weight:g} x feature distance, {eyes} per image)"
+    if score.map != "features":
+        return "reconstruction-error map"
+    typical = ", over the typical map" if score.reference_images else ""
+    if score.feature_model == "gaussian":
+        return (
+            f"feature map (1 {eyes}, Mahalanobis distance to the good features' "
+            f"Gaussian at each position, from {score.bank_images} good images{typical})"
+        )
+    if score.search_radius >= 0:
+        where = f"within {score.search_radius} cells in {score.bank_images} good images"
+    else:
+        where = f"of {score.bank_vectors:,} patches"
+    space = "whitened features" if score.whiten else "features"
+    return f"feature map (1 {eyes}, nearest in {space} {where}{typical})"
+
+
+def describe_source(score: ScoreSettings) -> str:
+    """Whose features a map reads, as one pass of it."""
+    if score.backbone == "unet":
+        return "partial UNet pass"
+    size = f" at {score.backbone_size}" if score.backbone_size else ""
+    return f"{score.backbone} pass{size}"

