@@ -7,6 +7,10 @@ confirmation half's; the tuning half's are in metrics/tuning/, for choosing sett
 metrics compare each map, resized bilinearly, with its ground truth at the photograph's own
 size (``evaluate.resolution: native``, as MVTec AD's evaluation does), so a defect smaller than
 a model pixel still counts; ``model`` is the seed's way: masks shrunk to the model's size.
+``lit_defective`` and ``lit_good`` say where a map lights: the share of defect-free pixels of the
+defective and of the good test images above the detect threshold (the highest held-out good
+image score, as ``ddad detect`` learns it; the maps share the image scores' units), so a map
+that lights the whole image around a defect shows, however well it ranks.
 
 results.csv keeps the seed's four columns first (category, category_type, img_auc, pixel_auc).
 metrics.json holds each category (with ``img_auc_se``, the AUROC's standard error at that many
@@ -32,6 +36,7 @@ from ddad.data.layout import test_images
 from ddad.data.mvtec import MVTEC_CATEGORIES
 from ddad.data.synthetic import SYNTHETIC_CATEGORIES
 from ddad.evaluation.protocol import evaluate_maps, one_image_step
+from ddad.maps.threshold import threshold_from_good, validation_scores
 from ddad.params import protocol_from
 from stages.common import DATA_DIR, METRICS_DIR, PLOTS_DIR, RUNS_DIR, run_stage, write_json
 
@@ -64,14 +69,23 @@ def _known_types(data: dict[str, Any]) -> dict[str, str]:
 
 
 def category_metrics(category: str, params: dict[str, Any]) -> dict[str, Any]:
-    """One category's figures (ddad.evaluation.protocol.evaluate_maps) from its scores and maps."""
-    scores = pd.read_csv(RUNS_DIR / category / "score" / "scores.csv")
+    """One category's figures (ddad.evaluation.protocol.evaluate_maps) from its scores and maps,
+    the lit shares at the detect threshold ``ddad detect`` would learn from its held-out good
+    images (NaN without any)."""
+    scores_csv = RUNS_DIR / category / "score" / "scores.csv"
+    scores = pd.read_csv(scores_csv)
+    held_out = validation_scores(scores_csv)
+    threshold = threshold_from_good(held_out) if held_out.size else float("nan")
     with np.load(RUNS_DIR / category / "score" / "maps.npz") as stored:
         keys, amaps = stored["keys"].astype(str), list(stored["maps"])
     test = scores[scores["split"] == "test"].set_index("key").loc[keys]  # the maps' order
     items = {f"test/{item.key}": item for item in test_images(DATA_DIR, category)}
     return evaluate_maps(
-        [items[key] for key in keys], test["score"].to_numpy(), amaps, protocol_from(params)
+        [items[key] for key in keys],
+        test["score"].to_numpy(),
+        amaps,
+        protocol_from(params),
+        threshold,
     )
 
 

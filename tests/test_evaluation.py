@@ -1,8 +1,10 @@
 """The evaluation protocol: seeded halves per defect kind, ground truth at the photograph's size."""
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
@@ -10,8 +12,9 @@ from sklearn.metrics import roc_auc_score
 from ddad.data.halves import confirmation_half
 from ddad.data.imageio import resize_map
 from ddad.data.layout import test_images
-from ddad.evaluation.metrics import auroc_standard_error
+from ddad.evaluation.metrics import METRIC_NAMES, auroc_standard_error
 from ddad.evaluation.protocol import Protocol, evaluate_maps, one_image_step
+from stages import evaluate
 from stages.evaluate import _small_half_note
 
 
@@ -127,3 +130,41 @@ def test_evaluate_notes_a_half_too_small_to_tell_settings_apart() -> None:
     assert note.startswith("note: my_part's confirmation half holds 3 good and 4 defective")
     assert "move its image AUROC by 0.33" in note
     assert _small_half_note("washer", good=12, defective=18) == []
+
+
+@pytest.mark.parametrize("held_out, lit_good", [([0.2, 0.7], 0.0), ([0.2, 0.5], 1.0), ([], None)])
+def test_evaluate_reports_the_lit_shares_at_the_detect_threshold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_out: list[float], lit_good: float | None
+) -> None:
+    """Good maps at 0.6 and defective ones at 1.0 everywhere: the threshold, the highest held-out
+    good score, decides whether the good images light; without held-out images both are null."""
+    monkeypatch.chdir(tmp_path)
+    _category(tmp_path / "data" / "images", pit=(10, 10))
+    items = test_images(tmp_path / "data" / "images", "cat")
+    keys = [f"test/{item.key}" for item in items]
+    score = tmp_path / "runs" / "cat" / "score"
+    score.mkdir(parents=True)
+    (tmp_path / "runs" / "cat" / "recon").mkdir()
+    for stage in ("recon", "score"):
+        (tmp_path / "runs" / "cat" / stage / "summary.json").write_text('{"nfe_per_image": 1.0}')
+    pd.DataFrame(
+        {
+            "key": keys + [f"validation/{i}" for i in range(len(held_out))],
+            "split": ["test"] * len(keys) + ["validation"] * len(held_out),
+            "score": [float(item.label) for item in items] + held_out,
+        }
+    ).to_csv(score / "scores.csv", index=False)
+    maps = np.array([np.full((4, 10), 1.0 if item.label else 0.6) for item in items])
+    np.savez_compressed(score / "maps.npz", keys=np.array(keys), maps=maps.astype(np.float32))
+    data = {"categories": ["cat"], "category_types": {"cat": "object"}, "source": "folders"}
+    evaluate.main({"data": data, "evaluate": {"metrics": list(METRIC_NAMES)}}, [])
+    lit_defective = None if lit_good is None else 1.0
+    expected = {"lit_defective": lit_defective, "lit_good": lit_good}
+    report = json.loads(Path("metrics/metrics.json").read_text())
+    for row in (report["mean"], report["categories"]["cat"], report["tuning"]["cat"]):
+        assert {k: row[k] for k in expected} == expected
+    for name in ("mean", "category/cat", "tuning/cat", "tuning/mean", "kind/cat/pit"):
+        row = json.loads(Path(f"metrics/{name}.json").read_text())
+        assert {k: row[k] for k in expected} == expected
+    columns = list(pd.read_csv("metrics/results.csv").columns)
+    assert columns[:4] == evaluate.SEED_COLUMNS and {"lit_defective", "lit_good"} <= set(columns)

@@ -12,9 +12,11 @@ from ddad.evaluation.metrics import (
     aupro,
     f1_max,
     image_auroc,
+    lit_share,
     pixel_ap,
     pixel_auroc,
     roc_points,
+    summary,
 )
 
 SEEDS = range(25)
@@ -116,6 +118,39 @@ def test_f1_max_matches_trying_every_threshold(seed):
     scores = np.round(rng.random(30) + 0.2 * labels, 1)
     expected_f1 = brute_f1(labels, scores)
     assert f1_max(labels, scores) == pytest.approx(expected_f1, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_lit_share_counts_defect_free_pixels_above_the_threshold(seed):
+    masks, maps = random_images(seed, rounded=True)  # rounded: pixels tie with the threshold
+    free = np.concatenate([m[~mask] for mask, m in zip(masks, maps, strict=True)])
+    expected = np.mean(free.astype(np.float32) > np.float32(0.8))
+    assert lit_share(masks, maps, 0.8) == pytest.approx(expected, abs=1e-12)
+
+
+def test_lit_share_is_strictly_above_and_ignores_defect_pixels():
+    mask = np.array([[0, 1], [0, 0]])
+    score_map = np.array([[0.5, 9.0], [0.7, 0.2]])
+    assert lit_share([mask], [score_map], 0.5) == pytest.approx(1 / 3)  # only 0.7 of 0.5, 0.7, 0.2
+    assert lit_share([mask], [score_map], 0.7) == 0.0
+    wide = np.zeros((1, 5))
+    assert lit_share([mask, wide], [score_map, wide + 1.0], 0.5) == pytest.approx(6 / 8)
+
+
+def test_lit_share_is_nan_without_defect_free_pixels_or_a_threshold():
+    assert math.isnan(lit_share(np.ones((2, 3, 3)), np.zeros((2, 3, 3)), 0.5))
+    assert math.isnan(lit_share(np.zeros((1, 3, 3)), np.ones((1, 3, 3)), float("nan")))
+
+
+def test_summary_splits_the_lit_share_by_image_label():
+    masks = np.zeros((3, 2, 2), bool)
+    masks[1, 0, 0] = True
+    maps = np.array([np.full((2, 2), 0.4), [[9.0, 0.6], [0.1, 0.1]], np.full((2, 2), 0.6)])
+    found = summary([0, 1, 0], [0.1, 0.9, 0.5], masks, maps, ["lit_defective", "lit_good"], 0.5)
+    assert found == {"lit_defective": pytest.approx(1 / 3), "lit_good": 0.5}
+    good_only = summary([0, 0], [0.1, 0.2], masks[[0, 2]], maps[[0, 2]], threshold=0.5)
+    assert math.isnan(good_only["lit_defective"]) and good_only["lit_good"] == 0.5
+    assert math.isnan(summary([0, 1, 0], [0.1, 0.9, 0.5], masks, maps)["lit_good"])
 
 
 def test_stacked_array_and_list_give_the_same_pixel_metrics():
@@ -233,6 +268,14 @@ def test_pixel_metrics_need_about_four_bytes_per_pixel():
         ),
         (lambda: aupro([np.eye(3)], [np.eye(3)], fpr_limit=0.0), "fpr_limit must lie in (0, 1]"),
         (lambda: roc_points([0, 1], [0.1, 0.2], max_points=1), "max_points must be at least 2"),
+        (
+            lambda: lit_share([np.zeros((2, 2))], [np.zeros((2, 3))], 0.5),
+            "masks[0] has shape (2, 2) but maps[0] has shape (2, 3)",
+        ),
+        (
+            lambda: summary([0, 1], [0.1, 0.2], np.zeros((3, 2, 2)), np.zeros((3, 2, 2))),
+            "labels has shape (2,) but masks has 3 images",
+        ),
     ],
 )
 def test_invalid_input_raises_value_error_naming_the_problem(call, fragment):

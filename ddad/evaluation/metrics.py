@@ -1,4 +1,5 @@
-"""Anomaly detection metrics: image AUROC, pixel AUROC, AUPRO, F1 and average precision.
+"""Anomaly detection metrics: image AUROC, pixel AUROC, AUPRO, F1, average precision, and the
+share of defect-free pixels a map lights above the detect threshold.
 
 Every metric is computed exactly from sorted scores rather than on a threshold grid, so tied
 scores cross a threshold together and no resolution is lost. Conventions throughout: label or
@@ -27,7 +28,15 @@ _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 ImageStack = np.ndarray | Sequence[ArrayLike]
 
-METRIC_NAMES = ("img_auc", "pixel_auc", "aupro", "img_f1max", "pixel_ap")
+METRIC_NAMES = (
+    "img_auc",
+    "pixel_auc",
+    "aupro",
+    "img_f1max",
+    "pixel_ap",
+    "lit_defective",
+    "lit_good",
+)
 
 
 @dataclass(frozen=True)
@@ -117,18 +126,43 @@ def pixel_ap(masks: ImageStack, maps: ImageStack) -> float:
     return float(np.sum(steps.anomalous_weight * precision) / anomalous.size)
 
 
+def lit_share(masks: ImageStack, maps: ImageStack, threshold: float) -> float:
+    """Share of the defect-free pixels (mask 0) of all images pooled whose score lies strictly
+    above ``threshold`` (a defect only above it, as ``ddad.maps.threshold.is_defect`` says).
+
+    With the detect threshold, an image-score threshold in the maps' units, it says whether a
+    map points at the defect or lights up the whole image, which the ranking metrics above do
+    not see. Scores are compared as float32, like the other pixel metrics. Returns NaN when no
+    pixel is defect-free or the threshold is NaN (none was learned). Input rules are those of
+    ``pixel_auroc``.
+    """
+    bool_masks, score_maps = _checked_images(masks, maps)
+    limit = np.float32(threshold)
+    lit = free = 0
+    for index, (mask, score_map) in enumerate(zip(bool_masks, score_maps, strict=True)):
+        scores = _finite(np.asarray(score_map, dtype=np.float32), f"maps[{index}]")[~mask]
+        lit += int(np.count_nonzero(scores > limit))
+        free += scores.size
+    if free == 0 or math.isnan(threshold):
+        return float("nan")
+    return lit / free
+
+
 def summary(
     labels: ArrayLike,
     scores: ArrayLike,
     masks: ImageStack,
     maps: ImageStack,
     names: Sequence[str] = METRIC_NAMES,
+    threshold: float = math.nan,
 ) -> dict[str, float]:
     """The named metrics (``METRIC_NAMES``) of one set of test images, in the order asked.
 
     The one place a detector's scores and maps become figures, so the pipeline's evaluate stage
-    and ``ddad baseline`` report comparable numbers. Pixel metrics are skipped when not asked
-    for (they are the slow ones); unknown names raise ValueError.
+    and ``ddad baseline`` report comparable numbers. ``lit_defective`` and ``lit_good`` are
+    ``lit_share`` at ``threshold`` (the detect threshold; NaN, the default, when none is known)
+    over the defective and the good images alone, NaN when there are none. Pixel metrics are
+    skipped when not asked for (they are the slow ones); unknown names raise ValueError.
     """
     compute = {
         "img_auc": lambda: image_auroc(labels, scores),
@@ -136,6 +170,8 @@ def summary(
         "aupro": lambda: aupro(masks, maps),
         "img_f1max": lambda: f1_max(labels, scores),
         "pixel_ap": lambda: pixel_ap(masks, maps),
+        "lit_defective": lambda: _lit_share_of(1, labels, masks, maps, threshold),
+        "lit_good": lambda: _lit_share_of(0, labels, masks, maps, threshold),
     }
     unknown = [name for name in names if name not in compute]
     if unknown:
@@ -183,6 +219,23 @@ def roc_points(
         kept = np.unique(np.linspace(0, fpr.size - 1, max_points).round().astype(int))
         fpr, tpr = fpr[kept], tpr[kept]
     return fpr, tpr
+
+
+def _lit_share_of(
+    label: int, labels: ArrayLike, masks: ImageStack, maps: ImageStack, threshold: float
+) -> float:
+    """``lit_share`` over the images labelled ``label`` alone; NaN when no image is."""
+    bool_masks, score_maps = _checked_images(masks, maps)
+    is_anomalous = _binary(np.asarray(labels), "labels")
+    if is_anomalous.shape != (len(bool_masks),):
+        raise ValueError(
+            f"labels has shape {is_anomalous.shape} but masks has {len(bool_masks)} images; "
+            "pass one label per ground-truth mask"
+        )
+    chosen = np.flatnonzero(is_anomalous == label)
+    if not chosen.size:
+        return float("nan")
+    return lit_share([bool_masks[i] for i in chosen], [score_maps[i] for i in chosen], threshold)
 
 
 def _auroc(normal_sorted: np.ndarray, anomalous: np.ndarray) -> float:

@@ -51,9 +51,11 @@ def evaluate_maps(
     scores: ArrayLike,
     maps: Sequence[np.ndarray],
     protocol: Protocol,
+    threshold: float = math.nan,
 ) -> dict[str, Any]:
     """Figures of one category's test images (``items``, with their image ``scores`` and
-    model-size ``maps`` in the same order).
+    model-size ``maps`` in the same order); ``threshold`` is the category's detect threshold,
+    which the lit shares compare map pixels with (NaN when none is known: they are then NaN).
 
     Returns ``confirmation`` (the asked-for metrics and ``img_auc_se``, the image AUROC's
     standard error at that many images), ``tuning`` (the metrics of the other half; the same
@@ -85,7 +87,9 @@ def evaluate_maps(
         if not chosen.size:  # a half can be empty when every kind has a single image
             return {name: float("nan") for name in protocol.metrics}
         masks, amaps = zip(*(truth(i) for i in chosen), strict=True)
-        return metrics.summary(labels[chosen], scores[chosen], masks, amaps, protocol.metrics)
+        return metrics.summary(
+            labels[chosen], scores[chosen], masks, amaps, protocol.metrics, threshold
+        )
 
     good = labels == 0
     reported = measured(confirm)
