@@ -1,5 +1,5 @@
 """The ``ddad`` command: ``bench`` (seed vs current speed), ``detect`` (inspect images) and
-``baseline`` (the per-pixel z-score baseline's image AUROC, pixel AUROC and AUPRO).
+``baseline`` (the per-pixel z-score baseline's image AUROC, pixel AUROC, AUPRO and lit shares).
 
 Settings the pipeline also uses (reconstruction plan, scoring, preprocessing, device) are read
 from params.yaml in the current folder when it is there, so ``ddad detect`` scores images the
@@ -373,7 +373,7 @@ def _baseline(args: argparse.Namespace) -> int:
     configured = protocol_from(params)
     protocol = replace(
         configured,
-        metrics=("img_auc", "pixel_auc", "aupro"),
+        metrics=("img_auc", "pixel_auc", "aupro", "lit_defective", "lit_good"),
         image_size=_size(args.image_size) or configured.image_size,
     )
     resize = setting(params, "data.resize", "bicubic")
@@ -482,7 +482,8 @@ def _build_parser() -> argparse.ArgumentParser:
     detect.set_defaults(handler=_detect)
 
     baseline = commands.add_parser(
-        "baseline", help="image AUROC, pixel AUROC and AUPRO of a per-pixel z-score baseline"
+        "baseline",
+        help="image AUROC, pixel AUROC, AUPRO and lit shares of a per-pixel z-score baseline",
     )
     baseline.add_argument("--data", type=Path, default=DATA_DIR, help=f"default {DATA_DIR}")
     baseline.add_argument("--category", nargs="+", help="default: every category under --data")

@@ -53,6 +53,7 @@ def test_report_is_perfect_when_defects_leave_the_normal_range(tmp_path: Path, s
     assert list(report) == [*METRIC_NAMES, "img_auc_se"]
     assert report["img_auc"] == 1.0
     assert report["pixel_auc"] > 0.99 and report["aupro"] > 0.9
+    assert 0 <= report["lit_defective"] <= 1 and 0 <= report["lit_good"] <= 1  # a threshold
 
 
 def test_report_computes_only_the_metrics_asked_for(tmp_path: Path) -> None:

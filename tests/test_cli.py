@@ -176,7 +176,7 @@ def test_detect_help_says_where_the_threshold_comes_from_and_what_it_writes(
     assert "--out OUT folder for the overlay PNGs" in text
 
 
-def test_baseline_prints_three_metrics_per_category(
+def test_baseline_prints_its_metrics_and_lit_shares_per_category(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     mask = tmp_path / "toy" / "ground_truth" / "burn"
@@ -192,7 +192,8 @@ def test_baseline_prints_three_metrics_per_category(
         f"per-pixel z-score baseline at 16x24 px (height x width), {tmp_path}, "
         "maps scored at the native resolution, image score topk_mean"
     )
-    assert lines[1].split() == ["category", "half", "img_auc", "pixel_auc", "aupro"]
+    header = ["category", "half", "img_auc", "pixel_auc", "aupro", "lit_defective", "lit_good"]
+    assert lines[1].split() == header
     assert lines[2].split()[:3] == ["toy", "confirmation", "1.0000"]
     assert lines[3].split()[:2] == ["toy", "tuning"]
     three = ["baseline", "--data", str(tmp_path), "--image-size", "8", "8", "8"]

@@ -9,18 +9,27 @@ pipeline's (same halves, same resolution, same metrics).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ddad.data.imageio import read_image, resize_image
-from ddad.data.layout import dataset_channels, test_images, train_images, validate_category
+from ddad.data.layout import (
+    dataset_channels,
+    split_train_val,
+    test_images,
+    train_images,
+    validate_category,
+)
 from ddad.evaluation.protocol import Protocol, evaluate_maps
 from ddad.maps.scoring import DEFAULT_SCORE, ScoreSettings, finished
+from ddad.maps.threshold import threshold_from_good
 from ddad.progress import progress_bar
 
 _EPS = 1e-3  # a quarter of an 8-bit level, so constant pixels do not divide by zero
+HELD_OUT = 8  # train/good images held out for the threshold, as train.val_images holds out
 
 
 def zscore_maps(train: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -44,18 +53,25 @@ def zscore_report(
     ``evaluate_maps``): images read and resized exactly as the pipeline reads them (any format
     it accepts, to ``protocol.image_size``), each map finished as ``score`` says (the
     pipeline's ``score.closing`` and ``score.image_score``), scored under the evaluate stage's
-    protocol."""
+    protocol. Its detect threshold, for the share of defect-free pixels lit
+    (``lit_defective``, ``lit_good``), is learned as the pipeline's is: from ``HELD_OUT``
+    train/good images (chosen as the train stage chooses them) that the mean and spread
+    leave out."""
     root = Path(root)
     validate_category(root, category)
     channels = dataset_channels(root, category)
     items = test_images(root, category)
-    paths = [*train_images(root, category), *(item.path for item in items)]
+    fit, held_out = split_train_val(train_images(root, category), HELD_OUT, seed=0)
+    paths = [*fit, *held_out, *(item.path for item in items)]
     pixels = np.stack(
         [
             resize_image(read_image(path, channels), protocol.image_size, resize)
             for path in progress_bar(paths, desc=f"{category}: reading", unit="image")
         ]
     )
-    train, test = pixels[: -len(items)], pixels[-len(items) :]
-    maps, scores = zip(*(finished(amap, score) for amap in zscore_maps(train, test)), strict=True)
-    return evaluate_maps(items, scores, maps, protocol)
+    train, scored = pixels[: len(fit)], pixels[len(fit) :]
+    finals = [finished(amap, score) for amap in zscore_maps(train, scored)]
+    good = [value for _, value in finals[: len(held_out)]]
+    threshold = threshold_from_good(good) if good else math.nan  # a single training image
+    maps, scores = zip(*finals[len(held_out) :], strict=True)
+    return evaluate_maps(items, scores, maps, protocol, threshold)

@@ -4,7 +4,8 @@ On a machine with nothing downloaded it writes one JSON with: UNet passes per se
 memory of the 256 model (random weights of OpenAI's architecture) at batch 1, 8 and 32 in
 float16, bfloat16 and float32; the default and the seed procedure's NFE and seconds per image
 (the seed extrapolated from a share of its passes, as ``ddad bench`` does) with the projected
-wall time of MVTec AD's 1,725 test images; and the wall time of ``dvc repro`` of the synthetic
+wall time of MVTec AD's 1,725 test images, and the same for DDAD's map (``score.map: ddad``
+with the EfficientNet-Lite0 backbone); and the wall time of ``dvc repro`` of the synthetic
 default in a throw-away copy of the project. Each section is written as soon as it is done, so
 a check cut short keeps what it measured. ``--quick`` swaps in the tiny preset and a tiny
 project, to try the whole check on a CPU in a few minutes.
@@ -37,6 +38,8 @@ from ddad.maps.scoring import ScoreSettings
 from ddad.tools import bench
 
 MVTEC_TEST_IMAGES = 1725
+# DDAD's way with the 256 model zero-shot: reconstruct, then compare in ImageNet features
+DDAD_MAP = ScoreSettings(map="ddad", backbone="efficientnet-lite0")
 # what git tracks of the pipeline; data/own/ is every fetch_data stage's dependency
 PROJECT_FILES = ("dvc.yaml", "params.yaml", "ddad", "stages", "data/own/README.md")
 
@@ -91,9 +94,10 @@ def measure_passes(
 
 
 def measure_procedures(
-    model: torch.nn.Module, scale: Scale, device: torch.device
+    model: torch.nn.Module, scale: Scale, device: torch.device, score: ScoreSettings
 ) -> dict[str, Any]:
-    """The default and the seed procedure on ``model``, with MVTec wall-time projections."""
+    """The default (maps made as ``score`` says) and the seed procedure on ``model``, with
+    MVTec wall-time projections."""
     diffusion = build_diffusion(scale.preset)
     images = bench.random_images(scale.images, 3, scale.image_size)
     report = bench.benchmark(
@@ -104,7 +108,7 @@ def measure_procedures(
         DEFAULT_PLAN,
         "auto",
         seed_share=scale.seed_share,
-        score=ScoreSettings(),
+        score=score,
     )
     report |= {
         "preset": scale.preset,
@@ -189,7 +193,8 @@ def check(scale: Scale, device: torch.device, out: Path, source: Path) -> dict[s
         ("dvc_repro", lambda: measure_repro(scale, device, source)),
         ("device", lambda: describe_device(device)),
         ("passes", lambda: measure_passes(model, scale, device)),
-        ("procedures", lambda: measure_procedures(model, scale, device)),
+        ("procedures", lambda: measure_procedures(model, scale, device, ScoreSettings())),
+        ("ddad_map", lambda: measure_procedures(model, scale, device, DDAD_MAP)),
     )
     for name, measure in sections:
         print(f"gpu_check: {name} ...", file=sys.stderr, flush=True)
