@@ -135,7 +135,7 @@ SCHEMA: dict[str, Any] = {
         "top_fraction": Spec("float", 0, 1),
         "map": _choice(*MAPS),
         "backbone": _choice("unet", *BACKBONES),
-        "backbone_size": Spec("size", 0, 4096),
+        "backbone_size": Spec("size", 32, 4096, auto=True),
         "feature_weight": Spec("float", 0),
         "bank_images": Spec("int", 1),
         "bank_vectors": Spec("int", 2),  # whitening needs two to have a spread
@@ -197,8 +197,10 @@ def _check_value(key: str, value: Any, spec: Spec) -> None:
         for name, element in value.items():
             _check_value(f"{key}.{name}", element, spec.item)
         return
+    if spec.auto and value == "auto":
+        return
     if spec.kind == "size":
-        side = replace(spec, kind="int")
+        side = replace(spec, kind="int", auto=False)
         if isinstance(value, list) and len(value) == 2:
             for i, element in enumerate(value):
                 _check_value(f"{key}[{i}]", element, side)
@@ -206,8 +208,6 @@ def _check_value(key: str, value: Any, spec: Spec) -> None:
         whole = isinstance(value, int) and not isinstance(value, bool)
         if not whole or not spec.low <= value <= spec.high:
             raise _fail(key, value, spec.describe())
-        return
-    if spec.auto and value == "auto":
         return
     if spec.choices:
         if str(value) not in spec.choices or isinstance(value, (bool, list, dict)):
@@ -280,7 +280,7 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
     _check_data(params["data"])
     _check_model(params)
     _check_train(params)
-    _check_score(params["score"], params["data"]["image_size"])
+    _check_score(params["score"])
     _check_dist(params)
     return params
 
@@ -367,27 +367,16 @@ def _check_train(params: dict[str, Any]) -> None:
         )
 
 
-def _check_score(score: dict[str, Any], image_size: int | list[int]) -> None:
+def _check_score(score: dict[str, Any]) -> None:
     """A per-position Gaussian needs two bank images to have a spread; a pretrained backbone
     sees sides that its deepest stride used divides (ddad.maps.backbone)."""
     if score["feature_model"] == "gaussian" and score["bank_images"] < 2:
         raise _fail(
             "score.bank_images", score["bank_images"], "at least 2 (feature_model gaussian)"
         )
-    if score["backbone"] == "unet":
-        return
     size = score["backbone_size"]
-    if size and not all(fits(side) for side in sides(size)):
-        raise _fail(
-            "score.backbone_size", size, f"0 or {SIDES} (score.backbone {score['backbone']})"
-        )
-    if not size and not all(fits(side) for side in sides(image_size)):
-        raise _fail(
-            "score.backbone_size",
-            0,
-            f"{SIDES}, as data.image_size {image_size} has not "
-            f"(score.backbone {score['backbone']} sees the model input at this size)",
-        )
+    if size != "auto" and not all(fits(side) for side in sides(size)):
+        raise _fail("score.backbone_size", size, f"auto or {SIDES}")
 
 
 def _check_dist(params: dict[str, Any]) -> None:

@@ -108,7 +108,7 @@ def test_time_seed_in_full_counts_every_member_pass(diffusion: GaussianDiffusion
 def test_the_timing_reference_has_exactly_the_rows_asked_for() -> None:
     model = build_model("tiny", 1, 16).eval()
     images = bench.random_images(2, 1, 16)
-    rows = ScoreSettings(bank_vectors=10, search_radius=-1)
+    rows = ScoreSettings(backbone="unet", bank_vectors=10, search_radius=-1)
     source = feature_source(model, rows)
     small = timing_reference(source, images, rows)
     assert small.bank.shape == (10, 96) and small.typical.shape == (16, 16)
@@ -116,7 +116,7 @@ def test_the_timing_reference_has_exactly_the_rows_asked_for() -> None:
     repeated = timing_reference(source, images, many)
     assert repeated.bank.shape == (300, 96)  # 2 x 8 x 8 = 128, repeated
     assert repeated.typical is None
-    maps = timing_reference(source, images, ScoreSettings(bank_images=5))
+    maps = timing_reference(source, images, ScoreSettings(backbone="unet", bank_images=5))
     assert maps.bank.shape == (5, 96, 8, 8) and maps.radius == ScoreSettings().search_radius
 
 
@@ -192,11 +192,11 @@ def test_bench_command_writes_the_json_report(
     default_keys |= {"achieved_flops", "peak_flops", "peak_fraction"}
     assert default_keys <= set(report["default"])
     assert report["seed"]["extrapolated"] is True and report["seed"]["nfe_per_image"] == 3992
-    assert report["default"]["nfe_per_image"] == 1  # the feature pass; no reconstruction
+    assert report["default"]["nfe_per_image"] == 0  # Lite0's feature pass; no UNet pass
     assert report["default_map"].startswith("feature map")
     assert report["default_plan"] == "no reconstruction (the feature map reads the input alone)"
     assert report["batch_size"] is None
-    assert 0 < report["flops_per_feature_pass"] < report["flops_per_pass"]
+    assert 0 < report["flops_per_feature_pass"]
     assert report["default"]["flops_per_image"] == report["flops_per_feature_pass"]
     assert 0 < report["default"]["peak_fraction"]
     timed = [(row["precision"], row["channels_last"]) for row in report["passes"]]

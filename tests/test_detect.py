@@ -193,7 +193,7 @@ def test_features_map_scores_a_banked_image_near_zero_and_a_spot_higher(tmp_path
         tiny_model_dir(tmp_path),
         threshold=1.0,
         plan=FAST_PLAN,
-        score=ScoreSettings(map="features", sigma=0, reference_images=0),
+        score=ScoreSettings(map="features", backbone="unet", sigma=0, reference_images=0),
         device="cpu",
         data_root=root,
     )

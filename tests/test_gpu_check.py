@@ -32,7 +32,7 @@ def test_the_quick_check_writes_one_json_with_every_section_in_minutes(tmp_path)
     assert all({"passes_per_second", "peak_memory_bytes"} <= set(row) for row in record["passes"])
     for name in ("seed", "default"):
         assert record["procedures"][name]["mvtec_test_seconds"] > 0
-    assert record["procedures"]["default"]["nfe_per_image"] == 1  # the feature pass
+    assert record["procedures"]["default"]["nfe_per_image"] == 0  # Lite0's pass, no UNet's
     assert record["ddad_map"]["default"]["nfe_per_image"] == 4 * 3  # ddim 4 steps, 3 members
     assert record["ddad_map"]["default_map"].startswith("DDAD's map")
     assert record["dvc_repro"]["finished"], record["dvc_repro"]

@@ -339,18 +339,10 @@ REFUSALS = [
     ("score.image_score", _with_all(score__image_score="mean")),
     # score: ddad.maps.backbone (its names, and sides its strides and kernels can take)
     ("score.backbone", _with_all(score__backbone="resnet50")),
-    (
-        "score.backbone_size",
-        _with_all(score__backbone="efficientnet-lite0", score__backbone_size=40),
-    ),
-    (
-        "score.backbone_size",
-        _with_all(score__backbone="efficientnet-lite2", score__backbone_size=16),
-    ),
-    (
-        "score.backbone_size",
-        _with_all(score__backbone="efficientnet-lite0", data__image_size=[64, 72]),
-    ),
+    ("score.backbone_size", _with_all(score__backbone_size=40)),
+    ("score.backbone_size", _with_all(score__backbone_size=16)),
+    ("score.backbone_size", _with_all(score__backbone_size=[64, 72])),
+    ("score.backbone_size", _with_all(score__backbone_size="big")),
     ("score.feature_weight", _with_all(score__feature_weight=-1.0)),
     # evaluate: metrics.summary's names, evaluation's resolutions
     ("evaluate.metrics[0]", _with_all(evaluate__metrics=["auroc"])),

@@ -124,7 +124,7 @@ def test_repro_writes_metrics_and_leaves_nothing_to_do(finished):
         "lit_good",
         "nfe_per_image",
     }
-    assert metrics["mean"]["nfe_per_image"] == 1.0  # the feature map's partial pass alone
+    assert metrics["mean"]["nfe_per_image"] == 0.0  # Lite0's features: no UNet pass at all
     assert 0 <= metrics["categories"]["stripes"]["img_auc"] <= 1
     defects = json.loads((finished / "metrics" / "defects.json").read_text())["stripes"]
     items = test_images(finished / "data" / "images", "stripes")
@@ -137,7 +137,7 @@ def test_repro_writes_metrics_and_leaves_nothing_to_do(finished):
     assert (finished / "plots" / "images").is_dir()
     assert (finished / "plots" / "overviews" / "stripes.png").is_file()
     row = json.loads((finished / "metrics" / "category" / "stripes.json").read_text())
-    assert row == {k: metrics["categories"]["stripes"][k] for k in row if k != "nfe"} | {"nfe": 1.0}
+    assert row == {k: metrics["categories"]["stripes"][k] for k in row if k != "nfe"} | {"nfe": 0.0}
     kinds = sorted(p.stem for p in (finished / "metrics" / "kind" / "stripes").iterdir())
     assert kinds == sorted(defects)
     shown = _run(finished, "dvc", "metrics", "show").stdout.splitlines()

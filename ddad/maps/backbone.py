@@ -15,17 +15,20 @@ know what), each averaged over a 3x3 neighbourhood and resized to the 1/8 grid.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ddad.data.imageio import Size, sides
 from ddad.errors import DdadError
 
 BACKBONES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
 STRIDES = (8, 16)  # the blocks that end each of these strides describe a patch
 GRANULE = max(STRIDES)  # an input side must be a multiple of this
 SMALLEST = 2 * GRANULE  # and at least this: the 5x5 convolutions need a 2 x 2 grid at 1/16
+IMAGENET_SIDE = 224  # the scale the weights learned objects at
 _NEIGHBOURHOOD = 3
 _ARCHITECTURE = "efficientnet-lite-pytorch==0.1.0"
 
@@ -36,6 +39,21 @@ SIDES = f"sides must be multiples of {GRANULE}, at least {SMALLEST}"
 def fits(side: int) -> bool:
     """Whether the backbone can see an input side this long."""
     return side % GRANULE == 0 and side >= SMALLEST
+
+
+def seen_size(size: Size | str, model_size: Sequence[int]) -> tuple[int, int]:
+    """(height, width) the backbone sees a model input of ``model_size`` at: ``size`` as given
+    (``score.backbone_size``: a side or [height, width]), or for ``auto`` the input enlarged by
+    the smallest whole factor that brings its shorter side to ImageNet's 224 pixels, each side
+    rounded up to a multiple of 16 (64 -> 256, [256, 640] as it is).
+
+    A 64-pixel image seen at 64 leaves the 1/8 grid 8 cells wide, too coarse to say where.
+    """
+    if size != "auto":
+        return sides(size)
+    factor = max(1, math.ceil(IMAGENET_SIDE / min(model_size)))
+    height, width = (GRANULE * math.ceil(side * factor / GRANULE) for side in model_size)
+    return height, width
 
 
 def install_line(name: str) -> str:

@@ -26,9 +26,8 @@ import torch
 import torch.nn.functional as F
 from guided_diffusion.nn import timestep_embedding
 
-from ddad.data.imageio import sides
 from ddad.data.layout import train_images
-from ddad.maps.backbone import backbone_features, load_backbone
+from ddad.maps.backbone import backbone_features, load_backbone, seen_size
 from ddad.maps.position_gaussian import PositionGaussian, fit_position_gaussian
 from ddad.maps.scoring import ScoreSettings, blur
 from ddad.progress import progress_bar
@@ -93,13 +92,16 @@ class FeatureSource:
 def feature_source(unet: torch.nn.Module, settings: ScoreSettings) -> FeatureSource:
     """The features ``settings.backbone`` names: the trained ``unet``'s (``unet``) or an
     ImageNet-trained EfficientNet-Lite's (ddad.maps.backbone) at ``settings.backbone_size``
-    (0: the model input's size), on the UNet's device."""
+    (ddad.maps.backbone.seen_size), on the UNet's device."""
     device = next(unet.parameters()).device
     if settings.backbone == "unet":
         return FeatureSource(lambda images: unet_features(unet, images), device)
     net = load_backbone(settings.backbone).to(device)
-    size = sides(settings.backbone_size) if settings.backbone_size else None
-    return FeatureSource(lambda images: backbone_features(net, images, size), device)
+
+    def extract(images: torch.Tensor) -> torch.Tensor:
+        return backbone_features(net, images, seen_size(settings.backbone_size, images.shape[-2:]))
+
+    return FeatureSource(extract, device)
 
 
 def feature_bank(features: Iterable[torch.Tensor], max_vectors: int, seed: int = 0) -> torch.Tensor:

@@ -33,8 +33,8 @@ class ScoreSettings:
     image_score: str = "topk_mean"
     top_fraction: float = 0.01
     map: str = "features"
-    backbone: str = "unet"
-    backbone_size: int | tuple[int, int] | list[int] = 0
+    backbone: str = "efficientnet-lite0"
+    backbone_size: int | list[int] | str = "auto"
     feature_weight: float = 1.0
     bank_images: int = 500
     bank_vectors: int = 60000
