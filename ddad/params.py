@@ -136,6 +136,7 @@ SCHEMA: dict[str, Any] = {
         "map": _choice(*MAPS),
         "backbone": _choice("unet", *BACKBONES),
         "backbone_size": Spec("size", 32, 4096, auto=True),
+        "backbone_pooling": Spec("int", 1, 9),
         "feature_weight": Spec("float", 0),
         "bank_images": Spec("int", 1),
         "bank_vectors": Spec("int", 2),  # whitening needs two to have a spread
@@ -377,6 +378,8 @@ def _check_score(score: dict[str, Any]) -> None:
     size = score["backbone_size"]
     if size != "auto" and not all(fits(side) for side in sides(size)):
         raise _fail("score.backbone_size", size, f"auto or {SIDES}")
+    if score["backbone_pooling"] % 2 == 0:  # an even window has no centre cell
+        raise _fail("score.backbone_pooling", score["backbone_pooling"], "an odd number in 1..9")
 
 
 def _check_dist(params: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ import torch
 
 from ddad.diffusion.models import build_model
 from ddad.errors import DdadError
-from ddad.maps.backbone import BACKBONES, backbone_features, load_backbone
+from ddad.maps.backbone import BACKBONES, backbone_features, load_backbone, seen_size
 from ddad.maps.features import feature_anomaly_maps, feature_source, searched_as
 from ddad.maps.scoring import ScoreSettings
 
@@ -40,6 +40,15 @@ def test_features_lie_on_the_eighth_grid_whatever_the_channels(lite0):
     rgb = backbone_features(lite0, gray.expand(-1, 3, -1, -1))
     torch.testing.assert_close(features, rgb)
     assert backbone_features(lite0, gray, (128, 256)).shape[-2:] == (16, 32)
+    pooled = backbone_features(lite0, gray, pooling=3)
+    assert pooled.shape == features.shape and not torch.equal(pooled, features)
+
+
+def test_auto_enlarges_a_small_input_to_imagenets_scale_by_a_whole_factor():
+    assert seen_size("auto", (64, 64)) == (256, 256)
+    assert seen_size("auto", (256, 640)) == (256, 640)
+    assert seen_size("auto", (100, 150)) == (304, 464)  # x3, then multiples of 16
+    assert seen_size([64, 96], (16, 16)) == (64, 96)
 
 
 def test_a_side_the_deepest_stride_does_not_divide_is_refused(lite0):

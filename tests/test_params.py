@@ -343,6 +343,8 @@ REFUSALS = [
     ("score.backbone_size", _with_all(score__backbone_size=16)),
     ("score.backbone_size", _with_all(score__backbone_size=[64, 72])),
     ("score.backbone_size", _with_all(score__backbone_size="big")),
+    ("score.backbone_pooling", _with_all(score__backbone_pooling=2)),
+    ("score.backbone_pooling", _with_all(score__backbone_pooling=11)),
     ("score.feature_weight", _with_all(score__feature_weight=-1.0)),
     # evaluate: metrics.summary's names, evaluation's resolutions
     ("evaluate.metrics[0]", _with_all(evaluate__metrics=["auroc"])),

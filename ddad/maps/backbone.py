@@ -9,7 +9,9 @@ holds the architecture. The weights load with ``weights_only=True``: a tensor fi
 
 A patch is described by the last block at 1/8 of the input's size and the last at 1/16
 (PatchCore's choice of a middle and a deeper stage: local enough to say where, deep enough to
-know what), each averaged over a 3x3 neighbourhood and resized to the 1/8 grid.
+know what), the deeper resized to the 1/8 grid. PatchCore also averages each over a 3x3
+neighbourhood (``score.backbone_pooling``); here that blurred small defects into their
+surroundings (on the ball screws AUPRO 0.855 against 0.946 without it, tuning half).
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ STRIDES = (8, 16)  # the blocks that end each of these strides describe a patch
 GRANULE = max(STRIDES)  # an input side must be a multiple of this
 SMALLEST = 2 * GRANULE  # and at least this: the 5x5 convolutions need a 2 x 2 grid at 1/16
 IMAGENET_SIDE = 224  # the scale the weights learned objects at
-_NEIGHBOURHOOD = 3
 _ARCHITECTURE = "efficientnet-lite-pytorch==0.1.0"
 
 
@@ -90,13 +91,18 @@ def load_backbone(name: str) -> torch.nn.Module:
 
 
 def backbone_features(
-    net: torch.nn.Module, images: torch.Tensor, size: Sequence[int] | None = None
+    net: torch.nn.Module,
+    images: torch.Tensor,
+    size: Sequence[int] | None = None,
+    pooling: int = 1,
 ) -> torch.Tensor:
     """Patch features [N, D, h/8, w/8] of ``images`` [N, C, H, W] in [-1, 1] (the range the Lite
     weights were trained on), seen at ``size`` (h, w: ``fits``; None: H, W as they are).
 
-    One channel is repeated to three. The blocks run only up to the last one used; the deeper
-    half of the network would be thrown away.
+    Each stage's features are averaged over ``pooling`` x ``pooling`` cells (odd; 1: none)
+    before the deeper one is resized onto the 1/8 grid. One channel is repeated to three. The
+    blocks run only until the first one past 1/16; the deeper half of the network would be
+    thrown away.
     """
     height, width = size or images.shape[-2:]
     if not (fits(height) and fits(width)):
@@ -116,9 +122,7 @@ def backbone_features(
                 break
             last[h.shape[-2]] = h
     grid = (height // STRIDES[0], width // STRIDES[0])
-    pooled = [
-        F.avg_pool2d(last[height // s], _NEIGHBOURHOOD, 1, _NEIGHBOURHOOD // 2) for s in STRIDES
-    ]
+    pooled = [F.avg_pool2d(last[height // s], pooling, 1, pooling // 2) for s in STRIDES]
     return torch.cat(
         [F.interpolate(p, size=grid, mode="bilinear", align_corners=False) for p in pooled], 1
     )

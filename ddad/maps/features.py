@@ -99,7 +99,8 @@ def feature_source(unet: torch.nn.Module, settings: ScoreSettings) -> FeatureSou
     net = load_backbone(settings.backbone).to(device)
 
     def extract(images: torch.Tensor) -> torch.Tensor:
-        return backbone_features(net, images, seen_size(settings.backbone_size, images.shape[-2:]))
+        size = seen_size(settings.backbone_size, images.shape[-2:])
+        return backbone_features(net, images, size, settings.backbone_pooling)
 
     return FeatureSource(extract, device)
 

@@ -35,6 +35,7 @@ class ScoreSettings:
     map: str = "features"
     backbone: str = "efficientnet-lite0"
     backbone_size: int | list[int] | str = "auto"
+    backbone_pooling: int = 1
     feature_weight: float = 1.0
     bank_images: int = 500
     bank_vectors: int = 60000
