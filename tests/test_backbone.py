@@ -44,10 +44,11 @@ def test_features_lie_on_the_eighth_grid_whatever_the_channels(lite0):
     assert pooled.shape == features.shape and not torch.equal(pooled, features)
 
 
-def test_auto_enlarges_a_small_input_to_imagenets_scale_by_a_whole_factor():
-    assert seen_size("auto", (64, 64)) == (256, 256)
+def test_auto_enlarges_a_small_input_to_imagenets_scale():
+    assert seen_size("auto", (64, 64)) == (224, 224)
+    assert seen_size("auto", (128, 320)) == (224, 560)
     assert seen_size("auto", (256, 640)) == (256, 640)
-    assert seen_size("auto", (100, 150)) == (304, 464)  # x3, then multiples of 16
+    assert seen_size("auto", (100, 150)) == (224, 336)
     assert seen_size([64, 96], (16, 16)) == (64, 96)
 
 

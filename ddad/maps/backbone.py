@@ -17,7 +17,6 @@ surroundings (on the ball screws AUPRO 0.855 against 0.946 without it, tuning ha
 from __future__ import annotations
 
 import importlib
-import math
 from collections.abc import Sequence
 
 import torch
@@ -44,16 +43,18 @@ def fits(side: int) -> bool:
 
 def seen_size(size: Size | str, model_size: Sequence[int]) -> tuple[int, int]:
     """(height, width) the backbone sees a model input of ``model_size`` at: ``size`` as given
-    (``score.backbone_size``: a side or [height, width]), or for ``auto`` the input enlarged by
-    the smallest whole factor that brings its shorter side to ImageNet's 224 pixels, each side
-    rounded up to a multiple of 16 (64 -> 256, [256, 640] as it is).
+    (``score.backbone_size``: a side or [height, width]), or for ``auto`` the input enlarged,
+    shape kept, until its shorter side is ImageNet's 224 pixels, each side rounded up to a
+    multiple of 16 (64 -> 224, [128, 320] -> [224, 560]); an input that large already is seen
+    as it is ([256, 640]).
 
     A 64-pixel image seen at 64 leaves the 1/8 grid 8 cells wide, too coarse to say where.
     """
     if size != "auto":
         return sides(size)
-    factor = max(1, math.ceil(IMAGENET_SIDE / min(model_size)))
-    height, width = (GRANULE * math.ceil(side * factor / GRANULE) for side in model_size)
+    shorter = min(model_size)
+    target = max(shorter, IMAGENET_SIDE)  # the shorter side's new length; integers stay exact
+    height, width = (GRANULE * -(-side * target // (shorter * GRANULE)) for side in model_size)
     return height, width
 
 

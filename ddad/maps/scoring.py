@@ -40,7 +40,7 @@ class ScoreSettings:
     bank_images: int = 500
     bank_vectors: int = 60000
     reference_images: int = 25
-    search_radius: int = 4
+    search_radius: int = 2
     whiten: bool = True
     feature_model: str = "nearest"
     closing: int = 0
