@@ -27,7 +27,7 @@ from ddad.diffusion.reconstruct import SAMPLERS, highest_timestep
 from ddad.errors import DdadError
 from ddad.evaluation.metrics import METRIC_NAMES
 from ddad.evaluation.protocol import Protocol
-from ddad.maps.backbone import BACKBONES, SIDES, fits
+from ddad.maps.backbone import BACKBONES, SIDES, STRIDES, fits
 from ddad.maps.scoring import ERRORS, IMAGE_SCORES, MAPS
 
 PARAMS_FILE = Path("params.yaml")
@@ -137,6 +137,7 @@ SCHEMA: dict[str, Any] = {
         "backbone": _choice("unet", *BACKBONES),
         "backbone_size": Spec("size", 32, 4096, auto=True),
         "backbone_pooling": Spec("int", 1, 9),
+        "backbone_strides": Spec("list", item=_choice(*(str(s) for s in STRIDES)), low=1),
         "feature_weight": Spec("float", 0),
         "bank_images": Spec("int", 1),
         "bank_vectors": Spec("int", 2),  # whitening needs two to have a spread
@@ -378,6 +379,9 @@ def _check_score(score: dict[str, Any]) -> None:
     size = score["backbone_size"]
     if size != "auto" and not all(fits(side) for side in sides(size)):
         raise _fail("score.backbone_size", size, f"auto or {SIDES}")
+    strides = score["backbone_strides"]
+    if len(set(strides)) != len(strides) or not all(isinstance(s, int) for s in strides):
+        raise _fail("score.backbone_strides", strides, f"distinct numbers of {list(STRIDES)}")
     if score["backbone_pooling"] % 2 == 0:  # an even window has no centre cell
         raise _fail("score.backbone_pooling", score["backbone_pooling"], "an odd number in 1..9")
 

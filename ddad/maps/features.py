@@ -100,7 +100,9 @@ def feature_source(unet: torch.nn.Module, settings: ScoreSettings) -> FeatureSou
 
     def extract(images: torch.Tensor) -> torch.Tensor:
         size = seen_size(settings.backbone_size, images.shape[-2:])
-        return backbone_features(net, images, size, settings.backbone_pooling)
+        return backbone_features(
+            net, images, size, settings.backbone_pooling, settings.backbone_strides
+        )
 
     return FeatureSource(extract, device)
 

@@ -36,6 +36,7 @@ class ScoreSettings:
     backbone: str = "efficientnet-lite0"
     backbone_size: int | list[int] | str = "auto"
     backbone_pooling: int = 1
+    backbone_strides: tuple[int, ...] = (8, 16)
     feature_weight: float = 1.0
     bank_images: int = 500
     bank_vectors: int = 60000
