@@ -448,5 +448,4 @@ def describe_source(score: ScoreSettings) -> str:
     """Whose features a map reads, as one pass of it."""
     if score.backbone == "unet":
         return "partial UNet pass"
-    size = f" at {score.backbone_size}" if score.backbone_size else ""
-    return f"{score.backbone} pass{size}"
+    return f"{score.backbone} pass (backbone_size {score.backbone_size})"
