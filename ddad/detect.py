@@ -251,17 +251,7 @@ class Detector:
             typical = self.reference.typical
         elif s.map == "ddad":
             source = feature_source(self.model, s)
-            amaps = [
-                compared_map(
-                    source,
-                    recon.image,
-                    recon.reconstructions.astype(recon.image.dtype),
-                    s.feature_weight,
-                    s.sigma,
-                    s.kernel_size,
-                )
-                for recon in recons
-            ]
+            amaps = [compared_map(source, r.image, r.reconstructions, s) for r in recons]
         else:
             amaps = [
                 anomaly_map(

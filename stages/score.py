@@ -35,6 +35,7 @@ from ddad.maps.features import (
     feature_anomaly_maps,
     feature_source,
     training_reference,
+    unet_passes,
 )
 from ddad.maps.scoring import ScoreSettings, anomaly_map, finished
 from stages.common import (
@@ -73,14 +74,7 @@ def comparison_mapper(
 ) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
     """What turns one stored reconstruction result into DDAD's map (ddad.maps.comparison)."""
     source, _ = trained_source(params, category, settings)
-    return lambda result: compared_map(
-        source,
-        result["image"],
-        result["reconstructions"].astype(result["image"].dtype),
-        settings.feature_weight,
-        settings.sigma,
-        settings.kernel_size,
-    )
+    return lambda result: compared_map(source, result["image"], result["reconstructions"], settings)
 
 
 def feature_mapper(
@@ -111,15 +105,6 @@ def feature_mapper(
         )
 
     return mapped, reference.typical
-
-
-def unet_feature_passes(settings: ScoreSettings, ensemble: int) -> float:
-    """Partial UNet passes per image the map reads features from: none with a pretrained
-    backbone or the reconstruction error, the input's for ``features``, and the input's and each
-    reconstruction's for ``ddad``."""
-    if settings.backbone != "unet" or settings.map == "reconstruction":
-        return 0.0
-    return 1.0 if settings.map == "features" else 1.0 + ensemble
 
 
 def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
@@ -165,7 +150,7 @@ def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
             maps.append(amap.astype(np.float32))
             masks.append(result["mask"])
     print(wall_time(f"score@{category}", start, len(keys)), file=sys.stderr)
-    cost = {"nfe_per_image": unet_feature_passes(settings, params["reconstruct"]["ensemble"])}
+    cost = {"nfe_per_image": float(unet_passes(settings, params["reconstruct"]["ensemble"]))}
     return {"rows": rows, "maps": np.stack(maps), "masks": np.stack(masks), "cost": cost}
 
 

@@ -22,7 +22,6 @@ from ddad.tools.bench import (
     SEED_PLAN,
     expected_nfe,
     extrapolate,
-    feature_passes,
     format_report,
     matmul_peak,
     pass_budget,
@@ -131,7 +130,9 @@ def test_the_feature_map_costs_no_full_pass_whatever_the_plan(
     }
     assert costs["reconstruction"]["nfe_per_image"] == costs["ddad"]["nfe_per_image"] == 4 * 3
     assert costs["features"]["nfe_per_image"] == 0  # its features alone; no reconstruction
-    assert feature_passes(ScoreSettings(map="ddad"), plan.ensemble) == 1 + 3
+    assert costs["reconstruction"]["flops_per_feature_pass"] == 0
+    assert costs["features"]["flops_per_feature_pass"] == costs["ddad"]["flops_per_feature_pass"]
+    assert costs["features"]["flops_per_feature_pass"] > 0
 
 
 def _report(extrapolated: bool, memory: dict | None) -> dict:

@@ -22,7 +22,7 @@ def _image() -> np.ndarray:
 
 def test_an_unchanged_reconstruction_scores_zero_everywhere(source):
     image = _image()
-    amap = compared_map(source, image, np.stack([image, image]), 1.0, 1.4, 7)
+    amap = compared_map(source, image, np.stack([image, image]), ScoreSettings())
     assert amap.shape == (32, 32)
     np.testing.assert_allclose(amap, 0, atol=1e-5)
 
@@ -31,8 +31,8 @@ def test_what_the_reconstruction_changed_lights_up(source):
     image = _image()
     repaired = image.copy()
     image[0, 4:10, 20:26] = 1.0  # the defect the reconstruction took away
-    amap = compared_map(source, image, repaired[None], 1.0, 1.4, 7)
+    amap = compared_map(source, image, repaired[None], ScoreSettings())
     peak = np.unravel_index(np.argmax(amap), amap.shape)
     assert 2 <= peak[0] < 12 and 18 <= peak[1] < 28
-    pixels_only = compared_map(source, image, repaired[None], 0.0, 1.4, 7)
+    pixels_only = compared_map(source, image, repaired[None], ScoreSettings(feature_weight=0.0))
     assert (amap >= pixels_only - 1e-9).all() and amap.sum() > pixels_only.sum()

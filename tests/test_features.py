@@ -14,13 +14,16 @@ from ddad.maps.features import (
     GoodReference,
     _replicate_padded_cells,
     feature_bank,
+    feature_passes,
     good_split,
     nearby_distance_maps,
     nearest_distance_maps,
     typical_map,
     unet_features,
+    unet_passes,
     whitened,
 )
+from ddad.maps.scoring import ScoreSettings
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +173,13 @@ def test_the_exact_search_matches_every_distance_compared():
     queries = features.permute(0, 2, 3, 1).reshape(-1, 5)
     brute = torch.cdist(queries, bank).min(dim=1).values.reshape(2, 4, 4)
     torch.testing.assert_close(nearest_distance_maps(features, bank, (4, 4)), brute)
+
+
+@pytest.mark.parametrize(
+    ("kind", "passes"), [("features", 1), ("ddad", 1 + 3), ("reconstruction", 0)]
+)
+def test_feature_passes_per_map_and_which_are_the_unets(kind, passes):
+    lite = ScoreSettings(map=kind)
+    assert feature_passes(lite, ensemble=3) == passes
+    assert unet_passes(lite, ensemble=3) == 0  # Lite0 is no UNet pass
+    assert unet_passes(ScoreSettings(map=kind, backbone="unet"), ensemble=3) == passes

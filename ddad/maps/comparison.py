@@ -17,25 +17,26 @@ import torch
 import torch.nn.functional as F
 
 from ddad.maps.features import FeatureSource
-from ddad.maps.scoring import blur
+from ddad.maps.scoring import ScoreSettings, blur
 
 
 def compared_map(
     source: FeatureSource,
     image: np.ndarray,
     reconstructions: np.ndarray,
-    feature_weight: float,
-    sigma: float,
-    kernel_size: int,
+    settings: ScoreSettings,
 ) -> np.ndarray:
     """[H, W] map of an ``image`` [C, H, W] and its ``reconstructions`` [E, C, H, W], both in
-    [-1, 1]: the mean absolute pixel difference over channels plus ``feature_weight`` times the
-    feature distance, each averaged over the E reconstructions, then blurred."""
+    [-1, 1]: the mean absolute pixel difference over channels plus ``settings.feature_weight``
+    times the feature distance, each averaged over the E reconstructions, then blurred by
+    ``settings.sigma`` and ``kernel_size``. Stored reconstructions may be of a narrower float
+    type than the image; they are compared in the image's."""
     size = image.shape[-2:]
+    reconstructions = reconstructions.astype(image.dtype)
     pixels = np.abs(reconstructions - image[None]).mean(axis=(0, 1))
     features = source([image, *reconstructions]).float()
     similarity = F.cosine_similarity(features[1:], features[:1], dim=1)  # [E, h, w]
     distance = (1 - similarity).clamp_min(0).mean(dim=0, keepdim=True)[None]
     distance = F.interpolate(distance, size=size, mode="bilinear", align_corners=False)[0, 0]
-    amap = torch.from_numpy(pixels).double() + feature_weight * distance.double().cpu()
-    return blur(amap, sigma, kernel_size).numpy()
+    amap = torch.from_numpy(pixels).double() + settings.feature_weight * distance.double().cpu()
+    return blur(amap, settings.sigma, settings.kernel_size).numpy()

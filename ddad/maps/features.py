@@ -107,6 +107,19 @@ def feature_source(unet: torch.nn.Module, settings: ScoreSettings) -> FeatureSou
     return FeatureSource(extract, device)
 
 
+def feature_passes(settings: ScoreSettings, ensemble: int) -> int:
+    """Feature-source passes per image of ``settings``' map: the input's for ``features``, the
+    input's and each of its ``ensemble`` reconstructions' for ``ddad``, none for the
+    reconstruction error."""
+    return {"features": 1, "ddad": 1 + ensemble}.get(settings.map, 0)
+
+
+def unet_passes(settings: ScoreSettings, ensemble: int) -> int:
+    """Of ``feature_passes``, the partial UNet passes: all of them when the UNet is the
+    source, none with a pretrained backbone."""
+    return feature_passes(settings, ensemble) if settings.backbone == "unet" else 0
+
+
 def feature_bank(features: Iterable[torch.Tensor], max_vectors: int, seed: int = 0) -> torch.Tensor:
     """Every position of every [N, D, h, w] feature batch as rows [M, D], at most ``max_vectors``.
 

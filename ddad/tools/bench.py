@@ -36,8 +36,10 @@ from ddad.maps.features import (
     FeatureSource,
     GoodReference,
     feature_anomaly_maps,
+    feature_passes,
     feature_source,
     searched_as,
+    unet_passes,
 )
 from ddad.maps.scoring import DEFAULT_SCORE, ScoreSettings, finished
 
@@ -167,12 +169,6 @@ def flops_per_feature_pass(source: FeatureSource, image: np.ndarray) -> int:
     return counter.get_total_flops()
 
 
-def feature_passes(score: ScoreSettings, ensemble: int) -> int:
-    """Feature-source passes per image of ``score``'s map: the input's for ``features``, the
-    input's and each reconstruction's for ``ddad``, none for the reconstruction error."""
-    return {"features": 1, "ddad": 1 + ensemble}.get(score.map, 0)
-
-
 def matmul_peak(device: torch.device, seconds: float = PEAK_SECONDS) -> tuple[float, str]:
     """Measured FLOP/s of a large square matmul (float16 on CUDA, float32 else), and the dtype."""
     size, dtype = (8192, torch.float16) if device.type == "cuda" else (1024, torch.float32)
@@ -297,8 +293,9 @@ def time_default(
     """Time the current procedure as the pipeline runs it: ddad.diffusion.engine.run with
     ``plan`` and ``batch_size`` for the maps that compare with a reconstruction (then DDAD's
     feature comparison for ``ddad``), or the feature map alone (one feature pass per image, no
-    reconstruction). Returns seconds and full UNet passes per image, peak memory and the
-    samples per pass that ran (``auto`` resolved)."""
+    reconstruction). Returns seconds and full UNet passes per image, peak memory, the
+    samples per pass that ran (``auto`` resolved) and the FLOPs of one feature pass (0 when
+    the map reads no features)."""
     reconstructed = plan_for_map(plan, score.map)
     batch_size = samples_for(model, batch_size, device, *images.shape[-2:])
     model = prepare_model(model, device)
@@ -321,9 +318,7 @@ def time_default(
         for r in results:
             passes += r.nfe
             if score.map == "ddad":
-                recons = r.reconstructions.astype(r.image.dtype)
-                args = (score.feature_weight, score.sigma, score.kernel_size)
-                finished(compared_map(source, r.image, recons, *args), score)
+                finished(compared_map(source, r.image, r.reconstructions, score), score)
         return passes
 
     def mapped(chosen: np.ndarray) -> int:
@@ -341,11 +336,13 @@ def time_default(
         passes_of(items[: max(1, batch_size // plan.ensemble)], replace(plan, sampler="one_step"))
         work = partial(passes_of, items, reconstructed)
     seconds, passes, memory = _measured(device, work)
+    feature_pass = feature_passes(score, plan.ensemble) > 0
     return {
         "seconds_per_image": seconds / len(images),
         "nfe_per_image": passes / len(images),
         "peak_memory": memory,
         "batch_size": batch_size,
+        "flops_per_feature_pass": flops_per_feature_pass(source, images[0]) if feature_pass else 0,
     }
 
 
@@ -371,9 +368,7 @@ def benchmark(
     default_run = time_default(model, diffusion, images, device, plan, batch_size, seed, score)
     flops = flops_per_pass(model, torch.from_numpy(images[:1]).to(device))
     extra = feature_passes(score, plan.ensemble)
-    source = feature_source(prepare_model(model, device), score)
-    feature_flops = flops_per_feature_pass(source, images[0]) if extra else 0
-    partial_unet = extra if score.backbone == "unet" else 0  # the UNet's own feature passes
+    feature_flops = default_run["flops_per_feature_pass"]
     peak, peak_dtype = matmul_peak(device, peak_seconds)
     summaries = {
         "seed": procedure_summary(
@@ -384,7 +379,7 @@ def benchmark(
         ),
         "default": procedure_summary(
             default_run["seconds_per_image"],
-            default_run["nfe_per_image"] + partial_unet,
+            default_run["nfe_per_image"] + unet_passes(score, plan.ensemble),
             default_run["nfe_per_image"] * flops + extra * feature_flops,
             peak,
         ),
