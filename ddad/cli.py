@@ -231,16 +231,9 @@ def _bench(args: argparse.Namespace) -> int:
     plan = _plan(params, flags)
     device = _device(params, args.device)
     subject = _bench_subject(args, params)
-    report = bench.benchmark(
-        subject["model"],
-        subject["diffusion"],
-        subject["images"],
-        device,
-        plan,
-        _batch_size(params, args.batch_size),
-        seed_share=args.seed_share,
-        score=subject["score"],
-    )
+    work = bench.Workload(subject["model"], subject["diffusion"], subject["images"], device)
+    procedure = bench.Procedure(plan, _batch_size(params, args.batch_size), subject["score"])
+    report = bench.benchmark(work, procedure, seed_share=args.seed_share)
     report |= subject["about"]
     precisions = ("float32", *args.precisions) if args.precisions else None
     report["passes"] = _precision_rows(subject["model"], subject["images"], device, precisions)

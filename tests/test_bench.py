@@ -20,6 +20,8 @@ from ddad.maps.features import feature_source
 from ddad.tools import bench
 from ddad.tools.bench import (
     SEED_PLAN,
+    Procedure,
+    Workload,
     expected_nfe,
     extrapolate,
     format_report,
@@ -89,7 +91,7 @@ def test_procedure_summary_relates_time_passes_and_flops() -> None:
 
 def test_time_seed_runs_exactly_the_budgeted_share(diffusion: GaussianDiffusion) -> None:
     images = np.zeros((2, 1, 8, 8), dtype=np.float32)
-    timed = time_seed(ZeroNoise(), diffusion, images, torch.device("cpu"), share=0.02)
+    timed = time_seed(Workload(ZeroNoise(), diffusion, images, torch.device("cpu")), share=0.02)
     total = 2 * expected_nfe(SEED_PLAN)
     assert timed["passes_timed"] == pass_budget(total, 0.02) == 160
     assert timed["extrapolated"] and timed["nfe_per_image"] == expected_nfe(SEED_PLAN)
@@ -98,7 +100,7 @@ def test_time_seed_runs_exactly_the_budgeted_share(diffusion: GaussianDiffusion)
 
 def test_time_seed_in_full_counts_every_member_pass(diffusion: GaussianDiffusion) -> None:
     images = np.zeros((1, 1, 8, 8), dtype=np.float32)
-    timed = time_seed(ZeroNoise(), diffusion, images, torch.device("cpu"), share=1.0)
+    timed = time_seed(Workload(ZeroNoise(), diffusion, images, torch.device("cpu")), share=1.0)
     assert not timed["extrapolated"] and timed["share"] == 1.0
     assert 16 * 225 <= timed["passes_timed"] <= 16 * 274
     assert timed["nfe_per_image"] == timed["passes_timed"]
@@ -124,8 +126,9 @@ def test_the_feature_map_costs_no_full_pass_whatever_the_plan(
 ) -> None:
     model, images = build_model("tiny", 1, 16), bench.random_images(3, 1, 16)
     plan, cpu = Plan(timesteps=20, sampler="ddim", steps=4, ensemble=3), torch.device("cpu")
+    work = Workload(model, diffusion, images, cpu)
     costs = {
-        kind: time_default(model, diffusion, images, cpu, plan, 4, score=ScoreSettings(map=kind))
+        kind: time_default(work, Procedure(plan, 4, ScoreSettings(map=kind)))
         for kind in ("reconstruction", "ddad", "features")
     }
     assert costs["reconstruction"]["nfe_per_image"] == costs["ddad"]["nfe_per_image"] == 4 * 3

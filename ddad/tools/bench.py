@@ -15,7 +15,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,29 @@ from ddad.maps.features import (
     unet_passes,
 )
 from ddad.maps.scoring import DEFAULT_SCORE, ScoreSettings, finished
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What both procedures are timed on: the same model, diffusion, images [N, C, H, W] in
+    [-1, 1] and device, so their ratio compares procedures and nothing else."""
+
+    model: torch.nn.Module
+    diffusion: GaussianDiffusion
+    images: np.ndarray
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class Procedure:
+    """The procedure timed against the seed's, as the pipeline would run it: its reconstruction
+    ``plan`` (run only for the maps that compare with one), samples per UNet pass
+    (``reconstruct.batch_size``) and how its maps are made."""
+
+    plan: Plan
+    batch_size: int | str = "auto"
+    score: ScoreSettings = DEFAULT_SCORE
+
 
 SEED_PLAN = Plan(timesteps=250, sampler="ddpm", ensemble=16, jitter=0.1, off_by_one=True)
 WARMUP_PASSES = 3
@@ -227,16 +250,10 @@ def _seed_members(
     return passes
 
 
-def time_seed(
-    model: torch.nn.Module,
-    diffusion: GaussianDiffusion,
-    images: np.ndarray,
-    device: torch.device,
-    share: float = 1.0,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Time the seed procedure (float32, batch 1) on ``images`` [N, C, H, W], or a share of it."""
-    model = model.to(device).eval()
+def time_seed(work: Workload, share: float = 1.0, seed: int = 0) -> dict[str, Any]:
+    """Time the seed procedure (float32, batch 1) on ``work``'s images, or a share of it."""
+    diffusion, images, device = work.diffusion, work.images, work.device
+    model = work.model.to(device).eval()
     x = torch.from_numpy(images).to(device)
     warmup = Plan(WARMUP_PASSES, sampler="ddpm", off_by_one=True)
     reconstruct(model, diffusion, x[:1], ["bench/warmup"], warmup, seed)
@@ -280,25 +297,18 @@ def timing_reference(
     return replace(searched_as([bank], score), typical=typical)
 
 
-def time_default(
-    model: torch.nn.Module,
-    diffusion: GaussianDiffusion,
-    images: np.ndarray,
-    device: torch.device,
-    plan: Plan,
-    batch_size: int | str,
-    seed: int = 0,
-    score: ScoreSettings = DEFAULT_SCORE,
-) -> dict[str, Any]:
-    """Time the current procedure as the pipeline runs it: ddad.diffusion.engine.run with
-    ``plan`` and ``batch_size`` for the maps that compare with a reconstruction (then DDAD's
+def time_default(work: Workload, procedure: Procedure, seed: int = 0) -> dict[str, Any]:
+    """Time ``procedure`` as the pipeline runs it: ddad.diffusion.engine.run with its plan and
+    batch size for the maps that compare with a reconstruction (then DDAD's
     feature comparison for ``ddad``), or the feature map alone (one feature pass per image, no
     reconstruction). Returns seconds and full UNet passes per image, peak memory, the
     samples per pass that ran (``auto`` resolved) and the FLOPs of one feature pass (0 when
     the map reads no features)."""
+    diffusion, images, device = work.diffusion, work.images, work.device
+    plan, batch_size, score = procedure.plan, procedure.batch_size, procedure.score
     reconstructed = plan_for_map(plan, score.map)
-    batch_size = samples_for(model, batch_size, device, *images.shape[-2:])
-    model = prepare_model(model, device)
+    batch_size = samples_for(work.model, batch_size, device, *images.shape[-2:])
+    model = prepare_model(work.model, device)
     source = feature_source(model, score)
     reference = timing_reference(source, images, score) if reconstructed is None else None
     items = [(f"bench/{i}", lambda i=i: images[i]) for i in range(len(images))]
@@ -347,26 +357,23 @@ def time_default(
 
 
 def benchmark(
-    model: torch.nn.Module,
-    diffusion: GaussianDiffusion,
-    images: np.ndarray,
-    device: torch.device,
-    plan: Plan,
-    batch_size: int | str,
+    work: Workload,
+    procedure: Procedure,
     *,
     seed_share: float = 1.0,
     peak_seconds: float = PEAK_SECONDS,
     seed: int = 0,
-    score: ScoreSettings = DEFAULT_SCORE,
 ) -> dict[str, Any]:
-    """Time the seed procedure and ``plan`` then ``score``'s map on the same model, images, device.
+    """Time the seed procedure and ``procedure`` on the same ``work``.
 
     Returns the report ``format_report`` prints and ``ddad bench --json`` writes (the caller adds
     what describes the model and images).
     """
-    seed_run = time_seed(model, diffusion, images, device, seed_share, seed)
-    default_run = time_default(model, diffusion, images, device, plan, batch_size, seed, score)
-    flops = flops_per_pass(model, torch.from_numpy(images[:1]).to(device))
+    images, device = work.images, work.device
+    plan, score = procedure.plan, procedure.score
+    seed_run = time_seed(work, seed_share, seed)
+    default_run = time_default(work, procedure, seed)
+    flops = flops_per_pass(work.model, torch.from_numpy(images[:1]).to(device))
     extra = feature_passes(score, plan.ensemble)
     feature_flops = default_run["flops_per_feature_pass"]
     peak, peak_dtype = matmul_peak(device, peak_seconds)

@@ -101,14 +101,9 @@ def measure_procedures(
     diffusion = build_diffusion(scale.preset)
     images = bench.random_images(scale.images, 3, scale.image_size)
     report = bench.benchmark(
-        model,
-        diffusion,
-        images,
-        device,
-        DEFAULT_PLAN,
-        "auto",
+        bench.Workload(model, diffusion, images, device),
+        bench.Procedure(DEFAULT_PLAN, "auto", score),
         seed_share=scale.seed_share,
-        score=score,
     )
     report |= {
         "preset": scale.preset,
