@@ -44,7 +44,7 @@ from ddad.diffusion.models import (
 )
 from ddad.diffusion.reconstruct import SAMPLERS, Plan, highest_timestep
 from ddad.errors import DdadError
-from ddad.evaluation.baseline import zscore_report
+from ddad.evaluation.baseline import HELD_OUT, zscore_report
 from ddad.maps.features import training_split
 from ddad.params import PARAMS_FILE, parse_params, protocol_from, setting
 from ddad.tools import bench, scaling
@@ -371,7 +371,8 @@ def _baseline(args: argparse.Namespace) -> int:
     )
     resize = setting(params, "data.resize", "bicubic")
     score = _score_settings(params)
-    found = {c: zscore_report(args.data, c, protocol, resize, score) for c in categories}
+    held_out = (setting(params, "train.val_images", HELD_OUT), setting(params, "train.seed", 0))
+    found = {c: zscore_report(args.data, c, protocol, resize, score, *held_out) for c in categories}
     halves = ("confirmation", "tuning") if protocol.halves else ("confirmation",)
     width = max(len("category"), *(len(c) for c in categories))
     size = "x".join(str(side) for side in sides(protocol.image_size))

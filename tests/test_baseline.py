@@ -56,6 +56,18 @@ def test_report_is_perfect_when_defects_leave_the_normal_range(tmp_path: Path, s
     assert 0 <= report["lit_defective"] <= 1 and 0 <= report["lit_good"] <= 1  # a threshold
 
 
+def test_the_threshold_comes_from_as_many_held_out_images_as_asked(tmp_path: Path) -> None:
+    for index in range(6):
+        _write(tmp_path / "toy" / "train" / "good" / f"{index}.png", 0.4 + 0.01 * index)
+        _write(tmp_path / "toy" / "test" / "good" / f"{index}.png", 0.405 + 0.01 * index)
+        _write(tmp_path / "toy" / "test" / "burn" / f"{index}.png", 0.4, spot=True)
+    protocol = Protocol(image_size=8)
+    none = zscore_report(tmp_path, "toy", protocol, held_out=0)["confirmation"]
+    assert np.isnan(none["lit_defective"]) and np.isnan(none["lit_good"])  # no threshold
+    two = zscore_report(tmp_path, "toy", protocol, held_out=2, held_out_seed=1)["confirmation"]
+    assert 0 <= two["lit_defective"] <= 1
+
+
 def test_report_computes_only_the_metrics_asked_for(tmp_path: Path) -> None:
     for index in range(3):
         _write(tmp_path / "toy" / "train" / "good" / f"{index}.png", 0.4)

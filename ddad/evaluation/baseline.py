@@ -29,7 +29,7 @@ from ddad.maps.threshold import threshold_from_good
 from ddad.progress import progress_bar
 
 _EPS = 1e-3  # a quarter of an 8-bit level, so constant pixels do not divide by zero
-HELD_OUT = 8  # train/good images held out for the threshold, as train.val_images holds out
+HELD_OUT = 8  # train/good images held out for the threshold: train.val_images' default
 
 
 def zscore_maps(train: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -48,20 +48,22 @@ def zscore_report(
     protocol: Protocol,
     resize: str = "bicubic",
     score: ScoreSettings = DEFAULT_SCORE,
+    held_out: int = HELD_OUT,
+    held_out_seed: int = 0,
 ) -> dict[str, Any]:
     """The z-score baseline's figures on an MVTec-layout category (ddad.evaluation.protocol's
     ``evaluate_maps``): images read and resized exactly as the pipeline reads them (any format
     it accepts, to ``protocol.image_size``), each map finished as ``score`` says (the
     pipeline's ``score.closing`` and ``score.image_score``), scored under the evaluate stage's
     protocol. Its detect threshold, for the share of defect-free pixels lit
-    (``lit_defective``, ``lit_good``), is learned as the pipeline's is: from ``HELD_OUT``
-    train/good images (chosen as the train stage chooses them) that the mean and spread
-    leave out."""
+    (``lit_defective``, ``lit_good``), is learned as the pipeline's is: from ``held_out``
+    train/good images, chosen by ``held_out_seed`` as the train stage chooses them
+    (``train.val_images``, ``train.seed``), that the mean and spread leave out."""
     root = Path(root)
     validate_category(root, category)
     channels = dataset_channels(root, category)
     items = test_images(root, category)
-    fit, held_out = split_train_val(train_images(root, category), HELD_OUT, seed=0)
+    fit, held_out = split_train_val(train_images(root, category), held_out, held_out_seed)
     paths = [*fit, *held_out, *(item.path for item in items)]
     pixels = np.stack(
         [
