@@ -23,14 +23,8 @@ import torch
 
 from ddad import __version__
 from ddad.data.imageio import Size, is_image_file, read_image, sides
-from ddad.data.layout import list_categories
-from ddad.detect import (
-    DEFAULT_PLAN,
-    Detector,
-    ScoreSettings,
-    overlay_names,
-    save_overlay,
-)
+from ddad.data.layout import DATA_DIR, TRAINED_DIR, list_categories
+from ddad.detect import Detector, overlay_names, save_overlay
 from ddad.diffusion import passes
 from ddad.diffusion.engine import DEVICES, resolve_device
 from ddad.diffusion.fitting import samples_for
@@ -42,16 +36,22 @@ from ddad.diffusion.models import (
     load_trained,
     with_random_outputs,
 )
-from ddad.diffusion.reconstruct import SAMPLERS, Plan, highest_timestep
+from ddad.diffusion.reconstruct import SAMPLERS
 from ddad.errors import DdadError
-from ddad.evaluation.baseline import HELD_OUT, zscore_report
-from ddad.maps.features import training_split
-from ddad.params import PARAMS_FILE, parse_params, protocol_from, setting
+from ddad.evaluation.baseline import zscore_report
+from ddad.maps.good_images import training_split
+from ddad.params import (
+    PARAMS_FILE,
+    parse_params,
+    plan_from,
+    protocol_from,
+    score_settings,
+    setting,
+    train_config,
+)
 from ddad.tools import bench, scaling
 
-TRAINED_DIR = Path("models/trained")
 DETECT_OUT = Path("detections")
-DATA_DIR = Path("data/images")
 
 
 DESCRIPTION = (
@@ -135,28 +135,6 @@ def _read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     return parse_params(path.read_text(), path) if path.is_file() else {}
 
 
-def _plan(params: dict[str, Any], flags: dict[str, Any], category: str | None = None) -> Plan:
-    """The reconstruction plan: flags first, then params.yaml ``reconstruct``, then defaults."""
-
-    def pick(name: str) -> Any:
-        if flags.get(name) is not None:
-            return flags[name]
-        return setting(params, f"reconstruct.{name}", getattr(DEFAULT_PLAN, name))
-
-    timesteps = pick("timesteps")
-    if category and flags.get("timesteps") is None:
-        key = f"reconstruct.timesteps_per_category.{category}"
-        timesteps = setting(params, key, timesteps)
-    names = ("sampler", "steps", "ensemble", "jitter", "off_by_one", "conditioning")
-    plan = Plan(timesteps=timesteps, **{name: pick(name) for name in names})
-    if highest_timestep(plan.timesteps, plan.jitter) > 999:
-        raise DdadError(
-            f"reconstruct.jitter {plan.jitter:g} takes t={plan.timesteps} past 999; "
-            "lower the jitter or the timesteps"
-        )
-    return plan
-
-
 def _batch_size(params: dict[str, Any], flag: int | None) -> int | str:
     return flag or setting(params, "reconstruct.batch_size", 64)
 
@@ -183,7 +161,7 @@ def _bench_subject(args: argparse.Namespace, params: dict[str, Any]) -> dict[str
     A trained category's search is timed against as many bank images as its score stage uses
     (``bank_images``); otherwise against ``score.bank_images``.
     """
-    score = _score_settings(params)
+    score = score_settings(params)
     if args.model:
         if args.channels or args.image_size:
             raise DdadError("--channels/--image-size: not used with --model (meta.json fixes them)")
@@ -228,7 +206,7 @@ def _bench_subject(args: argparse.Namespace, params: dict[str, Any]) -> dict[str
 def _bench(args: argparse.Namespace) -> int:
     params = _read_params()
     flags = {k: getattr(args, k) for k in ("sampler", "steps", "ensemble", "timesteps")}
-    plan = _plan(params, flags)
+    plan = plan_from(params, overrides=flags)
     device = _device(params, args.device)
     subject = _bench_subject(args, params)
     work = bench.Workload(subject["model"], subject["diffusion"], subject["images"], device)
@@ -289,17 +267,6 @@ def _preprocessing(params: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _score_settings(params: dict[str, Any]) -> ScoreSettings:
-    """params.yaml's ``score`` section over the defaults (each key checked like the pipeline)."""
-    defaults = ScoreSettings()
-    return ScoreSettings(
-        **{
-            name: setting(params, f"score.{name}", getattr(defaults, name))
-            for name in ScoreSettings.__dataclass_fields__
-        }
-    )
-
-
 def _checked_images(paths: Sequence[Path]) -> None:
     """Fail before any model work if an input is missing or cannot be decoded."""
     for path in paths:
@@ -322,8 +289,8 @@ def _detect(args: argparse.Namespace) -> int:
     model_dir = resolve_model_dir(args.model)
     category = json.loads((model_dir / "meta.json").read_text()).get("category", model_dir.name)
     settings = {
-        "plan": _plan(params, {}, category),
-        "score": _score_settings(params),
+        "plan": plan_from(params, category),
+        "score": score_settings(params),
         "device": _device(params, args.device),
         "batch_size": _batch_size(params, None),
         "seed": setting(params, "reconstruct.seed", 0),
@@ -370,8 +337,9 @@ def _baseline(args: argparse.Namespace) -> int:
         image_size=_size(args.image_size) or configured.image_size,
     )
     resize = setting(params, "data.resize", "bicubic")
-    score = _score_settings(params)
-    held_out = (setting(params, "train.val_images", HELD_OUT), setting(params, "train.seed", 0))
+    score = score_settings(params)
+    training = train_config(params)
+    held_out = (training.val_images, training.seed)
     found = {c: zscore_report(args.data, c, protocol, resize, score, *held_out) for c in categories}
     halves = ("confirmation", "tuning") if protocol.halves else ("confirmation",)
     width = max(len("category"), *(len(c) for c in categories))

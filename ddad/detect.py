@@ -20,25 +20,18 @@ from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 from PIL import Image
 
 from ddad.data.imageio import read_image
-from ddad.data.preprocess import model_input, to_unit_range
+from ddad.data.layout import DATA_DIR, RUNS_DIR
+from ddad.data.preprocess import display_image, model_input
 from ddad.diffusion.engine import Reconstruction, prepare_model, resolve_device, run
 from ddad.diffusion.models import load_trained
-from ddad.diffusion.reconstruct import Plan, plan_for_map
+from ddad.diffusion.reconstruct import Plan
 from ddad.errors import DdadError
 from ddad.evaluation.viz import labelled, photo_overlay, threshold_scale
-from ddad.maps.comparison import compared_map
-from ddad.maps.features import (
-    GoodReference,
-    feature_anomaly_maps,
-    feature_source,
-    training_reference,
-)
-from ddad.maps.scoring import ScoreSettings, anomaly_map, finished
+from ddad.maps.good_images import training_good_images
+from ddad.maps.kinds import MapInput, map_kind
+from ddad.maps.scoring import ScoreSettings
 from ddad.maps.threshold import is_defect, threshold_from_good, validation_scores
 
-RUNS_DIR = Path("runs")
-DATA_ROOT = Path("data/images")  # where the pipeline keeps each category's images
-DEFAULT_PLAN = Plan(timesteps=250, sampler="ddim", steps=4, ensemble=3)  # params.yaml defaults
 VERDICT_COLOURS = {"DEFECT": "firebrick", "OK": "darkgreen"}
 
 
@@ -91,12 +84,9 @@ def verdict_label(result: Result, threshold: float) -> str:
     return f"{result.verdict}: score {result.score:#.4g} {sign} threshold {threshold:#.4g}"
 
 
-def _display(chw: np.ndarray) -> np.ndarray:
-    return to_unit_range(chw).transpose(1, 2, 0)
-
-
 class Detector:
-    """A trained model with its reconstruction and scoring settings and a decision threshold."""
+    """A trained model with its reconstruction and scoring settings, its map kind (which keeps
+    what it learnt from good images, so weights and reference load once) and a threshold."""
 
     def __init__(
         self,
@@ -105,7 +95,7 @@ class Detector:
         *,
         channels: int,
         image_size: int,
-        plan: Plan = DEFAULT_PLAN,
+        plan: Plan | None = None,
         score: ScoreSettings | None = None,
         resize: str = "bicubic",
         normalization: str = "fixed",
@@ -118,8 +108,9 @@ class Detector:
         self.diffusion = diffusion
         self.channels = channels
         self.image_size = image_size
-        self.plan = plan
+        self.plan = plan or Plan()
         self.settings = score or ScoreSettings()
+        self.kind = map_kind(self.settings, self.device, self.model)
         self.resize = resize
         self.normalization = normalization
         self.batch_size = batch_size
@@ -127,7 +118,6 @@ class Detector:
         self.threshold: float | None = None
         self.threshold_source = "not set"
         self.good_scores = np.empty(0)
-        self.reference: GoodReference | None = None
 
     @classmethod
     def load(
@@ -144,15 +134,15 @@ class Detector:
         batch_size: int | str = 64,
         seed: int = 0,
         runs_dir: Path = RUNS_DIR,
-        data_root: Path = DATA_ROOT,
+        data_root: Path = DATA_DIR,
     ) -> Detector:
         """A detector for the model in ``model_dir`` (models/trained/<category>/).
 
         The threshold is, in order: ``threshold`` as given; calibrated on ``good_images``; learned
         from the held-out good images' scores in runs/<category>/score/scores.csv; calibrated on
         the held-out images meta.json lists, under ``data_root``.
-        ``threshold_source`` says which. ``score.map == "features"`` builds the good-feature bank
-        and the typical map from the training images under that root, as the score stage does.
+        ``threshold_source`` says which. A map kind that learns from good images learns from the
+        training images under that root, as the score stage does.
         """
         model, diffusion, meta = load_trained(Path(model_dir))
         detector = cls(
@@ -160,7 +150,7 @@ class Detector:
             diffusion,
             channels=meta["channels"],
             image_size=meta["image_size"],
-            plan=plan or DEFAULT_PLAN,
+            plan=plan,
             score=score,
             resize=resize,
             normalization=normalization,
@@ -168,8 +158,8 @@ class Detector:
             batch_size=batch_size,
             seed=seed,
         )
-        if detector.settings.map == "features":
-            detector._build_reference(meta, Path(data_root))
+        if detector.kind.learns_from_good_images:
+            detector._fit_kind(meta, Path(data_root))
         if threshold is not None:
             detector.threshold, detector.threshold_source = float(threshold), "given"
         elif good_images is not None:
@@ -204,10 +194,10 @@ class Detector:
                     score=value,
                     is_defect=is_defect(value, self.threshold),
                     amap=amap,
-                    image=_display(recon.image),
+                    image=display_image(recon.image),
                     reconstruction=None
                     if recon.reconstructions is None
-                    else _display(recon.reconstructions.mean(axis=0)),
+                    else display_image(recon.reconstructions.mean(axis=0)),
                 )
             )
         return results
@@ -224,57 +214,32 @@ class Detector:
 
     def _scored(self, paths: Sequence[Path]) -> list[tuple[float, np.ndarray, Reconstruction]]:
         """(image score, anomaly map, reconstruction) per path, in order."""
-        s = self.settings
-        if s.map == "features" and self.reference is None:
-            raise DdadError(
-                "score.map: features needs the good-feature reference; build the detector with "
-                "Detector.load, or set detector.reference (ddad.maps.features.training_reference)"
-            )
         items = [(str(path), lambda p=Path(path): self._input(p)) for path in paths]
         recons = list(
             run(
                 self.model,
                 self.diffusion,
                 items,
-                plan_for_map(self.plan, s.map),
+                self.kind.reconstruction_plan(self.plan),
                 seed=self.seed,
                 batch_size=self.batch_size,
                 device=self.device,
                 progress=False,
             )
         )
-        typical = None
-        if s.map == "features":  # batched, like the score stage
-            images = [recon.image for recon in recons]
-            source = feature_source(self.model, s)
-            amaps = feature_anomaly_maps(source, images, self.reference, s.sigma, s.kernel_size)
-            typical = self.reference.typical
-        elif s.map == "ddad":
-            source = feature_source(self.model, s)
-            amaps = [compared_map(source, r.image, r.reconstructions, s) for r in recons]
-        else:
-            amaps = [
-                anomaly_map(
-                    torch.from_numpy(recon.image),
-                    torch.from_numpy(recon.reconstructions),
-                    sigma=s.sigma,
-                    kernel_size=s.kernel_size,
-                    error=s.error,
-                ).numpy()
-                for recon in recons
-            ]
-        finals = [finished(amap, s, typical) for amap in amaps]
+        raws = self.kind.raw_maps([MapInput(r.image, r.reconstructions) for r in recons])
+        finals = [self.kind.finish(raw) for raw in raws]
         return [(score, amap, recon) for (amap, score), recon in zip(finals, recons, strict=True)]
 
-    def _build_reference(self, meta: dict, root: Path) -> None:
+    def _fit_kind(self, meta: dict, root: Path) -> None:
         category = meta["category"]
         if not (root / category).is_dir():
             raise DdadError(
-                f"score.map: features needs the good training images of {category!r}, "
-                f"but {root / category} is missing; run `dvc repro fetch_data@{category}`"
+                f"score.map: {self.kind.name} learns from the good training images of "
+                f"{category!r}, but {root / category} is missing; run "
+                f"`dvc repro fetch_data@{category}`"
             )
-        source = feature_source(self.model, self.settings)
-        self.reference = training_reference(source, root, meta, self._input, self.settings)
+        self.kind.fit(training_good_images(root, meta, self.settings, self._input))
 
     def _input(self, path: Path) -> np.ndarray:
         return model_input(path, self.channels, self.image_size, self.resize, self.normalization)

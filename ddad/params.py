@@ -3,6 +3,11 @@
 The pipeline checks the whole tree before any stage does work (``validate``); ``ddad detect``
 and ``ddad bench`` read single keys, possibly outside a project, with the same rules
 (``setting``). Either way a bad value is one line naming the key, the value and what is allowed.
+
+Each settings object is built from params here, by one function (``score_settings``,
+``plan_from``, ``train_config``, ``protocol_from``); a key that is absent, as outside a
+project, takes the dataclass's default, the one place defaults live (the shipped params.yaml
+holds the same values, which a test pins).
 """
 
 from __future__ import annotations
@@ -11,31 +16,37 @@ import difflib
 import math
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
-from ddad.data.imageio import sides
+from ddad.data.imageio import MASK_RESIZE_METHODS, RESIZE_METHODS, sides
+from ddad.data.layout import DATA_DIR, METRICS_DIR, PLOTS_DIR, RUNS_DIR, TRAINED_DIR
 from ddad.data.mvtec import MVTEC_CATEGORIES
 from ddad.data.preprocess import NORMALIZATIONS
 from ddad.data.synthetic import SYNTHETIC_CATEGORIES
 from ddad.diffusion.engine import DEVICES
 from ddad.diffusion.models import PRESETS, downsampling, size_needs
-from ddad.diffusion.reconstruct import SAMPLERS, highest_timestep
+from ddad.diffusion.reconstruct import SAMPLERS, Plan, highest_timestep
+from ddad.diffusion.train import FLIPS, TrainConfig
 from ddad.errors import DdadError
 from ddad.evaluation.metrics import METRIC_NAMES
-from ddad.evaluation.protocol import Protocol
-from ddad.maps.backbone import BACKBONES, SIDES, STRIDES, fits
-from ddad.maps.scoring import ERRORS, IMAGE_SCORES, MAPS
+from ddad.evaluation.protocol import RESOLUTIONS, Protocol
+from ddad.maps.backbone import SIDES, STRIDES, fits
+from ddad.maps.kinds import KINDS
+from ddad.maps.scoring import ERRORS, IMAGE_SCORES, ScoreSettings
+from ddad.maps.search import FEATURE_MODELS
+from ddad.maps.sources import SOURCES
 
 PARAMS_FILE = Path("params.yaml")
 CATEGORY_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # category names become folder names under runs/
 SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 # what the pipeline's stages write (dvc.yaml's outputs), relative to the repository root
 PIPELINE_OUTPUTS = tuple(
-    PurePosixPath(p) for p in ("data/images", "models", "runs", "metrics", "plots")
+    PurePosixPath(p) for p in (DATA_DIR, TRAINED_DIR.parent, RUNS_DIR, METRICS_DIR, PLOTS_DIR)
 )
 ENDPOINT = re.compile(r"[^\s:]+:[0-9]{1,5}")
 
@@ -47,7 +58,7 @@ class Spec:
     kind: str
     low: float | None = None
     high: float | None = None
-    choices: tuple[str, ...] = ()
+    choices: Collection[str] = ()  # a live view (the map kinds' registry) stays up to date
     item: Spec | None = None
     size: int | None = None
     odd: bool = False  # besides 0, only odd values (a blur kernel has a centre)
@@ -89,8 +100,8 @@ SCHEMA: dict[str, Any] = {
         "root": Spec("str"),
         "categories": Spec("list", item=Spec("str"), low=1),
         "image_size": Spec("size", 8, 4096),
-        "resize": _choice("bicubic", "bilinear", "nearest"),
-        "mask_resize": _choice("nearest", "bilinear_any"),
+        "resize": _choice(*RESIZE_METHODS),
+        "mask_resize": _choice(*MASK_RESIZE_METHODS),
         "normalization": _choice(*NORMALIZATIONS),
         "channels": _choice("auto", "1", "3"),
         "category_types": Spec("map", item=_choice("object", "texture")),
@@ -111,7 +122,7 @@ SCHEMA: dict[str, Any] = {
         "ema": Spec("float", 0, 1),
         "t_range": Spec("list", item=INT_T, size=2),
         "crop": Spec("int", 0),
-        "flips": Spec("list", item=_choice("hflip", "vflip")),
+        "flips": Spec("list", item=_choice(*FLIPS)),
         "val_images": Spec("int", 1),
         "seed": Spec("int", 0),
     },
@@ -133,8 +144,8 @@ SCHEMA: dict[str, Any] = {
         "error": _choice(*ERRORS),
         "image_score": _choice(*IMAGE_SCORES),
         "top_fraction": Spec("float", 0, 1),
-        "map": _choice(*MAPS),
-        "backbone": _choice("unet", *BACKBONES),
+        "map": Spec("str", choices=KINDS.keys()),
+        "backbone": _choice(*SOURCES),
         "backbone_size": Spec("size", 32, 4096, auto=True),
         "backbone_pooling": Spec("int", 1, 9),
         "backbone_strides": Spec("list", item=_choice(*(str(s) for s in STRIDES)), low=1),
@@ -144,13 +155,13 @@ SCHEMA: dict[str, Any] = {
         "reference_images": Spec("int", 0),
         "search_radius": Spec("int", -1),
         "whiten": Spec("bool"),
-        "feature_model": _choice("nearest", "gaussian"),
+        "feature_model": _choice(*FEATURE_MODELS),
         "closing": Spec("int", 0),
         "divide_map": Spec("bool"),
     },
     "evaluate": {
         "metrics": Spec("list", item=_choice(*METRIC_NAMES), low=1),
-        "resolution": _choice("native", "model"),
+        "resolution": _choice(*RESOLUTIONS),
         "halves": Spec("bool"),
         "split_seed": Spec("int", 0),
     },
@@ -430,3 +441,43 @@ def protocol_from(params: dict[str, Any]) -> Protocol:
         image_size=setting(params, "data.image_size", default.image_size),
         mask_resize=setting(params, "data.mask_resize", default.mask_resize),
     )
+
+
+def _fields(params: dict[str, Any], section: str, defaults: Any) -> dict[str, Any]:
+    """Each field of dataclass instance ``defaults`` from params' ``section`` (checked like the
+    pipeline), else its default; lists become tuples, as the dataclasses hold them."""
+    values = {}
+    for name in defaults.__dataclass_fields__:
+        value = setting(params, f"{section}.{name}", getattr(defaults, name))
+        values[name] = tuple(value) if isinstance(value, list) else value
+    return values
+
+
+def score_settings(params: dict[str, Any]) -> ScoreSettings:
+    """How maps and image scores are made: params' ``score`` section over the defaults."""
+    return ScoreSettings(**_fields(params, "score", ScoreSettings()))
+
+
+def train_config(params: dict[str, Any]) -> TrainConfig:
+    """One training run's knobs: params' ``train`` section over the defaults."""
+    return TrainConfig(**_fields(params, "train", TrainConfig()))
+
+
+def plan_from(
+    params: dict[str, Any], category: str | None = None, overrides: dict[str, Any] | None = None
+) -> Plan:
+    """The reconstruction plan: ``overrides`` (flags) first, then params' ``reconstruct``
+    section (the category's own ``timesteps_per_category`` entry before ``timesteps``), then
+    the defaults. A jitter that takes t past 999 is one line."""
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values = _fields(params, "reconstruct", Plan()) | given
+    if category and "timesteps" not in given:
+        key = f"reconstruct.timesteps_per_category.{category}"
+        values["timesteps"] = setting(params, key, values["timesteps"])
+    plan = Plan(**values)
+    if highest_timestep(plan.timesteps, plan.jitter) > 999:
+        raise DdadError(
+            f"reconstruct.jitter {plan.jitter:g} takes t={plan.timesteps} past 999; "
+            "lower the jitter or the timesteps"
+        )
+    return plan

@@ -17,17 +17,8 @@ from ddad.data.layout import TestImage
 from ddad.data.preprocess import model_input, model_mask
 from ddad.diffusion import distributed
 from ddad.diffusion.engine import resolve_device
-from ddad.diffusion.reconstruct import Plan
 from ddad.errors import DdadError
 from stages.params import load_params
-
-DATA_DIR = Path("data/images")  # fetch_data@<category> fills data/images/<category>
-PRETRAINED_DIR = Path("models/pretrained")
-TRAINED_DIR = Path("models/trained")
-RUNS_DIR = Path("runs")
-METRICS_DIR = Path("metrics")
-PLOTS_DIR = Path("plots")
-
 
 RESUME_HINT = "finished per-image results are kept; `dvc repro` finishes the missing images"
 
@@ -116,23 +107,3 @@ def load_model_input(path: Path, channels: int, params: dict[str, Any]) -> np.nd
 def load_test_mask(item: TestImage, params: dict[str, Any]) -> np.ndarray:
     """The ground truth at model size (all False for good images)."""
     return model_mask(item, params["data"]["image_size"], params["data"]["mask_resize"])
-
-
-def timesteps_for(params: dict[str, Any], category: str) -> int:
-    """The category's noise level: its override, else the global one."""
-    rec = params["reconstruct"]
-    return int(rec["timesteps_per_category"].get(category, rec["timesteps"]))
-
-
-def plan_for(params: dict[str, Any], category: str) -> Plan:
-    """The category's reconstruction plan from params."""
-    rec = params["reconstruct"]
-    return Plan(
-        timesteps=timesteps_for(params, category),
-        sampler=rec["sampler"],
-        steps=rec["steps"],
-        ensemble=rec["ensemble"],
-        jitter=rec["jitter"],
-        off_by_one=rec["off_by_one"],
-        conditioning=rec["conditioning"],
-    )

@@ -32,16 +32,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ddad.data.layout import test_images
+from ddad.data.layout import DATA_DIR, METRICS_DIR, PLOTS_DIR, RUNS_DIR, test_images
 from ddad.data.mvtec import MVTEC_CATEGORIES
 from ddad.data.synthetic import SYNTHETIC_CATEGORIES
 from ddad.evaluation.protocol import evaluate_maps, one_image_step
 from ddad.maps.threshold import threshold_from_good, validation_scores
 from ddad.params import protocol_from
-from stages.common import DATA_DIR, METRICS_DIR, PLOTS_DIR, RUNS_DIR, run_stage, write_json
+from stages.common import run_stage, write_json
 
 SEED_COLUMNS = ["category", "category_type", "img_auc", "pixel_auc"]
 SMALL_HALF_STEP = 0.1  # a half with fewer than 10 good or 10 defective images gets a note
+COSTS = ("nfe_per_image", "backbone_passes_per_image")  # UNet and backbone passes per image
 ROW_FOLDERS = ("type", "category", "kind", "tuning")  # under metrics/, as dvc.yaml lists them
 FALLBACK_TYPE = "texture"  # of a category neither data.category_types nor MVTec AD types
 
@@ -101,17 +102,18 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         guess = guessed_type(params["data"], category)
         if guess:
             print(guess)
-        costs = [
+        recon, score = (
             json.loads((RUNS_DIR / category / stage / "summary.json").read_text())
             for stage in ("recon", "score")
-        ]
+        )
         row = {"category": category, "category_type": category_type(params["data"], category)}
         found = category_metrics(category, params)
         defects[category], tuning[category] = found["defects"], found["tuning"]
         fpr, tpr = found["roc"]
         row.update(found["confirmation"])
         notes += _small_half_note(category, **found["images"])
-        row["nfe_per_image"] = sum(stage["nfe_per_image"] for stage in costs)
+        row["nfe_per_image"] = recon["nfe_per_image"] + score["nfe_per_image"]
+        row["backbone_passes_per_image"] = score["backbone_passes_per_image"]
         rows.append(row)
         write_json(
             PLOTS_DIR / "roc" / f"{category}.json",
@@ -123,7 +125,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     table[[c for c in columns if c in table.columns]].to_csv(
         METRICS_DIR / "results.csv", index=False, float_format="%.6f"
     )
-    numeric = wanted + ["nfe_per_image"]
+    numeric = wanted + list(COSTS)
     report: dict[str, Any] = {"mean": {k: _mean(rows, k) for k in numeric}}
     for kind in sorted({r["category_type"] for r in rows}):
         report[f"mean_{kind}"] = {
@@ -165,8 +167,10 @@ def _write_rows(
     report: dict[str, Any], defects: dict[str, dict[str, Any]], wanted: list[str]
 ) -> None:
     """One flat file per row for DVC: the mean over all categories, the mean per type, each
-    category, and each of its defect kinds; the asked-for metrics, and UNet passes per image
-    (``nfe``) where they belong to the row."""
+    category, and each of its defect kinds; the asked-for metrics, and where they belong to the
+    row the network passes per image (``passes``: UNet passes, partial ones too, plus a
+    pretrained backbone's; results.csv and metrics.json keep the two apart), one column so that
+    `dvc metrics show` fits a terminal."""
     for folder in ROW_FOLDERS:
         shutil.rmtree(METRICS_DIR / folder, ignore_errors=True)
     rows = {"mean": report["mean"]}
@@ -178,9 +182,9 @@ def _write_rows(
         rows |= {f"kind/{category}/{kind}": v for kind, v in defects[category].items()}
     rows |= {f"tuning/{name}": v for name, v in report["tuning"].items()}
     for name, row in rows.items():
-        flat = {k: row[k] for k in wanted} | (
-            {"nfe": row["nfe_per_image"]} if "nfe_per_image" in row else {}
-        )
+        flat = {k: row[k] for k in wanted}
+        if all(cost in row for cost in COSTS):
+            flat["passes"] = sum(row[cost] for cost in COSTS)
         write_json(METRICS_DIR / f"{name}.json", _rounded(flat))
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ddad.data.folders import replace_folder
-from ddad.data.layout import train_images, validate_category
+from ddad.data.layout import DATA_DIR, train_images, validate_category
 from ddad.data.mvtec import MVTEC_PAGE, MVTEC_URL, archive_path, fetch_category
 from ddad.data.synthetic import generate_dataset
-from stages.common import DATA_DIR, run_stage
+from stages.common import run_stage
 
 DOWNLOADS = Path("data/downloads")
 

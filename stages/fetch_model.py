@@ -13,6 +13,7 @@ import shutil
 from typing import Any
 
 from ddad.data.download import download
+from ddad.data.layout import PRETRAINED_DIR
 from ddad.diffusion.models import (
     OPENAI_256_FILE,
     OPENAI_256_URL,
@@ -22,7 +23,7 @@ from ddad.diffusion.models import (
     load_weights,
     read_checkpoint,
 )
-from stages.common import PRETRAINED_DIR, run_stage, write_json
+from stages.common import run_stage, write_json
 
 DOWNLOADS_DIR = PRETRAINED_DIR.parent / "downloads"
 

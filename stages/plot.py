@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ddad.data.preprocess import to_unit_range
+from ddad.data.layout import METRICS_DIR, PLOTS_DIR, RUNS_DIR, TRAINED_DIR
+from ddad.data.preprocess import display_image
 from ddad.diffusion.engine import prepare_model, resolve_device, run
 from ddad.diffusion.models import load_trained
 from ddad.diffusion.reconstruct import picture_plan, picture_title
@@ -34,15 +35,9 @@ from ddad.diffusion.store import ResultStore
 from ddad.errors import DdadError
 from ddad.evaluation import viz
 from ddad.maps.threshold import mistake, threshold_from_good, validation_scores
+from ddad.params import plan_from
 from ddad.progress import progress_bar
-from stages.common import (
-    METRICS_DIR,
-    PLOTS_DIR,
-    RUNS_DIR,
-    TRAINED_DIR,
-    plan_for,
-    run_stage,
-)
+from stages.common import run_stage
 
 IMAGES_DIR = PLOTS_DIR / "images"
 OVERVIEWS_DIR = PLOTS_DIR / "overviews"  # committed and a DVC image plot: `dvc plots diff`
@@ -118,7 +113,7 @@ def one_pass_pictures(
     model, diffusion, _ = load_trained(TRAINED_DIR / name)
     device = resolve_device(params["device"])
     model = prepare_model(model, device)
-    plan = picture_plan(plan_for(params, name))
+    plan = picture_plan(plan_from(params, name))
 
     def picture_of(key: str) -> np.ndarray:
         image = store.load(key, ("image",))["image"]
@@ -152,18 +147,14 @@ def peak_inside(amap: np.ndarray, mask: np.ndarray) -> bool:
     return bool(np.asarray(mask).flat[int(np.argmax(amap))])
 
 
-def _display(chw: np.ndarray) -> np.ndarray:
-    return to_unit_range(chw).transpose(1, 2, 0)
-
-
 def sheet(category: Category, index: int, prefix: str = "") -> Figure:
     """The overlay sheet of one test image."""
     row = category.test.iloc[index]
     image = category.store.load(row["key"], ("image",))["image"]
     title = f"{prefix}{row['key']} | label {int(row['label'])} | score {row['score']:.4g}"
     return viz.overlay_sheet(
-        _display(image),
-        _display(category.picture_of(row["key"])),
+        display_image(image),
+        display_image(category.picture_of(row["key"])),
         category.maps[index],
         category.masks[index],
         title,
@@ -180,7 +171,7 @@ def overview(category: Category) -> Figure:
     tiles = []
     for index in positions:
         row = category.test.iloc[index]
-        image = _display(category.store.load(row["key"])["image"])
+        image = display_image(category.store.load(row["key"])["image"])
         amap = category.maps[index]
         overlay = viz.heatmap_overlay(image, amap, category.vmin, category.vmax, category.threshold)
         caption = f"{row['defect']} {row['score']:.3g}"

@@ -1,8 +1,9 @@
 """reconstruct@<category>: noise every test image (and the held-out good images) to t and denoise.
 
-``score.map: reconstruction`` runs the ``reconstruct`` plan in full. ``features`` reads the
-input alone, so the stage stores each image as the model sees it, with no UNet pass
-(ddad.diffusion.reconstruct.plan_for_map); the plot stage draws the x0 picture of the few it shows.
+A map kind that compares with reconstructions (``score.map: reconstruction`` or ``ddad``) gets
+the ``reconstruct`` plan in full. One that reads the input alone (``features``, the default;
+ddad.maps.kinds) gets each image stored as the model sees it, with no UNet pass; the plot stage
+draws the x0 picture of the few it shows.
 
 Per-image results go to runs/<category>/recon/<settings digest>/ as they finish, so a killed run
 resumes where it stopped and a result made with other settings is never reused.
@@ -20,29 +21,28 @@ import numpy as np
 import ddad.diffusion.engine
 import ddad.diffusion.reconstruct
 from ddad.data.download import sha256_file
-from ddad.data.layout import TestImage, test_images
+from ddad.data.layout import DATA_DIR, RUNS_DIR, TRAINED_DIR, TestImage, test_images
 from ddad.diffusion import distributed
 from ddad.diffusion.engine import prepare_model, resolve_device, run
 from ddad.diffusion.models import load_trained, trained_meta
-from ddad.diffusion.reconstruct import picture_title, plan_for_map
+from ddad.diffusion.reconstruct import picture_title
 from ddad.diffusion.store import ResultStore, settings_digest
-from stages.common import (
-    DATA_DIR,
-    RUNS_DIR,
-    TRAINED_DIR,
-    load_model_input,
-    load_test_mask,
-    plan_for,
-    run_stage,
-    wall_time,
-    write_json,
-)
+from ddad.maps.kinds import kind_class
+from ddad.params import plan_from
+from stages.common import load_model_input, load_test_mask, run_stage, wall_time, write_json
 
 
 def _input_digest(path: Path, item: TestImage | None) -> str:
     """What a stored result was made from: the image file and, for a test image, its mask."""
     mask = item.mask if item else None
     return sha256_file(path) + (sha256_file(mask) if mask else "")
+
+
+def _input_side(meta: dict[str, Any]) -> dict[str, Any]:
+    """What of a trained model the stored inputs alone depend on (no reconstruction): the
+    channels they are read with and which good images are held out, not the weights, so a
+    retraining that keeps both rewrites nothing."""
+    return {k: meta[k] for k in ("channels", "validation_images")}
 
 
 def _leader_opened(root: Path, settings: dict[str, Any], keys: set[str]) -> ResultStore:
@@ -57,13 +57,13 @@ def _leader_opened(root: Path, settings: dict[str, Any], keys: set[str]) -> Resu
 def main(params: dict[str, Any], argv: list[str]) -> None:
     category = argv[0]
     device = resolve_device(params["device"])
-    plan = plan_for_map(plan_for(params, category), params["score"]["map"])
-    # the inputs alone depend on meta.json (channels, held-out images), not on the weights
+    kind = kind_class(params["score"]["map"])
+    plan = kind.reconstruction_plan(plan_from(params, category))
     trained = TRAINED_DIR / category
     model, diffusion, meta = load_trained(trained) if plan else (None, None, trained_meta(trained))
     data = {k: params["data"][k] for k in ("image_size", "resize", "normalization", "mask_resize")}
     settings = {
-        "model": sha256_file(trained / ("model.pt" if plan else "meta.json")),
+        "model": sha256_file(trained / "model.pt") if plan else _input_side(meta),
         "data": data,
         "plan": plan.__dict__ if plan else None,
         "seed": params["reconstruct"]["seed"],
@@ -85,7 +85,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     how = (
         f"{plan.sampler} from t={plan.timesteps}, ensemble {plan.ensemble}"
         if plan
-        else "inputs only (score.map: features reads no reconstruction)"
+        else f"inputs only (score.map: {kind.name} reads no reconstruction)"
     )
     if distributed.is_leader():
         print(

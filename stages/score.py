@@ -1,16 +1,15 @@
 """score@<category>: anomaly maps and image scores.
 
-``score.map: reconstruction`` scores what did not come back from the stored reconstructions;
-``features`` scores each patch by its distance to the nearest patch of the good training images
-in the trained UNet's feature space (ddad.maps.features), reading the model and training images; the
-map and its image score are divided by that distance's typical value at each position (the
-map by its mean only with ``score.divide_map: false``; ddad.maps.scoring.finished). With several
-ranks the UNet passes are shared (ddad.diffusion.distributed.sharded_map) and rank 0 writes the
-outputs.
+The map kind ``score.map`` names (ddad.maps.kinds) makes each map: the default scores each
+patch against the nearest good patch in a pretrained backbone's features, learnt here from the
+training images; the others compare the stored reconstructions with their inputs. Every map is
+finished the same way (ddad.maps.scoring.finished). The trained UNet is loaded only when the
+kind reads its features. With several ranks the network passes are shared
+(ddad.diffusion.distributed.sharded_map) and rank 0 writes the outputs.
 Writes runs/<category>/score/scores.csv (one row per test and held-out good image: key, split,
 label, defect, score), maps.npz (test maps and ground truth for evaluate and plot) and
-summary.json (UNet passes per image the maps took, for evaluate's cost figure; the wall time is
-printed, not stored, so that a re-run writes the same bytes).
+summary.json (the UNet and backbone passes per image the maps took, for evaluate's cost
+figures; the wall time is printed, not stored, so that a re-run writes the same bytes).
 """
 
 from __future__ import annotations
@@ -18,146 +17,91 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
+from ddad.data.layout import DATA_DIR, RUNS_DIR, TRAINED_DIR
 from ddad.diffusion import distributed
 from ddad.diffusion.engine import prepare_model, resolve_device
-from ddad.diffusion.models import load_trained
+from ddad.diffusion.models import load_trained, trained_meta
 from ddad.diffusion.store import ResultStore
-from ddad.maps.comparison import compared_map
-from ddad.maps.features import (
-    FeatureSource,
-    feature_anomaly_maps,
-    feature_source,
-    training_reference,
-    unet_passes,
-)
-from ddad.maps.scoring import ScoreSettings, anomaly_map, finished
-from stages.common import (
-    DATA_DIR,
-    RUNS_DIR,
-    TRAINED_DIR,
-    load_model_input,
-    run_stage,
-    wall_time,
-    write_json,
-)
+from ddad.maps.good_images import BATCH, training_good_images
+from ddad.maps.kinds import MapInput, MapKind, kind_class
+from ddad.params import score_settings
+from ddad.progress import progress_bar
+from stages.common import load_model_input, run_stage, wall_time, write_json
+
+CHUNK = 4 * BATCH  # stored results in memory at once, whole network batches
 
 
-def reconstruction_map(result: dict[str, np.ndarray], settings: ScoreSettings) -> np.ndarray:
-    """The error map of one stored reconstruction result."""
-    return anomaly_map(
-        torch.from_numpy(result["image"]),
-        torch.from_numpy(result["reconstructions"].astype(np.float32)),
-        sigma=settings.sigma,
-        kernel_size=settings.kernel_size,
-        error=settings.error,
-    ).numpy()
-
-
-def trained_source(
-    params: dict[str, Any], category: str, settings: ScoreSettings
-) -> tuple[FeatureSource, dict[str, Any]]:
-    """The features ``settings.backbone`` names, on params' device, and the trained model's
-    meta.json."""
-    model, _, meta = load_trained(TRAINED_DIR / category)
-    return feature_source(prepare_model(model, resolve_device(params["device"])), settings), meta
-
-
-def comparison_mapper(
-    params: dict[str, Any], category: str, settings: ScoreSettings
-) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
-    """What turns one stored reconstruction result into DDAD's map (ddad.maps.comparison)."""
-    source, _ = trained_source(params, category, settings)
-    return lambda result: compared_map(source, result["image"], result["reconstructions"], settings)
-
-
-def feature_mapper(
-    params: dict[str, Any], category: str, settings: ScoreSettings
-) -> tuple[Callable[[list[np.ndarray]], list[np.ndarray]], np.ndarray | None]:
-    """What turns images ([C, H, W] at model size) into nearest-good-feature maps, blurred like
-    errors, and the typical map that ``finished`` divides them by; the good reference they
-    come from is built here, once."""
-    source, meta = trained_source(params, category, settings)
-    reference = training_reference(
-        source,
-        DATA_DIR,
-        meta,
-        lambda path: load_model_input(path, meta["channels"], params),
-        settings,
-        over_batches=distributed.sharded_map,
-    )
-
-    def mapped(images: list[np.ndarray]) -> list[np.ndarray]:
-        return feature_anomaly_maps(
-            source,
-            images,
-            reference,
-            settings.sigma,
-            settings.kernel_size,
-            desc=f"score@{category}" if distributed.is_leader() else None,
-            over_batches=distributed.sharded_map,
+def fitted_kind(params: dict[str, Any], category: str) -> MapKind:
+    """The map kind of params' ``score`` section on params' device, having learnt from the
+    category's good training images when it does; the trained UNet loaded only if it reads it."""
+    settings = score_settings(params)
+    device = resolve_device(params["device"])
+    trained = TRAINED_DIR / category
+    kind = kind_class(settings.map)
+    unet = prepare_model(load_trained(trained)[0], device) if kind.needs_unet(settings) else None
+    maps = kind(settings, device, unet)
+    if maps.learns_from_good_images:
+        meta = trained_meta(trained)
+        good = training_good_images(
+            DATA_DIR, meta, settings, lambda path: load_model_input(path, meta["channels"], params)
         )
-
-    return mapped, reference.typical
+        maps.fit(good, over_batches=distributed.sharded_map)
+    return maps
 
 
 def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
     """Maps, masks, labels and scores of a category's test and validation images, and what
-    they cost in UNet passes per image beyond the reconstruct stage's (the good reference apart)."""
+    they cost in network passes per image beyond the reconstruct stage's (the good reference
+    apart)."""
     recon = RUNS_DIR / category / "recon"
     summary = json.loads((recon / "summary.json").read_text())
     store = ResultStore(recon, summary["digest"])
-    settings = ScoreSettings(**params["score"])
+    kind = fitted_kind(params, category)
     keys = [(split, key) for split in ("test", "validation") for key in summary[split]]
-    features = settings.map == "features"
-    typical = None
-    if features:
-        mapped, typical = feature_mapper(params, category, settings)
-        loaded = [
-            store.load(key, ("image", "label", "mask") if split == "test" else ("image",))
-            for split, key in keys
-        ]
-    start = time.perf_counter()
-    if features:
-        scored = zip(mapped([r["image"] for r in loaded]), loaded, strict=True)
-    else:  # one stored result in memory at a time
-        per_result = (
-            comparison_mapper(params, category, settings)
-            if settings.map == "ddad"
-            else lambda result: reconstruction_map(result, settings)
-        )
-        scored = ((per_result(r), r) for r in (store.load(key) for _, key in keys))
+    compared = ("reconstructions",) if kind.compares_reconstructions else ()
     rows, maps, masks = [], [], []
-    for (split, key), (raw, result) in zip(keys, scored, strict=True):
-        is_test = split == "test"
-        amap, score = finished(raw, settings, typical)
-        rows.append(
-            {
-                "key": key,
-                "split": split,
-                "label": int(result["label"]) if is_test else 0,
-                "defect": key.split("/")[1] if is_test else "good",
-                "score": score,
-            }
-        )
-        if is_test:
-            maps.append(amap.astype(np.float32))
-            masks.append(result["mask"])
-    print(wall_time(f"score@{category}", start, len(keys)), file=sys.stderr)
-    cost = {"nfe_per_image": float(unet_passes(settings, params["reconstruct"]["ensemble"]))}
-    return {"rows": rows, "maps": np.stack(maps), "masks": np.stack(masks), "cost": cost}
+    leader = distributed.is_leader()
+    bar = progress_bar(total=len(keys), desc=f"score@{category}", unit="image", disable=not leader)
+    start = time.perf_counter()
+    for first in range(0, len(keys), CHUNK):
+        chunk = keys[first : first + CHUNK]
+        loaded = [
+            store.load(key, ("image", *compared, *(("label", "mask") if split == "test" else ())))
+            for split, key in chunk
+        ]
+        inputs = [MapInput(r["image"], r.get("reconstructions")) for r in loaded]
+        raws = kind.raw_maps(inputs, over_batches=distributed.sharded_map)
+        for (split, key), raw, result in zip(chunk, raws, loaded, strict=True):
+            is_test = split == "test"
+            amap, score = kind.finish(raw)
+            rows.append(
+                {
+                    "key": key,
+                    "split": split,
+                    "label": int(result["label"]) if is_test else 0,
+                    "defect": key.split("/")[1] if is_test else "good",
+                    "score": score,
+                }
+            )
+            if is_test:
+                maps.append(amap.astype(np.float32))
+                masks.append(result["mask"])
+        bar.update(len(chunk))
+    bar.close()
+    if leader:
+        print(wall_time(f"score@{category}", start, len(keys)), file=sys.stderr)
+    cost = kind.cost(params["reconstruct"]["ensemble"])
+    passes = {"nfe_per_image": cost.unet_passes, "backbone_passes_per_image": cost.backbone_passes}
+    return {"rows": rows, "maps": np.stack(maps), "masks": np.stack(masks), "cost": passes}
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
     category = argv[0]
-    if params["score"]["map"] != "features" and not distributed.is_leader():
-        return  # no search to share: the maps come from the stored reconstructions
     result = category_maps(params, category)
     if not distributed.is_leader():
         return

@@ -25,7 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddad.data.layout import dataset_channels, split_train_val, train_images
+from ddad.data.layout import (
+    DATA_DIR,
+    PLOTS_DIR,
+    PRETRAINED_DIR,
+    TRAINED_DIR,
+    dataset_channels,
+    split_train_val,
+    train_images,
+)
 from ddad.diffusion import distributed
 from ddad.diffusion.engine import resolve_device
 from ddad.diffusion.models import (
@@ -36,17 +44,9 @@ from ddad.diffusion.models import (
     save_atomically,
     save_checkpoint,
 )
-from ddad.diffusion.train import Resume, TrainConfig, train_diffusion, training_fingerprint
-from stages.common import (
-    DATA_DIR,
-    PLOTS_DIR,
-    PRETRAINED_DIR,
-    TRAINED_DIR,
-    load_model_input,
-    model_channels,
-    run_stage,
-    write_json,
-)
+from ddad.diffusion.train import Resume, train_diffusion, training_fingerprint
+from ddad.params import train_config
+from stages.common import load_model_input, model_channels, run_stage, write_json
 
 CHECKPOINTS_DIR = Path("models/checkpoints")
 EVERY_S_ENV = "DDAD_CHECKPOINT_SECONDS"
@@ -127,16 +127,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     curve: list[dict[str, float]] = []
     validation_curve: list[dict[str, float]] = []
     if tp["steps"]:
-        config = TrainConfig(
-            steps=tp["steps"],
-            batch_size=tp["batch_size"],
-            lr=tp["lr"],
-            ema=tp["ema"],
-            t_range=tuple(tp["t_range"]),
-            crop=tp["crop"],
-            flips=tuple(tp["flips"]),
-            seed=tp["seed"],
-        )
+        config = train_config(params)
         images = _stack(fit, channels, params)
         validation = _stack(held_out, channels, params)
         device = resolve_device(params["device"])

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from ddad.diffusion.models import build_model
 from ddad.errors import DdadError
 from ddad.maps.backbone import BACKBONES, backbone_features, load_backbone, seen_size
-from ddad.maps.features import feature_anomaly_maps, feature_source, searched_as
+from ddad.maps.good_images import GoodImages
+from ddad.maps.kinds import MapInput, map_kind
 from ddad.maps.scoring import ScoreSettings
 
 LITE0 = ScoreSettings(backbone="efficientnet-lite0", reference_images=0, sigma=0)
@@ -75,12 +75,11 @@ def test_a_missing_wheel_names_the_install_line(monkeypatch):
 
 
 def test_the_backbone_map_finds_a_spot_on_good_stripes():
-    unet = build_model("tiny", 1, 16)
-    source = feature_source(unet, LITE0)
-    reference = searched_as([source(list(_stripes(4)))], LITE0)
+    kind = map_kind(LITE0, torch.device("cpu"))
+    kind.fit(GoodImages(list(_stripes(4)), []))
     spotted = _stripes(1)
     spotted[0, 0, 24:32, 36:44] = 1.0
-    good, bad = feature_anomaly_maps(source, [*_stripes(1), *spotted], reference, 0, 0)
+    good, bad = kind.raw_maps([MapInput(image) for image in [*_stripes(1), *spotted]])
     assert good.shape == (64, 64) and good.max() < 0.1 * bad.max()
     peak = np.unravel_index(np.argmax(bad), bad.shape)
     assert 16 <= peak[0] < 40 and 28 <= peak[1] < 52

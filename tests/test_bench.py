@@ -16,7 +16,7 @@ from ddad.detect import ScoreSettings
 from ddad.diffusion import passes
 from ddad.diffusion.models import build_diffusion, build_model
 from ddad.diffusion.reconstruct import Plan
-from ddad.maps.features import feature_source
+from ddad.maps.kinds import map_kind
 from ddad.tools import bench
 from ddad.tools.bench import (
     SEED_PLAN,
@@ -30,7 +30,6 @@ from ddad.tools.bench import (
     procedure_summary,
     time_default,
     time_seed,
-    timing_reference,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -110,14 +109,18 @@ def test_the_timing_reference_has_exactly_the_rows_asked_for() -> None:
     model = build_model("tiny", 1, 16).eval()
     images = bench.random_images(2, 1, 16)
     rows = ScoreSettings(backbone="unet", bank_vectors=10, search_radius=-1)
-    source = feature_source(model, rows)
-    small = timing_reference(source, images, rows)
-    assert small.bank.shape == (10, 96) and small.typical.shape == (16, 16)
-    many = replace(rows, bank_vectors=300, reference_images=0)
-    repeated = timing_reference(source, images, many)
-    assert repeated.bank.shape == (300, 96)  # 2 x 8 x 8 = 128, repeated
+
+    def fitted(settings: ScoreSettings):
+        kind = map_kind(settings, torch.device("cpu"), model)
+        kind.fit_for_timing(images)
+        return kind
+
+    small = fitted(rows)
+    assert small.search.inner.bank.shape == (10, 96) and small.typical.shape == (16, 16)
+    repeated = fitted(replace(rows, bank_vectors=300, reference_images=0))
+    assert repeated.search.inner.bank.shape == (300, 96)  # 2 x 8 x 8 = 128, repeated
     assert repeated.typical is None
-    maps = timing_reference(source, images, ScoreSettings(backbone="unet", bank_images=5))
+    maps = fitted(ScoreSettings(backbone="unet", bank_images=5)).search.inner
     assert maps.bank.shape == (5, 96, 8, 8) and maps.radius == ScoreSettings().search_radius
 
 
@@ -197,8 +200,9 @@ def test_bench_command_writes_the_json_report(
     assert default_keys <= set(report["default"])
     assert report["seed"]["extrapolated"] is True and report["seed"]["nfe_per_image"] == 3992
     assert report["default"]["nfe_per_image"] == 0  # Lite0's feature pass; no UNet pass
+    assert report["default"]["backbone_passes_per_image"] == 1
     assert report["default_map"].startswith("feature map")
-    assert report["default_plan"] == "no reconstruction (the feature map reads the input alone)"
+    assert report["default_plan"] == "no reconstruction (the map reads the input alone)"
     assert report["batch_size"] is None
     assert 0 < report["flops_per_feature_pass"]
     assert report["default"]["flops_per_image"] == report["flops_per_feature_pass"]

@@ -3,16 +3,18 @@ it, and the feature distance weighted as asked."""
 
 import numpy as np
 import pytest
+import torch
 
 from ddad.diffusion.models import build_model
-from ddad.maps.comparison import compared_map
-from ddad.maps.features import feature_source
+from ddad.maps.kinds.ddad_comparison import compared_map
 from ddad.maps.scoring import ScoreSettings
+from ddad.maps.sources import feature_source
 
 
 @pytest.fixture(scope="module", params=["unet", "efficientnet-lite0"])
 def source(request):
-    return feature_source(build_model("tiny", 1, 32), ScoreSettings(backbone=request.param))
+    settings = ScoreSettings(backbone=request.param)
+    return feature_source(settings, torch.device("cpu"), build_model("tiny", 1, 32))
 
 
 def _image() -> np.ndarray:

@@ -21,7 +21,7 @@ from ddad.detect import (
     overlay_names,
     save_overlay,
 )
-from ddad.diffusion.models import build_model, save_checkpoint
+from ddad.diffusion.models import build_model, load_trained, save_checkpoint
 from ddad.diffusion.reconstruct import Plan
 from ddad.errors import DdadError
 from ddad.maps.threshold import threshold_from_good
@@ -200,8 +200,7 @@ def test_features_map_scores_a_banked_image_near_zero_and_a_spot_higher(tmp_path
         device="cpu",
         data_root=root,
     )
-    assert detector.reference is not None
-    assert detector.reference.bank.shape == (3, 96, SIZE // 2, SIZE // 2)
+    assert detector.kind.search.inner.bank.shape == (3, 96, SIZE // 2, SIZE // 2)
     banked = tmp_path / "data" / "toy" / "train" / "good" / "0.png"
     spotted = write_gray(tmp_path / "spot.png", 0.5)
     with Image.open(spotted) as picture:
@@ -215,7 +214,7 @@ def test_features_map_scores_a_banked_image_near_zero_and_a_spot_higher(tmp_path
 
 
 def test_features_map_without_training_images_is_a_one_line_error(tmp_path: Path) -> None:
-    with pytest.raises(DdadError, match="features needs the good training images of 'toy'"):
+    with pytest.raises(DdadError, match="features learns from the good training images of 'toy'"):
         Detector.load(
             tiny_model_dir(tmp_path),
             threshold=1.0,
@@ -226,9 +225,11 @@ def test_features_map_without_training_images_is_a_one_line_error(tmp_path: Path
 
 
 def test_features_map_without_a_bank_is_a_one_line_error(tmp_path: Path) -> None:
-    detector = fast_detector(tmp_path, threshold=1.0)
-    detector.settings = ScoreSettings(map="features")
-    with pytest.raises(DdadError, match="features needs the good-feature reference"):
+    model, diffusion, _ = load_trained(tiny_model_dir(tmp_path))
+    features = ScoreSettings(map="features")
+    detector = Detector(model, diffusion, channels=1, image_size=SIZE, score=features, device="cpu")
+    detector.threshold = 1.0
+    with pytest.raises(DdadError, match="features has no good reference yet"):
         detector.score([write_gray(tmp_path / "img.png", 0.5)])
 
 

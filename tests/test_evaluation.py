@@ -145,8 +145,9 @@ def test_evaluate_reports_the_lit_shares_at_the_detect_threshold(
     score = tmp_path / "runs" / "cat" / "score"
     score.mkdir(parents=True)
     (tmp_path / "runs" / "cat" / "recon").mkdir()
-    for stage in ("recon", "score"):
-        (tmp_path / "runs" / "cat" / stage / "summary.json").write_text('{"nfe_per_image": 1.0}')
+    (tmp_path / "runs" / "cat" / "recon" / "summary.json").write_text('{"nfe_per_image": 1.0}')
+    cost = '{"nfe_per_image": 0.0, "backbone_passes_per_image": 1.0}'
+    (tmp_path / "runs" / "cat" / "score" / "summary.json").write_text(cost)
     pd.DataFrame(
         {
             "key": keys + [f"validation/{i}" for i in range(len(held_out))],

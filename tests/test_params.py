@@ -322,7 +322,7 @@ REFUSALS = [
     ("model.sha256", _with_all(model__sha256="abc")),
     ("data.synthetic.seed", _with_all(data__synthetic__seed=-1)),
     # every stage reading images: imageio's resize methods
-    ("data.resize", _with_all(data__resize="lanczos")),
+    ("data.resize", _with_all(data__resize="cubic")),
     ("data.mask_resize", _with_all(data__mask_resize="bilinear")),
     # reconstruct: the sampler's schedule and the 1000 noise levels
     ("reconstruct.steps", _with_all(reconstruct__timesteps=3, reconstruct__steps=5)),

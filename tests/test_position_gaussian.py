@@ -4,9 +4,9 @@ fitting, a position-local response, and the reference that uses them in place of
 import pytest
 import torch
 
-from ddad.maps.features import searched_as
-from ddad.maps.position_gaussian import SHRINK, fit_position_gaussian
+from ddad.maps.position_gaussian import SHRINK, PositionGaussian, fit_position_gaussian
 from ddad.maps.scoring import ScoreSettings
+from ddad.maps.search import search_for
 
 
 def _good(count: int = 40, channels: int = 3, grid: tuple[int, int] = (4, 5)) -> torch.Tensor:
@@ -50,9 +50,9 @@ def test_an_unusual_patch_lights_up_its_own_position_only():
     assert grid[1, 2] > 5 * grid.flatten().sort().values[-2]
 
 
-def test_a_reference_with_gaussians_needs_no_bank_and_rejects_another_grid():
-    reference = searched_as([_good()], ScoreSettings(feature_model="gaussian"))
-    assert reference.bank.numel() == 0 and reference.whitening is None
+def test_the_gaussian_feature_model_searches_no_bank_and_rejects_another_grid():
+    reference = search_for([_good()], ScoreSettings(feature_model="gaussian"))
+    assert isinstance(reference, PositionGaussian)
     assert reference.distances(_good(2), (8, 10)).shape == (2, 8, 10)
     with pytest.raises(ValueError, match="grid"):
         reference.distances(_good(1, grid=(4, 4)), (4, 4))

@@ -15,7 +15,8 @@ from PIL import Image
 from ddad.data.imageio import read_image
 from ddad.errors import DdadError
 from ddad.evaluation import metrics
-from ddad.maps.scoring import ScoreSettings, anomaly_map, finished
+from ddad.maps.kinds.reconstruction_error import anomaly_map
+from ddad.maps.scoring import ScoreSettings, finished
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

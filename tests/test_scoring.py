@@ -7,10 +7,10 @@ import pytest
 import torch
 from scipy.ndimage import convolve1d
 
+from ddad.maps.kinds.reconstruction_error import anomaly_map
 from ddad.maps.scoring import (
     SPOT_LENGTH,
     ScoreSettings,
-    anomaly_map,
     closed,
     finished,
     gaussian_kernel,

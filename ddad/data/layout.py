@@ -32,6 +32,14 @@ from ddad.errors import DdadError
 GOOD = "good"
 MASK_SUFFIX = "_mask"
 _LAYOUT_HINT = "see the layout <category>/train/good, <category>/test/<good|defect>"
+# where the pipeline keeps each category's images and what it makes of them (dvc.yaml's
+# outputs, relative to the repository root), for the stages, `ddad detect` and `ddad bench`
+DATA_DIR = Path("data/images")  # fetch_data@<category> fills data/images/<category>
+PRETRAINED_DIR = Path("models/pretrained")
+TRAINED_DIR = Path("models/trained")
+RUNS_DIR = Path("runs")
+METRICS_DIR = Path("metrics")
+PLOTS_DIR = Path("plots")
 
 
 @dataclass(frozen=True)

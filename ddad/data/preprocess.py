@@ -39,6 +39,11 @@ def to_unit_range(image: np.ndarray) -> np.ndarray:
     return np.clip((np.asarray(image, dtype=np.float32) + 1) / 2, 0, 1)
 
 
+def display_image(chw: np.ndarray) -> np.ndarray:
+    """A model input [C, H, W] in [-1, 1] as a picture [H, W, C] in [0, 1]."""
+    return to_unit_range(chw).transpose(1, 2, 0)
+
+
 def model_input(
     path: Path, channels: int, size: Size, resize: str = "bicubic", normalization: str = "fixed"
 ) -> np.ndarray:

@@ -96,7 +96,7 @@ def run(
     (ddad.diffusion.fitting.samples_for, capped on the CPU by the attention the first image's size
     needs); at least one image goes in each batch, and fewer when a batch runs out of memory.
     ``load()`` returns the image as [C, H, W] float32 in [-1, 1]. With no ``plan``
-    (ddad.diffusion.reconstruct.plan_for_map's answer for the feature map) each image is only
+    (for a map that reads the input alone, ddad.maps.kinds) each image is only
     loaded, and ``model`` and ``diffusion`` may be None.
     ``share`` picks the batches this process runs (ddad.diffusion.distributed.share for one rank of
     several): the batches are cut as for one process, so each holds the same images.

@@ -23,7 +23,8 @@ SAMPLERS = ("ddpm", "ddim", "one_step")
 
 @dataclass(frozen=True)
 class Plan:
-    """How to reconstruct: noise level, sampler and ensemble size.
+    """How to reconstruct: noise level, sampler and ensemble size (params.yaml ``reconstruct``,
+    the same defaults).
 
     ``jitter`` > 0 draws each member's t uniformly from [floor((1-j)T), floor((1+j)T) - 1], as
     the seed does with j = 0.1. ``off_by_one`` starts the ancestral chain at t-1 after noising
@@ -31,10 +32,10 @@ class Plan:
     x0 estimate toward the input (DDAD-style), so good regions come back as they were.
     """
 
-    timesteps: int
+    timesteps: int = 250
     sampler: str = "ddim"
-    steps: int = 5
-    ensemble: int = 1
+    steps: int = 4
+    ensemble: int = 3
     jitter: float = 0.0
     off_by_one: bool = False
     conditioning: float = 0.0
@@ -54,13 +55,6 @@ class Plan:
         if self.sampler == "ddim":
             return min(self.steps, t + 1)
         return 1
-
-
-def plan_for_map(plan: Plan, score_map: str) -> Plan | None:
-    """The reconstruction ``score_map`` needs: ``plan`` in full for the maps that compare the
-    input with what came back (reconstruction, ddad), none for the feature map, which reads the
-    input alone."""
-    return None if score_map == "features" else plan
 
 
 def picture_plan(plan: Plan) -> Plan:

@@ -40,18 +40,22 @@ from torch.nn.parallel import DistributedDataParallel
 from ddad.diffusion import distributed
 from ddad.progress import progress_bar
 
+FLIPS = ("hflip", "vflip")  # train.flips: mirror left-right, top-bottom
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Knobs of one training run (see params.yaml ``train``)."""
+    """Knobs of one training run (params.yaml ``train``, the same defaults). ``val_images`` good
+    images are held out of it (by the train stage) for validation and the detect threshold."""
 
-    steps: int
+    steps: int = 250
     batch_size: int = 16
     lr: float = 1e-3
     ema: float = 0.995
-    t_range: tuple[int, int] = (0, 999)
-    crop: int = 0
+    t_range: tuple[int, int] = (0, 500)
+    crop: int = 32
     flips: tuple[str, ...] = ()
+    val_images: int = 8
     seed: int = 0
     log_every: int = 10
 
@@ -70,7 +74,7 @@ def _augment(batch: torch.Tensor, config: TrainConfig, generator: torch.Generato
         top = int(torch.randint(0, h - config.crop + 1, (1,), generator=generator))
         left = int(torch.randint(0, w - config.crop + 1, (1,), generator=generator))
         batch = batch[..., top : top + config.crop, left : left + config.crop]
-    for flip, dim in (("hflip", -1), ("vflip", -2)):
+    for flip, dim in zip(FLIPS, (-1, -2), strict=True):
         if flip in config.flips:
             mask = torch.rand(len(batch), generator=generator) < 0.5
             batch = torch.where(mask.view(-1, 1, 1, 1), batch.flip(dim), batch)

@@ -23,13 +23,13 @@ from ddad.data.layout import (
     train_images,
     validate_category,
 )
+from ddad.diffusion.train import TrainConfig
 from ddad.evaluation.protocol import Protocol, evaluate_maps
 from ddad.maps.scoring import DEFAULT_SCORE, ScoreSettings, finished
 from ddad.maps.threshold import threshold_from_good
 from ddad.progress import progress_bar
 
 _EPS = 1e-3  # a quarter of an 8-bit level, so constant pixels do not divide by zero
-HELD_OUT = 8  # train/good images held out for the threshold: train.val_images' default
 
 
 def zscore_maps(train: np.ndarray, test: np.ndarray) -> np.ndarray:
@@ -48,7 +48,7 @@ def zscore_report(
     protocol: Protocol,
     resize: str = "bicubic",
     score: ScoreSettings = DEFAULT_SCORE,
-    held_out: int = HELD_OUT,
+    held_out: int = TrainConfig().val_images,
     held_out_seed: int = 0,
 ) -> dict[str, Any]:
     """The z-score baseline's figures on an MVTec-layout category (ddad.evaluation.protocol's

@@ -1,8 +1,8 @@
-"""Anomaly maps and image scores from an image and its reconstructions.
+"""How every map is finished: the score settings, the blur, the closing, the image score.
 
-The seed's map: squared error per pixel, Gaussian blur (7x7, sigma 1.4, reflect padding) per
-channel, summed over channels, averaged over the ensemble; its image score is the map's max.
-Everything after the squaring is linear, so the order of blur, sum and mean does not matter.
+Each map kind (ddad.maps.kinds) makes its raw map its own way; ``finished`` turns any of them
+into the map reported and one number per image, so the pipeline, ``ddad detect`` and ``ddad
+baseline`` agree. The seed's image score is the map's max.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ ERRORS = ("squared", "absolute")
 IMAGE_SCORES = ("max", "topk_mean", "spots")
 SPOT_LENGTH = 9  # map pixels: longer structures are streaks, not spots
 _SPOT_DIRECTIONS = 12
-# features: ddad.maps.features, nearest good patch; ddad: ddad.maps.comparison, DDAD's
-MAPS = ("reconstruction", "features", "ddad")
 
 
 @dataclass(frozen=True)
@@ -76,19 +74,6 @@ def blur(maps: torch.Tensor, sigma: float, size: int = 0) -> torch.Tensor:
     flat = F.conv2d(F.pad(flat, (pad, pad, 0, 0), mode=mode), kernel.view(1, 1, 1, -1))
     flat = F.conv2d(F.pad(flat, (0, 0, pad, pad), mode=mode), kernel.view(1, 1, -1, 1))
     return flat.reshape(shape)
-
-
-def anomaly_map(
-    image: torch.Tensor,
-    reconstructions: torch.Tensor,
-    sigma: float = 1.4,
-    kernel_size: int = 7,
-    error: str = "squared",
-) -> torch.Tensor:
-    """Map [H, W] from an image [C, H, W] and its reconstructions [E, C, H, W] (float64)."""
-    diff = reconstructions.double() - image.double()[None]
-    per_pixel = diff.square() if error == "squared" else diff.abs()
-    return blur(per_pixel, sigma, kernel_size).sum(dim=1).mean(dim=0)
 
 
 def image_score(amap: np.ndarray, kind: str, top_fraction: float) -> float:

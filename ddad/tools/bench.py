@@ -2,9 +2,10 @@
 
 The seed reconstructed every image 16 times, one member after another at batch 1, each member
 a ~250-step ancestral DDPM chain from a jittered t, started one step late: about 4,000 UNet
-passes per image. The current default (the feature map) spends one partial UNet pass per image
-on its features, then a nearest-neighbour search; with the reconstruction-error map it batches
-images and members through a short DDIM chain.
+passes per image. The procedure timed against it is params.yaml's: its map kind
+(ddad.maps.kinds) with what it costs. The default spends one pass of a pretrained backbone per
+image on its features, then a nearest-patch search over the good bank, and no UNet pass; a map
+that compares with reconstructions batches images and members through a short DDIM chain first.
 Timing the seed in full takes long, so only a share of its passes may be run: seconds per UNet
 pass at batch 1 are measured and scaled linearly to its full NFE, and the report says so.
 """
@@ -30,18 +31,10 @@ from ddad.data.layout import test_images
 from ddad.data.preprocess import model_input
 from ddad.diffusion.engine import prepare_model, run
 from ddad.diffusion.fitting import samples_for
-from ddad.diffusion.reconstruct import Plan, plan_for_map, reconstruct
-from ddad.maps.comparison import compared_map
-from ddad.maps.features import (
-    FeatureSource,
-    GoodReference,
-    feature_anomaly_maps,
-    feature_passes,
-    feature_source,
-    searched_as,
-    unet_passes,
-)
-from ddad.maps.scoring import DEFAULT_SCORE, ScoreSettings, finished
+from ddad.diffusion.reconstruct import Plan, reconstruct
+from ddad.maps.kinds import MapInput, MapKind, map_kind
+from ddad.maps.scoring import DEFAULT_SCORE, ScoreSettings
+from ddad.maps.sources import FeatureSource
 
 
 @dataclass(frozen=True)
@@ -67,6 +60,7 @@ class Procedure:
 
 
 SEED_PLAN = Plan(timesteps=250, sampler="ddpm", ensemble=16, jitter=0.1, off_by_one=True)
+ONE_MEMBER = {"sampler": "ddpm", "ensemble": 1, "off_by_one": True}
 WARMUP_PASSES = 3
 PEAK_SECONDS = 1.0
 
@@ -90,12 +84,18 @@ def extrapolate(seconds: float, passes_timed: int, passes_total: float) -> float
 
 
 def procedure_summary(
-    seconds_per_image: float, nfe_per_image: float, flops_per_image: float, peak_flops: float
+    seconds_per_image: float,
+    nfe_per_image: float,
+    flops_per_image: float,
+    peak_flops: float,
+    backbone_passes_per_image: float = 0.0,
 ) -> dict[str, float]:
-    """Throughput and achieved FLOP/s of one procedure from its cost per image."""
+    """Throughput and achieved FLOP/s of one procedure from its cost per image (UNet passes,
+    partial ones included, and a pretrained backbone's passes)."""
     achieved = flops_per_image / seconds_per_image
     return {
         "nfe_per_image": nfe_per_image,
+        "backbone_passes_per_image": backbone_passes_per_image,
         "seconds_per_image": seconds_per_image,
         "images_per_second": 1.0 / seconds_per_image,
         "flops_per_image": flops_per_image,
@@ -128,7 +128,16 @@ def format_report(report: dict[str, Any]) -> str:
             f"seed timing EXTRAPOLATED: {seed['passes_timed']:,} of {seed['passes_total']:,.0f} "
             f"UNet passes timed (share {seed['share']:.3g}), scaled linearly to the full NFE"
         )
-    header = ["procedure", "NFE/image", "s/image", "images/s", "speed-up", "FLOP/s", "of peak"]
+    header = [
+        "procedure",
+        "UNet passes/image",
+        "backbone passes/image",
+        "s/image",
+        "images/s",
+        "speed-up",
+        "FLOP/s",
+        "of peak",
+    ]
     rows = [header + (["peak memory"] if memory else [])]
     for name, speedup in (("seed", 1.0), ("default", report["speedup"])):
         row = report[name]
@@ -136,6 +145,7 @@ def format_report(report: dict[str, Any]) -> str:
             [
                 name,
                 f"{row['nfe_per_image']:.1f}",
+                f"{row['backbone_passes_per_image']:.1f}",
                 f"{row['seconds_per_image']:.4g}",
                 f"{row['images_per_second']:.4g}",
                 f"{speedup:.1f}x",
@@ -185,8 +195,8 @@ def flops_per_pass(model: torch.nn.Module, image: torch.Tensor) -> int:
 
 
 def flops_per_feature_pass(source: FeatureSource, image: np.ndarray) -> int:
-    """FLOPs of one pass of the maps' feature ``source`` (a partial UNet pass or a pretrained
-    backbone's, ddad.maps.features.feature_source) on one [C, H, W] sample."""
+    """FLOPs of one pass of a map's feature ``source`` (a pretrained backbone's or a partial
+    UNet pass, ddad.maps.sources.feature_source) on one [C, H, W] sample."""
     with FlopCounterMode(display=False) as counter:
         source([image])
     return counter.get_total_flops()
@@ -244,7 +254,7 @@ def _seed_members(
         left = budget - passes
         if left <= 0:
             break
-        plan = member if left >= longest else Plan(left, sampler="ddpm", off_by_one=True)
+        plan = member if left >= longest else Plan(left, **ONE_MEMBER)
         key = f"bench/{index}/member{m}"
         passes += reconstruct(model, diffusion, images[index : index + 1], [key], plan, seed)[2]
     return passes
@@ -255,7 +265,7 @@ def time_seed(work: Workload, share: float = 1.0, seed: int = 0) -> dict[str, An
     diffusion, images, device = work.diffusion, work.images, work.device
     model = work.model.to(device).eval()
     x = torch.from_numpy(images).to(device)
-    warmup = Plan(WARMUP_PASSES, sampler="ddpm", off_by_one=True)
+    warmup = Plan(WARMUP_PASSES, **ONE_MEMBER)
     reconstruct(model, diffusion, x[:1], ["bench/warmup"], warmup, seed)
     total = len(images) * expected_nfe(SEED_PLAN)
     extrapolated = share < 1
@@ -275,84 +285,65 @@ def time_seed(work: Workload, share: float = 1.0, seed: int = 0) -> dict[str, An
     }
 
 
-def timing_reference(
-    source: FeatureSource, images: np.ndarray, score: ScoreSettings
-) -> GoodReference:
-    """A reference shaped like ``score``'s, from ``images`` repeated as needed: a bank of
-    ``score.bank_images`` feature maps (``search_radius`` >= 0, or per-position Gaussians of
-    them for ``feature_model: gaussian``) or of ``score.bank_vectors``
-    rows (-1), a typical map of ones when ``score.reference_images`` asks for one, and
-    a whitening when ``score.whiten`` asks for one.
-
-    The search and the division cost what the real ones cost; what the bank and map hold does
-    not change the time, so no training images are needed.
-    """
-    maps = source(list(images))
-    if score.search_radius >= 0 or score.feature_model == "gaussian":
-        count = score.bank_images
+def _mapped(
+    work: Workload, kind: MapKind, plan: Plan | None, batch_size: int, count: int, seed: int
+) -> int:
+    """Map the first ``count`` of ``work``'s images as the pipeline would (reconstructed by
+    ddad.diffusion.engine.run with ``plan`` first, when the kind compares; ``work.model``
+    prepared), finish every map, and return the UNet passes the reconstructions took."""
+    images = work.images[:count]
+    if plan is None:
+        inputs, passes = [MapInput(image) for image in images], 0
     else:
-        count = math.ceil(score.bank_vectors / maps[0, 0].numel())
-    bank = maps.repeat(math.ceil(count / len(maps)), 1, 1, 1)[:count]
-    typical = np.ones(images.shape[-2:]) if score.reference_images else None
-    return replace(searched_as([bank], score), typical=typical)
+        items = [(f"bench/{i}", lambda i=i: images[i]) for i in range(len(images))]
+        results = list(
+            run(
+                work.model,
+                work.diffusion,
+                items,
+                plan,
+                seed=seed,
+                batch_size=batch_size,
+                device=work.device,
+                progress=False,
+            )
+        )
+        inputs = [MapInput(r.image, r.reconstructions) for r in results]
+        passes = sum(r.nfe for r in results)
+    for raw in kind.raw_maps(inputs):
+        kind.finish(raw)
+    return passes
 
 
 def time_default(work: Workload, procedure: Procedure, seed: int = 0) -> dict[str, Any]:
-    """Time ``procedure`` as the pipeline runs it: ddad.diffusion.engine.run with its plan and
-    batch size for the maps that compare with a reconstruction (then DDAD's
-    feature comparison for ``ddad``), or the feature map alone (one feature pass per image, no
-    reconstruction). Returns seconds and full UNet passes per image, peak memory, the
-    samples per pass that ran (``auto`` resolved) and the FLOPs of one feature pass (0 when
-    the map reads no features)."""
-    diffusion, images, device = work.diffusion, work.images, work.device
-    plan, batch_size, score = procedure.plan, procedure.batch_size, procedure.score
-    reconstructed = plan_for_map(plan, score.map)
-    batch_size = samples_for(work.model, batch_size, device, *images.shape[-2:])
-    model = prepare_model(work.model, device)
-    source = feature_source(model, score)
-    reference = timing_reference(source, images, score) if reconstructed is None else None
-    items = [(f"bench/{i}", lambda i=i: images[i]) for i in range(len(images))]
-
-    def passes_of(chosen: list, with_plan: Plan) -> float:
-        results = run(
-            model,
-            diffusion,
-            chosen,
-            with_plan,
-            seed=seed,
-            batch_size=batch_size,
-            device=device,
-            progress=False,
-        )
-        passes = 0.0
-        for r in results:
-            passes += r.nfe
-            if score.map == "ddad":
-                finished(compared_map(source, r.image, r.reconstructions, score), score)
-        return passes
-
-    def mapped(chosen: np.ndarray) -> int:
-        amaps = feature_anomaly_maps(
-            source, list(chosen), reference, score.sigma, score.kernel_size
-        )
-        for amap in amaps:
-            finished(amap, score, reference.typical)
-        return 0
-
-    if reconstructed is None:
-        mapped(images[:1])
-        work = partial(mapped, images)
-    else:
-        passes_of(items[: max(1, batch_size // plan.ensemble)], replace(plan, sampler="one_step"))
-        work = partial(passes_of, items, reconstructed)
-    seconds, passes, memory = _measured(device, work)
-    feature_pass = feature_passes(score, plan.ensemble) > 0
+    """Time ``procedure`` as the pipeline runs it: its map kind (ddad.maps.kinds), having
+    learnt from a reference shaped like the real one, over ``work``'s images, with the
+    reconstructions its plan makes when the kind compares with them. Returns seconds and full
+    UNet passes per image, peak memory, the samples per pass that ran (``auto`` resolved), the
+    map's own passes (``MapKind.cost``) and the FLOPs of one feature pass (0 for a map that
+    reads no features)."""
+    plan, score, device = procedure.plan, procedure.score, work.device
+    work = replace(work, model=prepare_model(work.model, device))
+    kind = map_kind(score, device, work.model)
+    reconstructed = kind.reconstruction_plan(plan)
+    batch_size = samples_for(work.model, procedure.batch_size, device, *work.images.shape[-2:])
+    if kind.learns_from_good_images:
+        kind.fit_for_timing(work.images)
+    warm = replace(reconstructed, sampler="one_step") if reconstructed else None
+    _mapped(work, kind, warm, batch_size, max(1, batch_size // plan.ensemble), seed)
+    seconds, passes, memory = _measured(
+        device, partial(_mapped, work, kind, reconstructed, batch_size, len(work.images), seed)
+    )
+    source = kind.source
     return {
-        "seconds_per_image": seconds / len(images),
-        "nfe_per_image": passes / len(images),
+        "seconds_per_image": seconds / len(work.images),
+        "nfe_per_image": passes / len(work.images),
         "peak_memory": memory,
-        "batch_size": batch_size,
-        "flops_per_feature_pass": flops_per_feature_pass(source, images[0]) if feature_pass else 0,
+        "batch_size": batch_size if reconstructed else None,
+        "map_cost": kind.cost(plan.ensemble),
+        "map": kind.describe(),
+        "plan": reconstructed,
+        "flops_per_feature_pass": flops_per_feature_pass(source, work.images[0]) if source else 0,
     }
 
 
@@ -370,12 +361,12 @@ def benchmark(
     what describes the model and images).
     """
     images, device = work.images, work.device
-    plan, score = procedure.plan, procedure.score
     seed_run = time_seed(work, seed_share, seed)
     default_run = time_default(work, procedure, seed)
     flops = flops_per_pass(work.model, torch.from_numpy(images[:1]).to(device))
-    extra = feature_passes(score, plan.ensemble)
+    map_cost = default_run["map_cost"]
     feature_flops = default_run["flops_per_feature_pass"]
+    feature_passes = map_cost.unet_passes + map_cost.backbone_passes
     peak, peak_dtype = matmul_peak(device, peak_seconds)
     summaries = {
         "seed": procedure_summary(
@@ -386,9 +377,10 @@ def benchmark(
         ),
         "default": procedure_summary(
             default_run["seconds_per_image"],
-            default_run["nfe_per_image"] + unet_passes(score, plan.ensemble),
-            default_run["nfe_per_image"] * flops + extra * feature_flops,
+            default_run["nfe_per_image"] + map_cost.unet_passes,
+            default_run["nfe_per_image"] * flops + feature_passes * feature_flops,
             peak,
+            map_cost.backbone_passes,
         ),
     }
     seed_keys = ("extrapolated", "share", "passes_timed", "passes_total")
@@ -401,9 +393,9 @@ def benchmark(
         "peak_dtype": peak_dtype,
         "peak_memory_bytes": memory if device.type == "cuda" else None,
         "seed_plan": describe_plan(SEED_PLAN),
-        "default_plan": describe_plan(plan_for_map(plan, score.map)),
-        "default_map": describe_map(score),
-        "batch_size": default_run["batch_size"] if score.map != "features" else None,
+        "default_plan": describe_plan(default_run["plan"]),
+        "default_map": default_run["map"],
+        "batch_size": default_run["batch_size"],
         "images": len(images),
         "flops_per_pass": flops,
         "flops_per_feature_pass": feature_flops,
@@ -411,10 +403,10 @@ def benchmark(
 
 
 def describe_plan(plan: Plan | None) -> str:
-    """A plan in a few words, as the bench prints it (None: ``plan_for_map``'s for the
-    feature map)."""
+    """A plan in a few words, as the bench prints it (None: no reconstruction, for a map kind
+    that reads the input alone)."""
     if plan is None:
-        return "no reconstruction (the feature map reads the input alone)"
+        return "no reconstruction (the map reads the input alone)"
     extras = [f"jitter {plan.jitter:g}"] if plan.jitter else []
     extras += ["off by one"] if plan.off_by_one and plan.sampler == "ddpm" else []
     extras += [f"conditioning {plan.conditioning:g}"] if plan.conditioning else []
@@ -423,31 +415,3 @@ def describe_plan(plan: Plan | None) -> str:
     how = {"ddim": f"ddim {plan.steps} step{plural}", "one_step": "one-pass x0 estimate"}
     sampler = how.get(plan.sampler, plan.sampler)
     return f"{sampler} from t={plan.timesteps}{tail}, ensemble {plan.ensemble}"
-
-
-def describe_map(score: ScoreSettings) -> str:
-    """The default's anomaly map in a few words, as the bench prints it."""
-    eyes = describe_source(score)
-    if score.map == "ddad":
-        return f"DDAD's map (pixel + {score.feature_weight:g} x feature distance, {eyes} per image)"
-    if score.map != "features":
-        return "reconstruction-error map"
-    typical = ", over the typical map" if score.reference_images else ""
-    if score.feature_model == "gaussian":
-        return (
-            f"feature map (1 {eyes}, Mahalanobis distance to the good features' "
-            f"Gaussian at each position, from {score.bank_images} good images{typical})"
-        )
-    if score.search_radius >= 0:
-        where = f"within {score.search_radius} cells in {score.bank_images} good images"
-    else:
-        where = f"of {score.bank_vectors:,} patches"
-    space = "whitened features" if score.whiten else "features"
-    return f"feature map (1 {eyes}, nearest in {space} {where}{typical})"
-
-
-def describe_source(score: ScoreSettings) -> str:
-    """Whose features a map reads, as one pass of it."""
-    if score.backbone == "unet":
-        return "partial UNet pass"
-    return f"{score.backbone} pass (backbone_size {score.backbone_size})"

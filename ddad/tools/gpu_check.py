@@ -29,10 +29,10 @@ from typing import Any
 import torch
 import yaml
 
-from ddad.detect import DEFAULT_PLAN
 from ddad.diffusion import passes
 from ddad.diffusion.engine import DEVICES, resolve_device
 from ddad.diffusion.models import build_diffusion, build_model, with_random_outputs
+from ddad.diffusion.reconstruct import Plan
 from ddad.errors import DdadError
 from ddad.maps.scoring import ScoreSettings
 from ddad.tools import bench
@@ -102,7 +102,7 @@ def measure_procedures(
     images = bench.random_images(scale.images, 3, scale.image_size)
     report = bench.benchmark(
         bench.Workload(model, diffusion, images, device),
-        bench.Procedure(DEFAULT_PLAN, "auto", score),
+        bench.Procedure(Plan(), "auto", score),
         seed_share=scale.seed_share,
     )
     report |= {

@@ -1,29 +1,29 @@
-"""The nearest-good-feature map: shapes, zero distance for what the bank holds, a high distance
-for a patch unlike every good one, a bounded bank, the typical map that divides it, and the
-whitening that evens out loud and redundant channels."""
+"""The nearest good patch: zero distance for what the bank holds, a high distance for a patch
+unlike every good one, a bounded bank, the windowed search, and the whitening that evens out
+loud and redundant channels."""
 
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from ddad.diffusion.models import build_model
-from ddad.maps.features import (
-    GoodReference,
+from ddad.maps.search import (
+    AnywhereSearch,
+    NearbySearch,
     _replicate_padded_cells,
     feature_bank,
-    feature_passes,
-    good_split,
-    nearby_distance_maps,
-    nearest_distance_maps,
-    typical_map,
-    unet_features,
-    unet_passes,
     whitened,
 )
-from ddad.maps.scoring import ScoreSettings
+from ddad.maps.sources import unet_features
+
+
+def nearest_distance_maps(features, bank, size):
+    return AnywhereSearch(bank).distances(features, size)
+
+
+def nearby_distance_maps(features, bank, radius, size):
+    return NearbySearch(bank, radius).distances(features, size)
 
 
 @pytest.fixture(scope="module")
@@ -38,19 +38,10 @@ def _stripes(count: int) -> torch.Tensor:
     return image.clone()
 
 
-def test_features_have_half_the_image_size(model):
-    features = unet_features(model, _stripes(2))
-    assert features.shape[0] == 2 and features.shape[-2:] == (8, 8)
 
 
-def test_no_blocks_is_refused(model):
-    with pytest.raises(ValueError, match="at least one block"):
-        unet_features(model, _stripes(1), blocks=())
 
 
-def test_the_model_keeps_no_hooks(model):
-    unet_features(model, _stripes(1))
-    assert all(not block._forward_hooks for block in model.input_blocks)
 
 
 def test_a_good_image_is_at_zero_distance_and_a_spot_is_not(model):
@@ -72,31 +63,14 @@ def test_the_bank_is_a_seeded_subset_of_at_most_max_vectors():
     assert torch.equal(small, feature_bank(features, 50, seed=1))
 
 
-PATHS = [Path(f"{i}.png") for i in range(10)]
 
 
-def test_bank_and_reference_images_are_disjoint_and_seeded():
-    split = good_split(PATHS, bank_images=4, reference_images=3)
-    assert len(split.bank) == 4 and len(split.reference) == 3
-    assert not set(split.bank) & set(split.reference)
-    assert split == good_split(PATHS, 4, 3)
 
 
-def test_without_reference_images_every_chosen_image_is_in_the_bank():
-    assert good_split(PATHS, 4, 0).reference == []
-    assert good_split(PATHS, 100, 0).bank == PATHS
 
 
-def test_reference_images_take_at_most_half_so_a_small_category_keeps_a_bank():
-    split = good_split(PATHS[:3], bank_images=200, reference_images=25)
-    assert len(split.reference) == 1 and len(split.bank) == 2
 
 
-def test_typical_map_is_the_mean_floored_at_one_percent_of_its_mean():
-    maps = [np.array([[2.0, 0.0]]), np.array([[4.0, 0.0]])]
-    np.testing.assert_allclose(typical_map(maps), [[3.0, 0.015]])
-    with pytest.raises(ValueError, match="at least one"):
-        typical_map([])
 
 
 def test_nearby_search_matches_a_brute_force_window():
@@ -133,8 +107,8 @@ def test_whitened_features_have_unit_covariance_over_the_bank():
     mixing = torch.tensor([[1.0, 0.0, 0.0], [2.0, 3.0, 0.0], [0.5, 0.5, 1.0]])
     rows = torch.randn(4000, 3, generator=generator, dtype=torch.float64) @ mixing.double().T
     bank = (rows.float() + 3).reshape(10, 20, 20, 3).permute(0, 3, 1, 2)  # maps [M, D, h, w]
-    white = whitened(GoodReference(bank, radius=1))
-    flat = white.bank.permute(0, 2, 3, 1).reshape(-1, 3).double()
+    white = whitened(NearbySearch(bank, radius=1))
+    flat = white.inner.bank.permute(0, 2, 3, 1).reshape(-1, 3).double()
     torch.testing.assert_close(
         flat.mean(dim=0), torch.zeros(3, dtype=torch.float64), atol=1e-4, rtol=0
     )
@@ -146,7 +120,7 @@ def test_whitened_features_have_unit_covariance_over_the_bank():
 def test_a_direction_the_bank_never_varies_in_is_shrunk_not_divided_by_zero():
     bank = torch.zeros(2, 2, 4, 4)
     bank[:, 0] = torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(0))
-    white = whitened(GoodReference(bank, radius=1))
+    white = whitened(NearbySearch(bank, radius=1))
     assert torch.isfinite(white.whitening.matrix).all()
     query = bank[:1].clone()
     query[0, 1, 2, 2] = 1.0  # a move in the constant channel: far, but finite
@@ -159,9 +133,10 @@ def test_whitened_distances_are_those_of_whitened_features():
     bank = torch.randn(4, 2, 5, 5, generator=generator) * torch.tensor([1.0, 8.0]).view(1, 2, 1, 1)
     query = torch.randn(2, 2, 5, 5, generator=generator)
     for radius in (-1, 2):
-        rows = bank.permute(0, 2, 3, 1).reshape(-1, 2) if radius < 0 else bank
-        white = whitened(GoodReference(rows, radius=radius))
-        plain = GoodReference(white.bank, radius=radius)
+        rows = bank.permute(0, 2, 3, 1).reshape(-1, 2)
+        search = AnywhereSearch(rows) if radius < 0 else NearbySearch(bank, radius)
+        white = whitened(search)
+        plain = white.inner
         expected = plain.distances(white.whitening.apply(query), (5, 5))
         torch.testing.assert_close(white.distances(query, (5, 5)), expected)
 
@@ -173,13 +148,3 @@ def test_the_exact_search_matches_every_distance_compared():
     queries = features.permute(0, 2, 3, 1).reshape(-1, 5)
     brute = torch.cdist(queries, bank).min(dim=1).values.reshape(2, 4, 4)
     torch.testing.assert_close(nearest_distance_maps(features, bank, (4, 4)), brute)
-
-
-@pytest.mark.parametrize(
-    ("kind", "passes"), [("features", 1), ("ddad", 1 + 3), ("reconstruction", 0)]
-)
-def test_feature_passes_per_map_and_which_are_the_unets(kind, passes):
-    lite = ScoreSettings(map=kind)
-    assert feature_passes(lite, ensemble=3) == passes
-    assert unet_passes(lite, ensemble=3) == 0  # Lite0 is no UNet pass
-    assert unet_passes(ScoreSettings(map=kind, backbone="unet"), ensemble=3) == passes

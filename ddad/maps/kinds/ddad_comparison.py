@@ -1,5 +1,5 @@
-"""DDAD's map (Mousakhan et al. 2023): what the reconstruction failed to bring back, in pixels
-and in the eyes of a network that knows what images look like.
+"""``score.map: ddad``, DDAD's map (Mousakhan et al. 2023): what the reconstruction failed to
+bring back, in pixels and in the eyes of a network that knows what images look like.
 
 The diffusion model noises an image to t and denoises it, conditioned on the input
 (``reconstruct.conditioning``), so a good part comes back as it was and a defect comes back
@@ -12,12 +12,16 @@ by ``score.feature_weight``, blurred like the error maps.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ddad.maps.features import FeatureSource
+from ddad.maps.good_images import BatchMap, in_this_process
+from ddad.maps.kinds.base import MapInput, MapKind, each_batch, register
 from ddad.maps.scoring import ScoreSettings, blur
+from ddad.maps.sources import Cost, FeatureSource, describe_source, feature_source, reads_unet
 
 
 def compared_map(
@@ -40,3 +44,43 @@ def compared_map(
     distance = F.interpolate(distance, size=size, mode="bilinear", align_corners=False)[0, 0]
     amap = torch.from_numpy(pixels).double() + settings.feature_weight * distance.double().cpu()
     return blur(amap, settings.sigma, settings.kernel_size).numpy()
+
+
+@register
+class DdadComparison(MapKind):
+    """Pixel plus feature distance between each input and its reconstructions."""
+
+    name = "ddad"
+    compares_reconstructions = True
+
+    def __init__(
+        self, settings: ScoreSettings, device: torch.device, unet: torch.nn.Module | None = None
+    ) -> None:
+        super().__init__(settings, device, unet)
+        self.source = feature_source(settings, device, unet)
+
+    @classmethod
+    def needs_unet(cls, settings: ScoreSettings) -> bool:
+        return reads_unet(settings)
+
+    def raw_maps(
+        self, inputs: Sequence[MapInput], over_batches: BatchMap = in_this_process
+    ) -> list[np.ndarray]:
+        """``compared_map`` of each input, one feature batch (the input and its
+        reconstructions) at a time."""
+
+        def mapped(batch: Sequence[MapInput]) -> list[np.ndarray]:
+            return [
+                compared_map(self.source, item.image, item.reconstructions, self.settings)
+                for item in batch
+            ]
+
+        return each_batch(mapped, inputs, over_batches)
+
+    def cost(self, ensemble: int) -> Cost:
+        return self.source.cost(1 + ensemble)
+
+    def describe(self) -> str:
+        weight = self.settings.feature_weight
+        eyes = describe_source(self.settings)
+        return f"DDAD's map (pixel + {weight:g} x feature distance, {eyes} per image)"

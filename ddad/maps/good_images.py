@@ -1,0 +1,91 @@
+"""The good images a map learns from: which training images form the bank and which the
+typical map, that map itself, and the batches every network pass is cut into.
+
+The split depends on the file list alone, so the score stage, ``ddad detect`` and ``ddad
+bench`` pick the same images; the batches are cut the same way however many processes share
+them, so a map comes out the same bytes with one rank or several.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple, TypeVar
+
+import numpy as np
+
+from ddad.data.layout import train_images
+from ddad.maps.scoring import ScoreSettings
+
+BATCH = 32  # images per network pass
+T = TypeVar("T")
+R = TypeVar("R")
+BatchMap = Callable[[Callable[[T], R], Sequence[T]], list[R]]
+
+
+def in_this_process(work: Callable[[T], R], batches: Sequence[T]) -> list[R]:
+    """Every batch here, in order: the ``BatchMap`` of one process
+    (ddad.diffusion.distributed.sharded_map is the one that shares them over ranks)."""
+    return [work(batch) for batch in batches]
+
+
+def batches(items: Sequence[T]) -> list[Sequence[T]]:
+    """``items`` cut into the network's batches of ``BATCH``."""
+    return [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
+
+
+class GoodSplit(NamedTuple):
+    """Training images for the bank and, disjoint from them, for the typical map."""
+
+    bank: list[Path]
+    reference: list[Path]
+
+
+class GoodImages(NamedTuple):
+    """Good images as the model sees them ([C, H, W] arrays): the ``bank`` a map searches and,
+    apart from it, the ``typical`` ones whose mean map says what is usual at each position."""
+
+    bank: Sequence[np.ndarray]
+    typical: Sequence[np.ndarray]
+
+
+def good_split(paths: Sequence[Path], bank_images: int, reference_images: int) -> GoodSplit:
+    """Disjoint training images for the bank and for the typical map, chosen by a fixed seed.
+
+    The reference images take at most half of ``paths`` (a small category keeps a bank); with
+    ``reference_images = 0`` the bank is the same as without a typical map.
+    """
+    order = np.random.default_rng(0).permutation(len(paths))
+    reference_count = min(reference_images, len(paths) // 2)
+    reference = sorted(order[:reference_count])
+    bank = sorted(order[reference_count : reference_count + bank_images])
+    return GoodSplit([paths[i] for i in bank], [paths[i] for i in reference])
+
+
+def training_split(root: Path, meta: dict, settings: ScoreSettings) -> GoodSplit:
+    """The bank and typical-map images of a trained category: its training images under
+    ``root`` except those held out in ``meta`` (the train stage's meta.json, so their scores
+    stay unbiased for the threshold), split by ``good_split``."""
+    held_out = {root / p for p in meta["validation_images"]}
+    fit = [path for path in train_images(root, meta["category"]) if path not in held_out]
+    return good_split(fit, settings.bank_images, settings.reference_images)
+
+
+def training_good_images(
+    root: Path, meta: dict, settings: ScoreSettings, load: Callable[[Path], np.ndarray]
+) -> GoodImages:
+    """The ``training_split`` images of a trained category, each read by ``load`` (a path to
+    the model's [C, H, W] input)."""
+    split = training_split(root, meta, settings)
+    return GoodImages([load(p) for p in split.bank], [load(p) for p in split.reference])
+
+
+def typical_map(maps: Sequence[np.ndarray]) -> np.ndarray:
+    """The mean of good images' maps at each position, floored at 1 % of its overall mean.
+
+    The floor keeps a division finite where every good image matched the bank exactly.
+    """
+    if not len(maps):
+        raise ValueError("typical_map needs at least one good image's map")
+    mean = np.mean(np.stack(maps), axis=0)
+    return np.maximum(mean, 0.01 * mean.mean())

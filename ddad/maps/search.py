@@ -1,0 +1,218 @@
+"""The nearest good patch: searches over a bank of good images' features, one class per way
+of searching, each with ``distances(features, size)``.
+
+``NearbySearch`` looks near the same place (``score.search_radius`` feature cells, so parts
+need only be roughly aligned); ``AnywhereSearch`` looks anywhere in a bank of at most
+``score.bank_vectors`` rows (radius -1); ``WhitenedSearch`` maps features through the bank's
+whitening first (``score.whiten``: Mahalanobis distances); ddad.maps.position_gaussian's
+``PositionGaussian`` answers the same call for ``score.feature_model: gaussian``.
+docs/accuracy.md measures each choice on real photographs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+import faiss
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ddad.maps.position_gaussian import fit_position_gaussian
+from ddad.maps.scoring import ScoreSettings
+
+FEATURE_MODELS = ("nearest", "gaussian")  # score.feature_model
+_CHUNK = 4096
+_BATCH = 32
+
+
+class Search(Protocol):
+    """What a map asks of the good bank: distances of features to it."""
+
+    def distances(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """[N, *size] distances of [N, D, h, w] ``features``, resized bilinearly to ``size``."""
+
+
+def _resized(nearest: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return F.interpolate(nearest, size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+@dataclass(frozen=True)
+class AnywhereSearch:
+    """The nearest of ``bank`` rows [M, D], wherever in a good image they came from."""
+
+    bank: torch.Tensor
+
+    def distances(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Each position's Euclidean distance to its nearest bank row.
+
+        On the CPU faiss's exact search (IndexFlatL2) does it, several times faster than chunked
+        torch.cdist and in constant memory; on a GPU the chunked distances are fast already.
+        """
+        n, d, h, w = features.shape
+        queries = features.permute(0, 2, 3, 1).reshape(-1, d)
+        bank = self.bank.to(queries)
+        if queries.device.type == "cpu":
+            index = faiss.IndexFlatL2(d)
+            index.add(np.ascontiguousarray(bank.float().numpy()))
+            squared, _ = index.search(np.ascontiguousarray(queries.float().numpy()), 1)
+            nearest = torch.from_numpy(squared).clamp_min(0).sqrt().to(queries.dtype)
+        else:
+            nearest = torch.cat(
+                [torch.cdist(q, bank).min(dim=1).values for q in queries.split(_CHUNK)]
+            )
+        return _resized(nearest.reshape(n, 1, h, w), size)
+
+
+@dataclass(frozen=True)
+class NearbySearch:
+    """The nearest patch of the good images' whole feature maps ``bank`` [M, D, h, w] (the same
+    h x w as the queries) at most ``radius`` feature cells away, in rows and in columns.
+
+    Searching near the same place keeps a dark blob in the middle of a part from matching a
+    dark border patch, so blobs light up inside and not only at their rim.
+    """
+
+    bank: torch.Tensor
+    radius: int
+
+    def distances(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Each position's Euclidean distance to the nearest bank patch in its window, in any
+        bank image. Near the border the window is cut off (replicate padding repeats the last
+        row and column, which are in the window already).
+
+        The padded bank is laid out one grid cell after another (``_replicate_padded_cells``),
+        and the queries on the same grid (the padding columns hold zeros whose results are
+        dropped), so the bank cells one offset (dy, dx) pairs with every query are one
+        contiguous slice: each offset is one batched product (|q|^2 + |b|^2 - 2 q.b) that reads
+        the bank in place, rather than copying each query's window out first.
+        """
+        radius = self.radius
+        n, d, h, w = features.shape
+        width = w + 2 * radius
+        count = h * width - 2 * radius  # grid cells up to the last real query
+        cells = _replicate_padded_cells(self.bank.to(features), radius)
+        cells = cells.reshape(-1, d, len(self.bank))
+        norms = cells.square().sum(dim=1, keepdim=True)  # [(h+2r)(w+2r), 1, M]
+        queries = F.pad(features, (0, 2 * radius)).permute(2, 3, 0, 1).reshape(h * width, n, d)
+        queries = queries[:count].contiguous()
+        nearest = torch.full((count, n), torch.inf, dtype=queries.dtype, device=queries.device)
+        for dy, dx in itertools.product(range(2 * radius + 1), repeat=2):
+            window = slice(dy * width + dx, dy * width + dx + count)
+            squared = torch.baddbmm(norms[window], queries, cells[window], alpha=-2)
+            nearest = torch.minimum(nearest, squared.min(dim=2).values)
+        nearest = (nearest + queries.square().sum(dim=2)).clamp_min(0).sqrt()
+        nearest = F.pad(nearest.T, (0, 2 * radius)).reshape(n, 1, h, width)[..., :w]
+        return _resized(nearest, size)
+
+
+def _replicate_padded_cells(bank_maps: torch.Tensor, radius: int) -> torch.Tensor:
+    """[h+2r, w+2r, D, M]: ``bank_maps`` [M, D, h, w] padded by ``radius`` cells that repeat the
+    border, one grid cell after another. Gathered by index rather than by F.pad: CUDA's
+    replicate padding refuses tensors of 2^31 values or more, which 500 bank maps of the 256
+    model's 512 channels at 128 x 128 exceed."""
+    _, _, h, w = bank_maps.shape
+    rows = torch.arange(-radius, h + radius, device=bank_maps.device).clamp(0, h - 1)
+    cols = torch.arange(-radius, w + radius, device=bank_maps.device).clamp(0, w - 1)
+    return bank_maps.permute(2, 3, 1, 0)[rows][:, cols]
+
+
+class Whitening(NamedTuple):
+    """An affine map of feature channels: subtract ``mean`` [D], then multiply by ``matrix``
+    [D, D], so that Euclidean distances become Mahalanobis distances under the bank's spread."""
+
+    mean: torch.Tensor
+    matrix: torch.Tensor
+
+    def apply(self, features: torch.Tensor) -> torch.Tensor:
+        """Rows [M, D] or maps [N, D, h, w], mapped along D."""
+        moved = features.movedim(1, -1)
+        mapped = (moved - self.mean.to(moved)) @ self.matrix.to(moved)
+        return mapped.movedim(-1, 1)
+
+
+@dataclass(frozen=True)
+class WhitenedSearch:
+    """``inner`` (whose bank holds whitened features) asked with features whitened the same way."""
+
+    inner: AnywhereSearch | NearbySearch
+    whitening: Whitening
+
+    def distances(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The inner search's distances of the whitened ``features``."""
+        return self.inner.distances(self.whitening.apply(features), size)
+
+
+def whitened(search: AnywhereSearch | NearbySearch) -> WhitenedSearch:
+    """``search`` over its bank whitened: channels centred and decorrelated over the bank.
+
+    Feature channels differ in scale and move together, so without this a few loud, redundant
+    directions decide which good patch is nearest. The covariance is shrunk toward its mean
+    variance by 0.1 % so a direction that the bank never varies in cannot blow a distance up.
+    """
+    mean, covariance = _channel_moments(search.bank)
+    shrink = 1e-3 * covariance.diagonal().mean()
+    covariance += shrink * torch.eye(len(covariance), dtype=covariance.dtype, device=mean.device)
+    precision_root = torch.linalg.cholesky(torch.linalg.inv(covariance))
+    whitening = Whitening(mean.float(), precision_root.float())
+    bank = torch.cat([whitening.apply(chunk) for chunk in search.bank.split(_BATCH)])
+    inner = AnywhereSearch(bank) if isinstance(search, AnywhereSearch) else NearbySearch(
+        bank, search.radius
+    )
+    return WhitenedSearch(inner, whitening)
+
+
+def _channel_moments(bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean [D] and covariance [D, D] of the channels of rows [M, D] or maps [M, D, h, w] over
+    every row or position, in float64 but one chunk at a time (a float64 copy of a large
+    model's bank would not fit)."""
+    channels = bank.shape[1]
+    count = bank.numel() // channels
+    total = torch.zeros(channels, dtype=torch.float64, device=bank.device)
+    products = torch.zeros(channels, channels, dtype=torch.float64, device=bank.device)
+    for chunk in bank.split(_BATCH):
+        columns = chunk.transpose(0, 1).reshape(channels, -1).double()
+        total += columns.sum(dim=1)
+        products += columns @ columns.T
+    mean = total / count
+    return mean, (products - count * torch.outer(mean, mean)) / (count - 1)
+
+
+def feature_bank(features: Iterable[torch.Tensor], max_vectors: int, seed: int = 0) -> torch.Tensor:
+    """Every position of every [N, D, h, w] feature batch as rows [M, D], at most ``max_vectors``.
+
+    A random subset (chosen by ``seed``) keeps the nearest-neighbour search affordable; with
+    fewer vectors than the cap all are kept.
+    """
+    rows = torch.cat([f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]) for f in features])
+    if len(rows) <= max_vectors:
+        return rows
+    keep = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:max_vectors]
+    return rows[keep]
+
+
+def search_for(features: list[torch.Tensor], settings: ScoreSettings) -> Search:
+    """The search over good ``features`` (batches of [N, D, h, w] maps) that ``settings`` ask
+    for: near the same place (``search_radius`` >= 0, the maps as the bank) or anywhere (-1, at
+    most ``bank_vectors`` rows of them), whitened when ``settings.whiten``; per-position
+    Gaussians of the maps, fitted batch by batch, for ``feature_model: gaussian``.
+
+    The list is emptied once the bank holds its contents: a large model's batches and bank
+    would otherwise fill memory twice, and three times while the bank is whitened (3.7 GB
+    each for the ball screws' 236 images at 256 x 640).
+    """
+    if settings.feature_model == "gaussian":
+        gaussian = fit_position_gaussian(features)
+        features.clear()
+        return gaussian
+    if settings.search_radius < 0:
+        search: AnywhereSearch | NearbySearch = AnywhereSearch(
+            feature_bank(features, settings.bank_vectors)
+        )
+    else:
+        search = NearbySearch(torch.cat(features), settings.search_radius)
+    features.clear()
+    return whitened(search) if settings.whiten else search
