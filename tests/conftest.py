@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from ddad.tools import bench
+
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
@@ -12,3 +14,10 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(saved)
+
+
+@pytest.fixture
+def quick_peak(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Measure the matmul peak for 0.05 s instead of 1 s."""
+    peak = bench.matmul_peak
+    monkeypatch.setattr(bench, "matmul_peak", lambda device, seconds=1.0: peak(device, 0.05))

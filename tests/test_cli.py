@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_bench import quick_peak  # noqa: F401 (a fixture)
-from test_detect import tiny_model_dir, write_gray
+from tiny_model import tiny_model_dir, write_gray
 
 from ddad import __version__
 from ddad.cli import _build_parser, main
+from ddad.detect import Detector
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -84,13 +84,20 @@ def test_detect_without_a_threshold_source_says_what_to_pass(
 def test_detect_scores_with_the_features_map_by_default(
     project: Path, capsys: pytest.CaptureFixture
 ) -> None:
+    """With no score.map in params.yaml, the score is the features map's, as the detector
+    built with the default settings gives it."""
+    root = project / "data" / "images"
     for i in range(3):
-        write_gray(project / "data" / "images" / "toy" / "train" / "good" / f"{i}.png", 0.5, i)
+        write_gray(root / "toy" / "train" / "good" / f"{i}.png", 0.5, i)
     (project / "params.yaml").write_text(FAST_RECONSTRUCT)
-    image = str(write_gray(project / "img.png", 0.5))
-    code, out, _ = _run(["detect", image, "--model", "toy", "--threshold", "1e9"], capsys)
+    image = write_gray(project / "img.png", 0.5, seed=7)
+    model_dir = project / "models" / "trained" / "toy"
+    detector = Detector.load(model_dir, threshold=1.0, device="cpu", data_root=root)
+    (expected,) = detector.score([image])
+    argv = ["detect", str(image), "--model", "toy", "--threshold", str(expected.score / 2)]
+    code, out, _ = _run(argv, capsys)
     assert code == 0
-    assert out.splitlines()[1].startswith(f"OK     {image}  score ")
+    assert out.splitlines()[1].startswith(f"DEFECT {image}  score {expected.score:#.4g}  ")
 
 
 def test_missing_image_exits_2_naming_it(project: Path, capsys: pytest.CaptureFixture) -> None:

@@ -1,9 +1,13 @@
 """DDAD's map: nothing where the reconstruction gave the input back, the most where it changed
-it, and the feature distance weighted as asked."""
+it, the pixel difference plus the feature distance weighted as asked, and the mean over several
+reconstructions."""
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ddad.diffusion.models import build_model
 from ddad.maps.kinds.ddad_comparison import compared_map
@@ -36,5 +40,30 @@ def test_what_the_reconstruction_changed_lights_up(source):
     amap = compared_map(source, image, repaired[None], ScoreSettings())
     peak = np.unravel_index(np.argmax(amap), amap.shape)
     assert 2 <= peak[0] < 12 and 18 <= peak[1] < 28
-    pixels_only = compared_map(source, image, repaired[None], ScoreSettings(feature_weight=0.0))
-    assert (amap >= pixels_only - 1e-9).all() and amap.sum() > pixels_only.sum()
+
+
+def test_the_feature_term_is_one_minus_the_cosine_similarity_weighted_as_asked(source):
+    """Unblurred, the map is the mean absolute pixel difference plus ``feature_weight`` times
+    one minus the cosine similarity of the input's and the reconstruction's features, resized
+    bilinearly to the image."""
+    image, repaired = _image(), _image()
+    image[0, 4:10, 20:26] = 1.0
+    unblurred = ScoreSettings(sigma=0)
+    pixels = compared_map(source, image, repaired[None], replace(unblurred, feature_weight=0.0))
+    np.testing.assert_allclose(pixels, np.abs(image - repaired)[0], atol=1e-6)
+    features = source([image, repaired]).double()
+    cosine = F.cosine_similarity(features[1], features[0], dim=0)
+    distance = F.interpolate((1 - cosine)[None, None], size=(32, 32), mode="bilinear")[0, 0]
+    assert distance.max() > 0.01  # the spot changed the features
+    for weight in (1.0, 2.5):
+        weighted = replace(unblurred, feature_weight=weight)
+        amap = compared_map(source, image, repaired[None], weighted)
+        np.testing.assert_allclose(amap - pixels, weight * distance.numpy(), atol=1e-5)
+
+
+def test_several_reconstructions_give_the_mean_of_their_maps(source):
+    image, repaired = _image(), _image()
+    image[0, 4:10, 20:26] = 1.0
+    one = compared_map(source, image, repaired[None], ScoreSettings())
+    both = compared_map(source, image, np.stack([repaired, image]), ScoreSettings())
+    np.testing.assert_allclose(both, one / 2, atol=1e-6)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -10,9 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 from PIL import Image
+from tiny_model import SIZE, tiny_model_dir, write_gray
 
 from ddad.detect import (
     VERDICT_COLOURS,
@@ -21,9 +20,12 @@ from ddad.detect import (
     overlay_names,
     save_overlay,
 )
-from ddad.diffusion.models import build_model, load_trained, save_checkpoint
+from ddad.diffusion.models import load_trained
 from ddad.diffusion.reconstruct import Plan
 from ddad.errors import DdadError
+from ddad.maps.kinds.ddad_comparison import compared_map
+from ddad.maps.scoring import finished
+from ddad.maps.sources import feature_source
 from ddad.maps.threshold import threshold_from_good
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,16 +34,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FAST_PLAN = Plan(timesteps=20, sampler="ddim", steps=1, ensemble=1)
 RECONSTRUCTION_MAP = ScoreSettings(map="reconstruction")  # needs no training images
-SIZE = 16
-
-
-def write_gray(path: Path, value: float, seed: int = 0) -> Path:
-    """A 20x20 gray PNG around ``value`` (resized to the model's 16 on reading)."""
-    rng = np.random.default_rng(seed)
-    pixels = np.clip(rng.normal(value, 0.05, (20, 20)), 0, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.round(pixels * 255).astype(np.uint8), mode="L").save(path)
-    return path
 
 
 def fast_detector(tmp_path: Path, **options: Any) -> Detector:
@@ -49,22 +41,6 @@ def fast_detector(tmp_path: Path, **options: Any) -> Detector:
     return Detector.load(
         tiny_model_dir(tmp_path), plan=FAST_PLAN, score=RECONSTRUCTION_MAP, device="cpu", **options
     )
-
-
-def tiny_model_dir(folder: Path, validation_images: list[str] | None = None) -> Path:
-    """A random-weight tiny 1-channel 16x16 model saved the way the train stage saves one."""
-    torch.manual_seed(0)
-    model_dir = folder / "models" / "trained" / "toy"
-    save_checkpoint(build_model("tiny", 1, SIZE), model_dir / "model.pt")
-    meta = {
-        "category": "toy",
-        "preset": "tiny",
-        "channels": 1,
-        "image_size": SIZE,
-        "validation_images": validation_images or [],
-    }
-    (model_dir / "meta.json").write_text(json.dumps(meta))
-    return model_dir
 
 
 def test_overlay_names_say_which_input_they_belong_to() -> None:
@@ -233,12 +209,18 @@ def test_features_map_without_a_bank_is_a_one_line_error(tmp_path: Path) -> None
         detector.score([write_gray(tmp_path / "img.png", 0.5)])
 
 
-def test_ddads_map_scores_a_photo_from_its_reconstruction(tmp_path: Path) -> None:
-    """``score.map: ddad`` needs no training images either: the input and what came back."""
+def test_ddads_map_compares_a_photo_with_its_reconstruction(tmp_path: Path) -> None:
+    """``score.map: ddad`` needs no training images either: its map is the input's and the
+    reconstruction's, compared in the eyes of the backbone the settings name."""
     ddad = ScoreSettings(map="ddad", backbone="efficientnet-lite0", backbone_size=32)
     detector = Detector.load(
         tiny_model_dir(tmp_path), plan=FAST_PLAN, score=ddad, device="cpu", threshold=0.0
     )
     (result,) = detector.score([write_gray(tmp_path / "gray.png", 0.5)])
-    assert result.amap.shape == (SIZE, SIZE) and result.score > 0
-    assert result.reconstruction is not None and result.is_defect
+    assert result.amap.shape == (SIZE, SIZE) and result.reconstruction is not None
+    image, repaired = (
+        2 * np.asarray(x).transpose(2, 0, 1) - 1 for x in (result.image, result.reconstruction)
+    )
+    expected = compared_map(feature_source(ddad, detector.device), image, repaired[None], ddad)
+    np.testing.assert_allclose(result.amap, expected, atol=1e-5)
+    assert result.score == pytest.approx(finished(expected, ddad)[1], rel=1e-4)

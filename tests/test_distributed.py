@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from test_pipeline import ENV, REPO, _run, _set_params, _stale, make_project
+from dvc_project import ENV, REPO, make_project, run_in, set_params, stale_stages
 
 from ddad.diffusion import distributed
 from ddad.params import ParamsError, parse_params, validate
@@ -86,7 +86,7 @@ def _same_arrays(a: dict, b: dict) -> bool:
 
 def _copy(project: Path, to: Path, *changes: dict) -> Path:
     shutil.copytree(project, to, symlinks=True)
-    _set_params(to, SHARDED, *changes)
+    set_params(to, SHARDED, *changes)
     return to
 
 
@@ -94,7 +94,7 @@ def _copy(project: Path, to: Path, *changes: dict) -> Path:
 def single(tmp_path_factory) -> Path:
     """The tiny project run up to score@stripes by one process."""
     project = make_project(tmp_path_factory.mktemp("single") / "project", SHARDED)
-    _run(project, "dvc", "repro", "score@stripes")
+    run_in(project, "dvc", "repro", "score@stripes")
     return project
 
 
@@ -102,7 +102,7 @@ def test_two_ranks_reconstruct_and_score_the_same_bytes_and_only_train_depends_o
     single, tmp_path
 ):
     project = _copy(single, tmp_path / "two", _dist(nproc_per_node=2))
-    assert _stale(project) - _stale(single) == {"check_params", "train@stripes"}
+    assert stale_stages(project) - stale_stages(single) == {"check_params", "train@stripes"}
     shutil.rmtree(project / "runs" / "stripes")
     assert "2 process(es)" in _ok(project, "reconstruct")
     _ok(project, "score")
@@ -181,7 +181,7 @@ def test_a_killed_rank_ends_in_one_line_and_dvc_repro_finishes_only_the_missing_
     assert len(found) == 1, err[-3000:]
     kept = {p: p.stat().st_mtime_ns for p in (project / "runs").glob("stripes/recon/*/*.npz")}
     assert 6 <= len(kept) < 42
-    finish = _run(project, "dvc", "repro", "reconstruct@stripes")
+    finish = run_in(project, "dvc", "repro", "reconstruct@stripes")
     assert f"42 images ({len(kept)} already done)" in finish.stderr
     assert all(p.stat().st_mtime_ns == mtime for p, mtime in kept.items())
     assert len(_recon_arrays(project)) == 42

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from dvc_project import make_project, ran_stages, run_in, set_params
 from PIL import Image
-from test_pipeline import _ran, _run, _set_params, make_project
 
 from ddad.diffusion.models import OPENAI_256_FILE, build_diffusion, build_model, save_checkpoint
 from ddad.diffusion.train import TrainConfig, train_diffusion
@@ -98,11 +98,11 @@ def test_the_openai_256_path_runs_end_to_end_for_every_map_and_the_seed_settings
         ("ddad", {"score": {"map": "ddad"}}, 1.0),  # the same step, compared in Lite0's eyes
         ("seed settings", SEED_SETTINGS, 1.0),  # one ancestral step
     ]:
-        _set_params(project, OPENAI_256, folder, changes)
+        set_params(project, OPENAI_256, folder, changes)
         start = time.perf_counter()
-        repro = _run(project, "dvc", "repro")
+        repro = run_in(project, "dvc", "repro")
         timings[name] = time.perf_counter() - start
-        assert "reconstruct@grid" in _ran(repro) and "plot" in _ran(repro)
+        assert "reconstruct@grid" in ran_stages(repro) and "plot" in ran_stages(repro)
         results = pd.read_csv(project / "metrics" / "results.csv").set_index("category")
         assert results.loc["bottle", "category_type"] == "object"
         assert results.loc["grid", "category_type"] == "texture"

@@ -12,7 +12,15 @@ import yaml
 
 from ddad.diffusion.models import check_preset
 from ddad.errors import DdadError
-from ddad.params import ParamsError, parse_params, setting, validate
+from ddad.params import (
+    ParamsError,
+    parse_params,
+    plan_from,
+    score_settings,
+    setting,
+    train_config,
+    validate,
+)
 from stages import check_params
 from stages.params import load_params
 
@@ -393,3 +401,21 @@ def test_check_params_wants_the_folder_every_fetch_data_depends_on(tmp_path, mon
     with pytest.raises(DdadError, match=r"^data.root: data/own is not a folder; .*mkdir -p"):
         check_params.main(REAL, [])
     assert not check_params.CHECKED_FILE.exists()
+
+
+def test_the_builders_defaults_are_the_shipped_params() -> None:
+    """Outside a project every settings object takes its dataclass's defaults, the one place
+    they live; params.yaml ships the same values, so `ddad detect` and `dvc repro` agree."""
+    shipped = load_params(REPO / "params.yaml")
+    assert score_settings({}) == score_settings(shipped)
+    assert plan_from({}) == plan_from(shipped)
+    assert train_config({}) == train_config(shipped)
+
+
+def test_a_category_override_and_a_flag_pick_the_plans_noise_level() -> None:
+    params = {"reconstruct": {"timesteps": 200, "timesteps_per_category": {"cable": 350}}}
+    assert plan_from(params, "cable").timesteps == 350
+    assert plan_from(params, "wood").timesteps == 200
+    assert plan_from(params, "cable", {"timesteps": 90, "steps": None}).timesteps == 90
+    with pytest.raises(DdadError, match="past 999"):
+        plan_from({"reconstruct": {"timesteps": 950, "jitter": 0.1}})

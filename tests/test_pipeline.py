@@ -7,7 +7,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,33 +15,27 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
+from dvc_project import (
+    BIN,
+    ENV,
+    REPO,
+    TINY,
+    make_project,
+    ran_stages,
+    run_in,
+    set_params,
+    stale_stages,
+)
 from http_server import FileServer, unreachable_url
 from mvtec_archive import make_mvtec_archive
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from ddad.data.halves import confirmation_half
 from ddad.data.layout import test_images
 from ddad.data.synthetic import generate_dataset
 from ddad.detect import Detector, ScoreSettings
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-# One thread per stage: on a few shared cores, torch's spinning threads slow small models 10x.
-ENV = os.environ | {
-    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    "DVC_NO_ANALYTICS": "1",
-    "OMP_NUM_THREADS": "1",
-}
-TINY = {
-    "data": {
-        "categories": ["stripes"],
-        "synthetic": {"seed": 0, "train": 12, "test_good": 4, "test_defect": 6},
-        "image_size": 16,
-    },
-    "train": {"steps": 2, "batch_size": 4, "crop": 0, "val_images": 2},
-    "reconstruct": {"ensemble": 1, "steps": 2, "batch_size": 2},
-}
 # 31 passes per image; the feature map would store inputs with no UNet pass, too fast to interrupt
 SLOW_RECONSTRUCT = {
     "reconstruct": {"sampler": "ddpm", "timesteps": 30},
@@ -50,66 +43,34 @@ SLOW_RECONSTRUCT = {
 }
 
 
-def _merged(base: dict, changes: dict) -> dict:
-    out = dict(base)
-    for key, value in changes.items():
-        out[key] = _merged(base[key], value) if isinstance(value, dict) and key in base else value
-    return out
-
-
-def _run(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [str(BIN / args[0]), *args[1:]],
-        cwd=project,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if check and result.returncode:
-        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    return result
-
-
-def _set_params(project: Path, *changes: dict) -> None:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for change in (TINY, *changes):
-        params = _merged(params, change)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def make_project(folder: Path, *changes: dict) -> Path:
-    """A fresh git + DVC project holding the pipeline's code and tiny params."""
-    folder.mkdir(parents=True)
-    for name in ("dvc.yaml", ".gitignore", "data/own/README.md"):
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / name, folder / name)
-    for package in ("stages", "ddad"):
-        shutil.copytree(REPO / package, folder / package, ignore=shutil.ignore_patterns("__py*"))
-    subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
-    _run(folder, "dvc", "init", "-q")
-    _set_params(folder, *changes)
-    return folder
-
-
-def _stale(project: Path) -> set[str]:
-    """Stages `dvc status` calls changed."""
-    return set(json.loads(_run(project, "dvc", "status", "--json").stdout or "{}"))
-
-
-def _ran(repro: subprocess.CompletedProcess) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", repro.stdout + repro.stderr)
-
-
 def _metrics(project: Path) -> dict:
     return json.loads((project / "metrics" / "metrics.json").read_text())
 
 
+def _confirmation_auc(project: Path) -> float:
+    """The image AUROC of the confirmation half of the scores the score stage wrote, computed
+    here: what evaluate must report."""
+    table = pd.read_csv(project / "runs" / "stripes" / "score" / "scores.csv").set_index("key")
+    items = test_images(project / "data" / "images", "stripes")
+    scores = table.loc[[f"test/{item.key}" for item in items], "score"].to_numpy()
+    labels = np.array([item.label for item in items])
+    confirmed = confirmation_half([item.key for item in items], [item.defect for item in items])
+    return roc_auc_score(labels[confirmed], scores[confirmed])
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
+    """The tiny project after `dvc repro`, for the tests that only read it."""
     project = make_project(tmp_path_factory.mktemp("e2e") / "project")
-    _run(project, "dvc", "repro")
+    run_in(project, "dvc", "repro")
     return project
+
+
+@pytest.fixture
+def changed(finished: Path, tmp_path: Path) -> Path:
+    """A copy of the finished project for this test alone to change and rerun, so that a
+    failure leaves no other test a changed project."""
+    return shutil.copytree(finished, tmp_path / "project", symlinks=True)
 
 
 def test_repro_writes_metrics_and_leaves_nothing_to_do(finished):
@@ -127,7 +88,7 @@ def test_repro_writes_metrics_and_leaves_nothing_to_do(finished):
     }
     assert metrics["mean"]["nfe_per_image"] == 0.0  # Lite0's features: no UNet pass at all
     assert metrics["mean"]["backbone_passes_per_image"] == 1.0  # but one Lite0 pass an image
-    assert 0 <= metrics["categories"]["stripes"]["img_auc"] <= 1
+    assert metrics["categories"]["stripes"]["img_auc"] == pytest.approx(_confirmation_auc(finished))
     defects = json.loads((finished / "metrics" / "defects.json").read_text())["stripes"]
     items = test_images(finished / "data" / "images", "stripes")
     defect_of = [item.defect for item in items]
@@ -144,18 +105,18 @@ def test_repro_writes_metrics_and_leaves_nothing_to_do(finished):
     assert row == figures | costs
     kinds = sorted(p.stem for p in (finished / "metrics" / "kind" / "stripes").iterdir())
     assert kinds == sorted(defects)
-    shown = _run(finished, "dvc", "metrics", "show").stdout.splitlines()
+    shown = run_in(finished, "dvc", "metrics", "show").stdout.splitlines()
     assert shown[0].split()[:2] == ["Path", "aupro"] and shown[1].startswith("metrics/mean.json")
     assert len(shown) == 2  # the one declared metric: `dvc exp show` stays narrow
     rows = ["metrics/type", "metrics/category", "metrics/kind", "metrics/tuning"]
-    shown = _run(finished, "dvc", "metrics", "show", *rows).stdout.splitlines()
+    shown = run_in(finished, "dvc", "metrics", "show", *rows).stdout.splitlines()
     # header, the mean over textures, the category, its kinds, the tuning half's two; the lit
     # shares widened the table past 100 columns, to 126 here
     assert len(shown) == 5 + len(kinds) and max(map(len, shown)) <= 130
     assert "metrics/tuning/stripes.json" in "".join(shown)
-    status = _run(finished, "dvc", "status")
+    status = run_in(finished, "dvc", "status")
     assert "up to date" in status.stdout
-    assert _stale(finished) == set()
+    assert stale_stages(finished) == set()
 
 
 @pytest.mark.parametrize(
@@ -171,14 +132,11 @@ def test_repro_writes_metrics_and_leaves_nothing_to_do(finished):
         ({"evaluate": {"metrics": ["img_auc"]}}, {"evaluate"}),
     ],
 )
-def test_a_changed_knob_makes_its_own_stage_stale(finished, change, stale):
+def test_a_changed_knob_makes_its_own_stage_stale(changed, change, stale):
     """`dvc status` names the stages whose own inputs changed (and check_params, which checks
     every value); the ones after them follow on `dvc repro` once their inputs differ."""
-    _set_params(finished, change)
-    try:
-        assert _stale(finished) == {"check_params", *stale}
-    finally:
-        _set_params(finished)
+    set_params(changed, change)
+    assert stale_stages(changed) == {"check_params", *stale}
 
 
 def _detect_agrees_with_the_pipeline(project: Path, score: ScoreSettings) -> None:
@@ -197,28 +155,28 @@ def _detect_agrees_with_the_pipeline(project: Path, score: ScoreSettings) -> Non
     assert scores == pytest.approx(expected, rel=1e-4)
 
 
-def test_detect_scores_like_the_pipeline_and_a_map_switch_reconstructs_in_full(finished):
-    _detect_agrees_with_the_pipeline(finished, ScoreSettings())
-    recon = finished / "runs" / "stripes" / "recon" / "summary.json"
+def test_detect_scores_like_the_pipeline_and_a_map_switch_reconstructs_in_full(changed):
+    _detect_agrees_with_the_pipeline(changed, ScoreSettings())
+    recon = changed / "runs" / "stripes" / "recon" / "summary.json"
     assert json.loads(recon.read_text())["picture"] is None  # the plots draw their own
     assert json.loads(recon.read_text())["nfe_per_image"] == 0.0
-    _set_params(finished, {"score": {"map": "reconstruction"}})
-    try:
-        repro = _run(finished, "dvc", "repro")
-        assert _ran(repro) == [
-            "check_params",
-            "reconstruct@stripes",
-            "score@stripes",
-            "evaluate",
-            "plot",
-        ]
-        assert json.loads(recon.read_text())["nfe_per_image"] == 2.0  # ddim 2 steps, 1 member
-        assert json.loads(recon.read_text())["picture"] == "reconstruction"
-        assert 0 <= _metrics(finished)["categories"]["stripes"]["img_auc"] <= 1
-        assert _metrics(finished)["categories"]["stripes"]["nfe_per_image"] == 2.0
-    finally:
-        _set_params(finished)
-        _run(finished, "dvc", "repro")
+    features_scores = pd.read_csv(changed / "runs" / "stripes" / "score" / "scores.csv")
+    set_params(changed, {"score": {"map": "reconstruction"}})
+    repro = run_in(changed, "dvc", "repro")
+    assert ran_stages(repro) == [
+        "check_params",
+        "reconstruct@stripes",
+        "score@stripes",
+        "evaluate",
+        "plot",
+    ]
+    assert json.loads(recon.read_text())["nfe_per_image"] == 2.0  # ddim 2 steps, 1 member
+    assert json.loads(recon.read_text())["picture"] == "reconstruction"
+    scores = pd.read_csv(changed / "runs" / "stripes" / "score" / "scores.csv")
+    assert not np.allclose(scores["score"], features_scores["score"])
+    stripes = _metrics(changed)["categories"]["stripes"]
+    assert stripes["img_auc"] == pytest.approx(_confirmation_auc(changed))
+    assert stripes["nfe_per_image"] == 2.0
 
 
 @pytest.mark.parametrize(
@@ -232,38 +190,30 @@ def test_detect_scores_like_the_pipeline_and_a_map_switch_reconstructs_in_full(f
     ],
     ids=["backbone-features", "ddad"],
 )
-def test_each_new_map_kind_runs_what_it_needs_and_detect_agrees(finished, score, stages):
-    _set_params(finished, {"score": score})
-    try:
-        repro = _run(finished, "dvc", "repro")
-        assert _ran(repro) == ["check_params", *stages, "evaluate", "plot"]
-        assert 0 <= _metrics(finished)["categories"]["stripes"]["img_auc"] <= 1
-        if score.get("map") != "ddad":  # ddad's noise is drawn per key, and detect's keys differ
-            _detect_agrees_with_the_pipeline(finished, ScoreSettings(**score))
-    finally:
-        _set_params(finished)
-        _run(finished, "dvc", "repro")
+def test_each_new_map_kind_runs_what_it_needs_and_detect_agrees(changed, score, stages):
+    set_params(changed, {"score": score})
+    repro = run_in(changed, "dvc", "repro")
+    assert ran_stages(repro) == ["check_params", *stages, "evaluate", "plot"]
+    img_auc = _metrics(changed)["categories"]["stripes"]["img_auc"]
+    assert img_auc == pytest.approx(_confirmation_auc(changed))
+    if score.get("map") != "ddad":  # ddad's noise is drawn per key, and detect's keys differ
+        _detect_agrees_with_the_pipeline(changed, ScoreSettings(**score))
 
 
-def test_the_feature_maps_inputs_are_stored_without_the_weights(finished):
-    weights = finished / "models" / "trained" / "stripes" / "model.pt"
-    aside = weights.rename(weights.with_suffix(".aside"))
-    try:
-        stored = _run(finished, "python", "-m", "stages.reconstruct", "stripes")
-    finally:
-        aside.rename(weights)
+def test_the_feature_maps_inputs_are_stored_without_the_weights(changed):
+    weights = changed / "models" / "trained" / "stripes" / "model.pt"
+    weights.unlink()
+    stored = run_in(changed, "python", "-m", "stages.reconstruct", "stripes")
     assert "reconstruct@stripes: 12 images" in stored.stderr
     assert "inputs only" in stored.stderr
 
 
-def test_plots_show_only_the_listed_categories_loss_curves(finished):
+def test_plots_show_only_the_listed_categories_loss_curves(changed):
     """A loss curve left by a category no longer in data.categories is not plotted."""
-    stale = finished / "plots" / "train" / "gone.json"
-    shutil.copy(finished / "plots" / "train" / "stripes.json", stale)
-    try:
-        shown = json.loads(_run(finished, "dvc", "plots", "show", "--json").stdout)["data"]
-    finally:
-        stale.unlink()
+    shutil.copy(
+        changed / "plots" / "train" / "stripes.json", changed / "plots" / "train" / "gone.json"
+    )
+    shown = json.loads(run_in(changed, "dvc", "plots", "show", "--json").stdout)["data"]
     assert "plots/train/stripes.json" in shown
     assert not any("gone" in name for name in shown)
 
@@ -301,28 +251,28 @@ def _committed(project: Path) -> None:
     "key, value",
     [("train.lr", -1), ("reconstruct.steps", 0), ("score.sigma", -1), ("data.image_size", 66)],
 )
-def test_a_bad_value_keeps_every_output_and_the_fix_reruns_nothing(finished, key, value):
-    _committed(finished)
-    before = _contents(finished)
+def test_a_bad_value_keeps_every_output_and_the_fix_reruns_nothing(changed, key, value):
+    _committed(changed)
+    before = _contents(changed)
     assert len(before) > 4
-    failed = _run(finished, "dvc", "exp", "run", "-S", f"{key}={value}", check=False)
+    failed = run_in(changed, "dvc", "exp", "run", "-S", f"{key}={value}", check=False)
     assert failed.returncode
     assert f"fix {key} in params.yaml, or `dvc exp run -S {key}=<value>`" in failed.stderr
-    assert _contents(finished) == before
-    _set_params(finished)  # the fix by hand
-    assert set(_ran(_run(finished, "dvc", "repro"))) <= {"check_params"}
-    assert _ran(_run(finished, "dvc", "repro")) == []
-    assert _contents(finished) == before
+    assert _contents(changed) == before
+    set_params(changed)  # the fix by hand
+    assert set(ran_stages(run_in(changed, "dvc", "repro"))) <= {"check_params"}
+    assert ran_stages(run_in(changed, "dvc", "repro")) == []
+    assert _contents(changed) == before
 
 
 @pytest.mark.slow
 def test_two_categories_rerun_only_what_changed(tmp_path):
     project = make_project(tmp_path / "two", {"data": {"categories": ["stripes", "washer"]}})
-    _run(project, "dvc", "repro")
+    run_in(project, "dvc", "repro")
     two = {"data": {"categories": ["stripes", "washer"]}}
-    _set_params(project, two, {"score": {"sigma": 2.0}})
-    assert _stale(project) == {"check_params", "score@stripes", "score@washer"}
-    assert _ran(_run(project, "dvc", "repro")) == [
+    set_params(project, two, {"score": {"sigma": 2.0}})
+    assert stale_stages(project) == {"check_params", "score@stripes", "score@washer"}
+    assert ran_stages(run_in(project, "dvc", "repro")) == [
         "check_params",
         "score@stripes",
         "score@washer",
@@ -330,18 +280,23 @@ def test_two_categories_rerun_only_what_changed(tmp_path):
         "plot",
     ]
     override = {"reconstruct": {"timesteps_per_category": {"stripes": 200}}}
-    _set_params(project, two, {"score": {"sigma": 2.0}}, override)
+    set_params(project, two, {"score": {"sigma": 2.0}}, override)
     # Known limitation: dvc.yaml tracks the whole reconstruct section for every category, so one
     # category's override marks all of them stale; they then reuse every stored result (the
     # feature map stores inputs alone), and only plot draws its pictures at the new t.
     stale = {"check_params", "reconstruct@stripes", "reconstruct@washer", "plot"}
-    assert _stale(project) == stale
-    repro = _run(project, "dvc", "repro")
-    assert _ran(repro) == ["check_params", "reconstruct@stripes", "reconstruct@washer", "plot"]
+    assert stale_stages(project) == stale
+    repro = run_in(project, "dvc", "repro")
+    assert ran_stages(repro) == [
+        "check_params",
+        "reconstruct@stripes",
+        "reconstruct@washer",
+        "plot",
+    ]
     assert "reconstruct@stripes: 12 images (12 already done), inputs only" in repro.stderr
     override["score"] = {"sigma": 2.0, "map": "reconstruction"}
-    _set_params(project, two, override)
-    repro = _run(project, "dvc", "repro")
+    set_params(project, two, override)
+    repro = run_in(project, "dvc", "repro")
     assert "reconstruct@stripes: 12 images (0 already done), ddim from t=200" in repro.stderr
     assert "reconstruct@washer: 12 images (0 already done), ddim from t=250" in repro.stderr
 
@@ -385,7 +340,7 @@ def _killed_during_reconstruct(project: Path, done: int) -> None:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
     project = make_project(tmp_path_factory.mktemp("whole") / "project", SLOW_RECONSTRUCT)
-    _run(project, "dvc", "repro")
+    run_in(project, "dvc", "repro")
     return project
 
 
@@ -397,7 +352,7 @@ def test_killed_reconstruct_resumes_to_the_same_result(tmp_path, uninterrupted):
     assert 2 <= len(kept) < 12
     # A half-written result, as a kill during np.savez would leave it, must not be trusted.
     kept[0].with_name("test__good__003.npz.tmp").write_bytes(b"PK\x03\x04 half")
-    repro = _run(project, "dvc", "repro")
+    repro = run_in(project, "dvc", "repro")
     assert "had been killed. Auto removed it from the lock file" in repro.stderr
     found = re.search(r"reconstruct@stripes: 12 images \((\d+) already done\)", repro.stderr)
     assert found and int(found.group(1)) >= 2
@@ -405,13 +360,13 @@ def test_killed_reconstruct_resumes_to_the_same_result(tmp_path, uninterrupted):
     assert _metrics(project) == _metrics(uninterrupted)
     scores = Path("runs", "stripes", "score", "scores.csv")
     assert (project / scores).read_bytes() == (uninterrupted / scores).read_bytes()
-    assert _stale(project) == set()
+    assert stale_stages(project) == set()
 
 
 @pytest.mark.slow
 def test_two_runs_with_the_same_params_give_identical_scores(tmp_path, uninterrupted):
     project = make_project(tmp_path / "again", SLOW_RECONSTRUCT)
-    _run(project, "dvc", "repro")
+    run_in(project, "dvc", "repro")
     scores = Path("runs", "stripes", "score", "scores.csv")
     assert (project / scores).read_bytes() == (uninterrupted / scores).read_bytes()
     assert _metrics(project) == _metrics(uninterrupted)
@@ -452,7 +407,7 @@ def _stopped_during_training(project: Path, how: signal.Signals) -> str:
 @pytest.fixture(scope="module")
 def trained_at_once(tmp_path_factory) -> tuple[dict, list]:
     project = make_project(tmp_path_factory.mktemp("at_once") / "project", LONG_TRAINING)
-    _run(project, "dvc", "repro", "train@stripes")
+    run_in(project, "dvc", "repro", "train@stripes")
     return _trained(project)
 
 
@@ -462,9 +417,9 @@ def test_stopped_training_resumes_to_the_same_weights(tmp_path, trained_at_once,
     """A committed model, then a longer training stopped midway: the model comes back with
     `dvc checkout`, and `dvc repro` goes on from the saved step to the uninterrupted result."""
     project = make_project(tmp_path / how.name)
-    _run(project, "dvc", "repro", "train@stripes")
+    run_in(project, "dvc", "repro", "train@stripes")
     committed = (project / TRAINED / "model.pt").read_bytes()
-    _set_params(project, LONG_TRAINING)
+    set_params(project, LONG_TRAINING)
     output = _stopped_during_training(project, how)
     assert not (project / TRAINED).exists()  # DVC removed the output before training
     saved = torch.load(project / CHECKPOINT, weights_only=True)["state"]["step"]
@@ -475,15 +430,15 @@ def test_stopped_training_resumes_to_the_same_weights(tmp_path, trained_at_once,
             f"saved in {CHECKPOINT}; the last committed model comes back with "
             f"`dvc checkout {TRAINED}`" in output
         )
-    _run(project, "dvc", "checkout", str(TRAINED))
+    run_in(project, "dvc", "checkout", str(TRAINED))
     assert (project / TRAINED / "model.pt").read_bytes() == committed
-    resumed = _run(project, "dvc", "repro", "train@stripes")
+    resumed = run_in(project, "dvc", "repro", "train@stripes")
     assert f"train@stripes: resuming at step {saved} of 300 from {CHECKPOINT.parent}" in (
         resumed.stdout + resumed.stderr
     )
     assert not (project / CHECKPOINT.parent).exists()
     assert _same_training(_trained(project), trained_at_once)
-    assert "train@stripes" not in _stale(project)
+    assert "train@stripes" not in stale_stages(project)
 
 
 def _category_stages(category: str) -> list[str]:
@@ -493,14 +448,14 @@ def _category_stages(category: str) -> list[str]:
 @pytest.mark.slow
 def test_adding_a_category_runs_its_stages_alone_and_removing_one_only_evaluates(tmp_path):
     project = make_project(tmp_path / "grow")
-    _run(project, "dvc", "repro")
+    run_in(project, "dvc", "repro")
     both = {"data": {"categories": ["stripes", "washer"]}}
-    _set_params(project, both)
-    added = _ran(_run(project, "dvc", "repro"))
+    set_params(project, both)
+    added = ran_stages(run_in(project, "dvc", "repro"))
     assert added == ["check_params", *_category_stages("washer"), "evaluate", "plot"]
-    _set_params(project)
-    assert _ran(_run(project, "dvc", "repro")) == ["check_params", "evaluate", "plot"]
-    assert _ran(_run(project, "dvc", "repro")) == []
+    set_params(project)
+    assert ran_stages(run_in(project, "dvc", "repro")) == ["check_params", "evaluate", "plot"]
+    assert ran_stages(run_in(project, "dvc", "repro")) == []
     assert list(pd.read_csv(project / "metrics" / "results.csv")["category"]) == ["stripes"]
 
 
@@ -530,14 +485,14 @@ def test_own_images_are_copied_and_versioned_per_category(tmp_path):
         n_test_defect=syn["test_defect"],
         progress=False,
     )
-    _run(project, "dvc", "repro")
+    run_in(project, "dvc", "repro")
     washer = project / "data" / "own" / "washer"
     _paint_a_corner(washer / "test" / "good" / "000.png")
     # every fetch_data stage watches data.root as a whole; only washer's copy changes
     fetched = {"fetch_data@stripes", "fetch_data@washer"}
-    assert _stale(project) == fetched  # the copies are stale, not yet what reads them
-    repro = _run(project, "dvc", "repro")
-    assert _ran(repro) == [
+    assert stale_stages(project) == fetched  # the copies are stale, not yet what reads them
+    repro = run_in(project, "dvc", "repro")
+    assert ran_stages(repro) == [
         *sorted(fetched),
         "reconstruct@washer",
         "score@washer",
@@ -547,16 +502,21 @@ def test_own_images_are_copied_and_versioned_per_category(tmp_path):
     assert "reconstruct@washer: 12 images (11 already done)" in repro.stderr
     shutil.copy(washer / "train" / "good" / "000.png", washer / "train" / "good" / "new.png")
     (washer / "test" / "good" / "001.png").unlink()
-    repro = _run(project, "dvc", "repro")
-    assert _ran(repro) == [*sorted(fetched), *_category_stages("washer")[1:], "evaluate", "plot"]
-    assert _stale(project) == set()
+    repro = run_in(project, "dvc", "repro")
+    assert ran_stages(repro) == [
+        *sorted(fetched),
+        *_category_stages("washer")[1:],
+        "evaluate",
+        "plot",
+    ]
+    assert stale_stages(project) == set()
     copies = project / "data" / "images" / "washer"
     assert _own_files(copies) == _own_files(washer)
-    _run(project, "dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote"))
-    _run(project, "dvc", "push")
+    run_in(project, "dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote"))
+    run_in(project, "dvc", "push")
     shutil.rmtree(copies)
     shutil.rmtree(project / ".dvc" / "cache")
-    _run(project, "dvc", "pull")
+    run_in(project, "dvc", "pull")
     assert _own_files(copies) == _own_files(washer)
 
 
@@ -584,8 +544,8 @@ def test_mvtec_from_a_moved_archive_url_gives_a_bottle_row(tmp_path):
     archive = make_mvtec_archive(tmp_path / ARCHIVE)
     with FileServer({f"/{ARCHIVE}": archive.read_bytes()}) as server:
         url = server.url(f"/{ARCHIVE}")
-        _run(project, "dvc", "exp", "run", *BOTTLE, "-S", f"data.mvtec_url={url}")
-        failed = _run(
+        run_in(project, "dvc", "exp", "run", *BOTTLE, "-S", f"data.mvtec_url={url}")
+        failed = run_in(
             project, "dvc", "exp", "run", *BOTTLE, "-S", f"data.mvtec_url={url}.moved", check=False
         )
     assert _categories_in_results(project) == ["bottle"]
@@ -603,5 +563,5 @@ def test_mvtec_from_an_archive_put_in_place_without_a_server(tmp_path):
     (project / "data" / "downloads").mkdir(parents=True)
     make_mvtec_archive(project / "data" / "downloads" / ARCHIVE)
     url = unreachable_url(f"/{ARCHIVE}")
-    _run(project, "dvc", "exp", "run", *BOTTLE, "-S", f"data.mvtec_url={url}")
+    run_in(project, "dvc", "exp", "run", *BOTTLE, "-S", f"data.mvtec_url={url}")
     assert _categories_in_results(project) == ["bottle"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from test_pipeline import ENV, TINY, _merged, _ran, _run, make_project
+from dvc_project import ENV, TINY, make_project, merged, ran_stages, run_in
 
 from ddad.data.synthetic import generate_dataset
 
@@ -63,18 +63,18 @@ def _files(folder: Path) -> dict[Path, bytes]:
 
 def _clean(project: Path) -> None:
     assert _bash(project, "git status --porcelain").stdout == ""
-    assert "up to date" in _run(project, "dvc", "status").stdout
+    assert "up to date" in run_in(project, "dvc", "status").stdout
 
 
 @pytest.fixture
 def clone(tmp_path: Path) -> Path:
     """A clone of a project whose tiny default run is committed, after its own `dvc repro`."""
     origin = make_project(tmp_path / "origin")
-    _run(origin, "dvc", "repro")
+    run_in(origin, "dvc", "repro")
     _bash(origin, "git add -A && git -c user.name=t -c user.email=t@t commit -qm run")
     _bash(tmp_path, "git clone -q origin clone")
     clone = tmp_path / "clone"
-    _run(clone, "dvc", "repro")
+    run_in(clone, "dvc", "repro")
     return clone
 
 
@@ -118,14 +118,14 @@ def test_own_images_survive_every_readme_command_and_a_failing_run(clone, tmp_pa
     assert _files(own) == kept
     params = yaml.safe_load((clone / "params.yaml").read_text())
     failing = {"data": {"source": "folder", "categories": ["my_part", "absent"]}}
-    (clone / "params.yaml").write_text(yaml.safe_dump(_merged(params, failing)))
-    assert _run(clone, "dvc", "repro", check=False).returncode
+    (clone / "params.yaml").write_text(yaml.safe_dump(merged(params, failing)))
+    assert run_in(clone, "dvc", "repro", check=False).returncode
     assert _files(own) == kept
     _bash(clone, back)
     assert _files(own) == kept
     assert _bash(clone, "git status --porcelain").stdout == ""
     # every fetch_data stage watches data/own: the defaults' regenerate, and nothing else runs
-    assert _ran(_run(clone, "dvc", "repro")) == ["fetch_data@stripes"]
+    assert ran_stages(run_in(clone, "dvc", "repro")) == ["fetch_data@stripes"]
     shutil.rmtree(clone / "data" / "images")
     _bash(clone, "dvc checkout")
     assert _files(own) == kept

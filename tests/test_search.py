@@ -38,12 +38,6 @@ def _stripes(count: int) -> torch.Tensor:
     return image.clone()
 
 
-
-
-
-
-
-
 def test_a_good_image_is_at_zero_distance_and_a_spot_is_not(model):
     good = _stripes(1)
     bank = feature_bank([unet_features(model, good)], max_vectors=10_000)
@@ -61,16 +55,6 @@ def test_the_bank_is_a_seeded_subset_of_at_most_max_vectors():
     small = feature_bank(features, 50, seed=1)
     assert small.shape == (50, 4)
     assert torch.equal(small, feature_bank(features, 50, seed=1))
-
-
-
-
-
-
-
-
-
-
 
 
 def test_nearby_search_matches_a_brute_force_window():
