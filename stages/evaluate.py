@@ -12,6 +12,13 @@ defective and of the good test images above the detect threshold (the highest he
 image score, as ``ddad detect`` learns it; the maps share the image scores' units), so a map
 that lights the whole image around a defect shows, however well it ranks.
 
+A defective image without a mask counts for the image figures alone (ddad.evaluation.protocol):
+a figure no image can give is empty (blank in results.csv, null in the JSON files), and a row
+whose figures ground truth shaped has a ``note``, one line saying which defective images its
+pixel figures leave out or why they are empty; evaluate prints each one. A mean row with an
+empty figure says that every category's is, so `dvc metrics show`, which leaves a column of
+nulls out, shows why beside it.
+
 results.csv keeps the seed's four columns first (category, category_type, img_auc, pixel_auc).
 metrics.json holds each category (with ``img_auc_se``, the AUROC's standard error at that many
 images), the mean over all, the mean per category type and the tuning half; defects.json scores
@@ -44,6 +51,7 @@ SEED_COLUMNS = ["category", "category_type", "img_auc", "pixel_auc"]
 SMALL_HALF_STEP = 0.1  # a half with fewer than 10 good or 10 defective images gets a note
 COSTS = ("nfe_per_image", "backbone_passes_per_image")  # UNet and backbone passes per image
 ROW_FOLDERS = ("type", "category", "kind", "tuning")  # under metrics/, as dvc.yaml lists them
+NOTE = "note"  # the column and key of the line that says why a row's pixel figures are as they are
 FALLBACK_TYPE = "texture"  # of a category neither data.category_types nor MVTec AD types
 
 
@@ -72,7 +80,7 @@ def _known_types(data: dict[str, Any]) -> dict[str, str]:
 def category_metrics(category: str, params: dict[str, Any]) -> dict[str, Any]:
     """One category's figures (ddad.evaluation.protocol.evaluate_maps) from its scores and maps,
     the lit shares at the detect threshold ``ddad detect`` would learn from its held-out good
-    images (NaN without any)."""
+    images (NaN without any); each row's note, where it has one, beside its figures."""
     scores_csv = RUNS_DIR / category / "score" / "scores.csv"
     scores = pd.read_csv(scores_csv)
     held_out = validation_scores(scores_csv)
@@ -81,13 +89,22 @@ def category_metrics(category: str, params: dict[str, Any]) -> dict[str, Any]:
         keys, amaps = stored["keys"].astype(str), list(stored["maps"])
     test = scores[scores["split"] == "test"].set_index("key").loc[keys]  # the maps' order
     items = {f"test/{item.key}": item for item in test_images(DATA_DIR, category)}
-    return evaluate_maps(
+    found = evaluate_maps(
         [items[key] for key in keys],
         test["score"].to_numpy(),
         amaps,
         protocol_from(params),
         threshold,
     )
+    said = found["notes"]
+    return found | {
+        "confirmation": found["confirmation"] | _noted(said.get("confirmation")),
+        "tuning": found["tuning"] | _noted(said.get("tuning")),
+        "defects": {
+            kind: figures | _noted(said["defects"].get(kind))
+            for kind, figures in found["defects"].items()
+        },
+    }
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float:
@@ -120,35 +137,68 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
             [{"fpr": float(f), "tpr": float(t)} for f, t in zip(fpr, tpr, strict=True)],
         )
     table = pd.DataFrame(rows).sort_values(["category_type", "category"])
-    columns = SEED_COLUMNS + [c for c in table.columns if c not in SEED_COLUMNS]
+    columns = SEED_COLUMNS + [c for c in table.columns if c not in SEED_COLUMNS + [NOTE]] + [NOTE]
     METRICS_DIR.mkdir(exist_ok=True)
     table[[c for c in columns if c in table.columns]].to_csv(
         METRICS_DIR / "results.csv", index=False, float_format="%.6f"
     )
     numeric = wanted + list(COSTS)
-    report: dict[str, Any] = {"mean": {k: _mean(rows, k) for k in numeric}}
+    report: dict[str, Any] = {"mean": _mean_row(rows, numeric, wanted)}
     for kind in sorted({r["category_type"] for r in rows}):
-        report[f"mean_{kind}"] = {
-            k: _mean([r for r in rows if r["category_type"] == kind], k) for k in wanted
-        }
+        report[f"mean_{kind}"] = _mean_row(
+            [r for r in rows if r["category_type"] == kind], wanted, wanted
+        )
     report["categories"] = {
-        r["category"]: {k: r[k] for k in numeric + ["img_auc_se"]} for r in rows
+        r["category"]: {k: r[k] for k in [*numeric, "img_auc_se", NOTE] if k in r} for r in rows
     }
-    report["tuning"] = {"mean": {k: _mean(list(tuning.values()), k) for k in wanted}} | tuning
+    report["tuning"] = {"mean": _mean_row(list(tuning.values()), wanted, wanted)} | tuning
     write_json(METRICS_DIR / "metrics.json", _rounded(report))
     write_json(METRICS_DIR / "defects.json", _rounded(defects))
     _write_rows(report, defects, wanted)
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    for note in notes:
+    print(_shown(table))
+    for note in notes + _note_lines(rows, defects):
         print(note)
     by_kind = pd.DataFrame(
         [{"category": c, "defect": k} | v for c, kinds in defects.items() for k, v in kinds.items()]
     )
     if not by_kind.empty:
         print("\neach defect kind against the good test images:")
-        print(by_kind.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(_shown(by_kind))
     print("\nthe tuning half (choose settings on these, report the table above):")
-    print(pd.DataFrame(report["tuning"]).T.to_string(float_format=lambda v: f"{v:.4f}"))
+    print(_shown(pd.DataFrame(report["tuning"]).T, index=True))
+
+
+def _noted(note: str | None) -> dict[str, str]:
+    """The ``note`` entry of a row: none when nothing needs saying."""
+    return {NOTE: note} if note else {}
+
+
+def _mean_row(rows: list[dict[str, Any]], keys: list[str], wanted: list[str]) -> dict[str, Any]:
+    """The mean of ``keys`` over ``rows``, with a note naming the asked-for figures that are
+    empty in every row (`dvc metrics show` leaves a column of nulls out without a word)."""
+    means = {k: _mean(rows, k) for k in keys}
+    empty = [k for k in wanted if math.isnan(means[k])]
+    return means | _noted(f"{', '.join(empty)}: empty in every category" if empty else None)
+
+
+def _note_lines(rows: list[dict[str, Any]], defects: dict[str, dict[str, Any]]) -> list[str]:
+    """The notes of the categories' rows, a line each, and of their defect kinds' where they
+    say something else (a category without masks has the same note for every kind)."""
+    said = {row["category"]: row.get(NOTE) for row in rows}
+    lines = [f"note: {category}: {note}" for category, note in said.items() if note]
+    return lines + [
+        f"note: {category}/{kind}: {found[NOTE]}"
+        for category, kinds in defects.items()
+        for kind, found in kinds.items()
+        if found.get(NOTE, said[category]) != said[category]
+    ]
+
+
+def _shown(table: pd.DataFrame, index: bool = False) -> str:
+    """A table for the terminal, its notes left to their own lines."""
+    return table.drop(columns=NOTE, errors="ignore").to_string(
+        index=index, float_format=lambda v: f"{v:.4f}"
+    )
 
 
 def _small_half_note(category: str, good: int, defective: int) -> list[str]:
@@ -185,6 +235,7 @@ def _write_rows(
         flat = {k: row[k] for k in wanted}
         if all(cost in row for cost in COSTS):
             flat["passes"] = sum(row[cost] for cost in COSTS)
+        flat |= _noted(row.get(NOTE))
         write_json(METRICS_DIR / f"{name}.json", _rounded(flat))
 
 

@@ -5,11 +5,12 @@ the highest-scoring good images, i.e. the likeliest false alarms, then defects a
 and worst detected) and plots/overviews/<category>.png of its test images (committed, and a DVC
 image plot, so `dvc plots diff` shows two experiments' maps side by side). Over all categories:
 auroc.png; plots/charts/roc.png and plots/charts/loss.png, the image-level ROC and the training
-loss with a curve per category (committed, and DVC image plots: they show where `dvc plots`'
-own charts, drawn by a script from the web, stay blank offline); and plots/example.png
-(committed, for the README), the clearest detected defect. The folders are emptied first, so
-no picture outlives the run that drew it. Beside a feature map a sheet shows the UNet's
-one-pass x0 estimate, made here for the images drawn.
+loss with a curve per category (committed, and DVC image plots: the only curves `dvc plots`
+shows, as its own charts, drawn by a script from the web, stay blank offline); and
+plots/example.png (committed, for the README), the clearest detected defect. The folders are
+emptied first, so no picture outlives the run that drew it. Beside a feature map a sheet shows
+the UNet's one-pass x0 estimate, made here for the images drawn. A defective image without a
+mask has no outline, and its sheet's ground truth panel says so.
 """
 
 from __future__ import annotations
@@ -55,11 +56,16 @@ class Category:
     test: pd.DataFrame  # test rows of scores.csv, in maps.npz order
     maps: np.ndarray
     masks: np.ndarray
+    has_truth: np.ndarray  # False where a defective image has no mask (its mask is all False)
     vmin: float
     vmax: float
     threshold: float  # the detect threshold, from the held-out good images as ddad detect has it
     picture_of: Callable[[str], np.ndarray]  # a test key's picture beside its map, [C, H, W]
     picture: str  # what that picture is, in the words its panel is titled with
+
+    def mask(self, index: int) -> np.ndarray | None:
+        """The ground truth of test row ``index``; None for a defective image without a mask."""
+        return self.masks[index] if self.has_truth[index] else None
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,7 @@ def load_category(name: str, params: dict[str, Any]) -> Category:
     scores = pd.read_csv(scores_csv)
     with np.load(_require(RUNS_DIR / name / "score" / "maps.npz")) as stored:
         keys, maps, masks = stored["keys"].astype(str), stored["maps"], stored["masks"]
+        has_truth = stored["has_truth"]
     test = scores[scores["split"] == "test"].set_index("key").loc[keys].reset_index()
     good = validation_scores(scores_csv)
     if not good.size:
@@ -97,7 +104,9 @@ def load_category(name: str, params: dict[str, Any]) -> Category:
         picture_of, picture = one_pass_pictures(name, store, params)
     else:
         picture_of, picture = partial(_first_reconstruction, store), summary["picture"]
-    return Category(name, store, test, maps, masks, vmin, vmax, threshold, picture_of, picture)
+    return Category(
+        name, store, test, maps, masks, has_truth, vmin, vmax, threshold, picture_of, picture
+    )
 
 
 def _first_reconstruction(store: ResultStore, key: str) -> np.ndarray:
@@ -156,7 +165,7 @@ def sheet(category: Category, index: int, prefix: str = "") -> Figure:
         display_image(image),
         display_image(category.picture_of(row["key"])),
         category.maps[index],
-        category.masks[index],
+        category.mask(index),
         title,
         category.vmin,
         category.vmax,
@@ -176,14 +185,17 @@ def overview(category: Category) -> Figure:
         overlay = viz.heatmap_overlay(image, amap, category.vmin, category.vmax, category.threshold)
         caption = f"{row['defect']} {row['score']:.3g}"
         wrong = mistake(row["label"], row["score"], category.threshold)
-        tiles.append(viz.Tile(overlay, category.masks[index], caption, wrong))
+        tiles.append(viz.Tile(overlay, category.mask(index), caption, wrong))
     return viz.category_overview(tiles, overview_title(category))
 
 
 def overview_title(category: Category) -> str:
     """What an overview shows and what its colours mean, in the map's own numbers."""
+    unmasked = int(np.count_nonzero(~category.has_truth))
+    missing = f" (none: {unmasked} defective without a mask)" if unmasked else ""
     return (
-        f"{category.name}: test images (score under each), ground truth outlined in white\n"
+        f"{category.name}: test images (score under each), ground truth outlined in white"
+        f"{missing}\n"
         f"colour: none up to the typical good score {category.vmin:.3g}, green at the detect "
         f"threshold {category.threshold:.3g}, dark red from {category.vmax:.3g}"
     )

@@ -7,9 +7,10 @@ finished the same way (ddad.maps.scoring.finished). The trained UNet is loaded o
 kind reads its features. With several ranks the network passes are shared
 (ddad.diffusion.distributed.sharded_map) and rank 0 writes the outputs.
 Writes runs/<category>/score/scores.csv (one row per test and held-out good image: key, split,
-label, defect, score), maps.npz (test maps and ground truth for evaluate and plot) and
-summary.json (the UNet and backbone passes per image the maps took, for evaluate's cost
-figures; the wall time is printed, not stored, so that a re-run writes the same bytes).
+label, defect, score), maps.npz (test maps and ground truth for evaluate and plot; ``has_truth``
+false where a defective image has no mask, and so an all-False one) and summary.json (the UNet
+and backbone passes per image the maps took, for evaluate's cost figures; the wall time is
+printed, not stored, so that a re-run writes the same bytes).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ddad.data.layout import DATA_DIR, RUNS_DIR, TRAINED_DIR
+from ddad.data.layout import DATA_DIR, RUNS_DIR, TRAINED_DIR, test_images
 from ddad.diffusion import distributed
 from ddad.diffusion.engine import prepare_model, resolve_device
 from ddad.diffusion.models import load_trained, trained_meta
@@ -109,8 +110,14 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(result["rows"]).to_csv(out / "scores.csv", index=False, float_format="%.8g")
     keys = [r["key"] for r in result["rows"] if r["split"] == "test"]
+    # which masks are ground truth: a defective image without a mask has all False (plot)
+    known = {f"test/{item.key}": item.has_truth for item in test_images(DATA_DIR, category)}
     np.savez_compressed(
-        out / "maps.npz", keys=np.array(keys), maps=result["maps"], masks=result["masks"]
+        out / "maps.npz",
+        keys=np.array(keys),
+        maps=result["maps"],
+        masks=result["masks"],
+        has_truth=np.array([known[key] for key in keys]),
     )
     write_json(out / "summary.json", result["cost"])
     print(f"score@{category}: {len(keys)} test maps")

@@ -1,5 +1,5 @@
-"""`dvc plots show` on the committed outputs: the heat-map overviews stand beside the curves, and
-the ROC and loss charts come as images too, which show offline (dvc's own charts need the web)."""
+"""`dvc plots show` on the committed outputs: the heat-map overviews and the ROC and loss charts,
+all pictures, which show offline; none of dvc's own charts, whose script comes from the web."""
 
 import os
 import shutil
@@ -41,5 +41,5 @@ def test_plots_show_renders_every_overview_and_chart(
         assert f'<img src="{source}">' in html
         shown = (tmp_path / "out" / source).read_bytes()
         assert shown == (tmp_path / "plots" / f"{image}.png").read_bytes()
-    for category in categories:
-        assert f"plots/train/{category}.json" in html  # its loss curve, drawn by vega
+    assert html.count("<img") == len(images)
+    assert "<script" not in html and "http" not in html  # nothing to fetch: no blank box offline

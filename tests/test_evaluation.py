@@ -1,6 +1,9 @@
 """The evaluation protocol: seeded halves per defect kind, ground truth at the photograph's size."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +15,12 @@ from sklearn.metrics import roc_auc_score
 from ddad.data.halves import confirmation_half
 from ddad.data.imageio import resize_map
 from ddad.data.layout import test_images
-from ddad.evaluation.metrics import METRIC_NAMES, auroc_standard_error
+from ddad.evaluation.metrics import DEFECT_PIXEL_METRICS, METRIC_NAMES, auroc_standard_error
 from ddad.evaluation.protocol import Protocol, evaluate_maps, one_image_step
 from stages import evaluate
 from stages.evaluate import _small_half_note
+
+DVC = Path(sys.executable).parent / "dvc"
 
 
 def test_halves_split_each_kind_and_do_not_follow_list_order() -> None:
@@ -56,17 +61,19 @@ def test_resize_map_is_bilinear_to_height_and_width() -> None:
     assert np.all(np.diff(wide[0]) >= 0) and wide[0, 0] == 0.0 and wide[0, -1] == 1.0
 
 
-def _category(root: Path, pit: tuple[int, int]) -> None:
-    """Good and defective 40 x 100 photographs; each defect a 2 x 2 pit at ``pit``."""
+def _category(root: Path, pit: tuple[int, int] | None, masked: int = 4) -> None:
+    """Good and defective 40 x 100 photographs; each defect a 2 x 2 pit at ``pit`` (None: the
+    whole image), its mask drawn for the first ``masked`` (no ground_truth folder for none)."""
     for folder, count in (("good", 4), ("pit", 4)):
         (root / "cat" / "test" / folder).mkdir(parents=True)
         for i in range(count):
             Image.new("L", (100, 40)).save(root / "cat" / "test" / folder / f"{i}.png")
     masks = root / "cat" / "ground_truth" / "pit"
-    masks.mkdir(parents=True)
-    mask = np.zeros((40, 100), dtype=np.uint8)
-    mask[pit[0] : pit[0] + 2, pit[1] : pit[1] + 2] = 255
-    for i in range(4):
+    mask = np.full((40, 100), 255 if pit is None else 0, dtype=np.uint8)
+    if pit is not None:
+        mask[pit[0] : pit[0] + 2, pit[1] : pit[1] + 2] = 255
+    for i in range(masked):
+        masks.mkdir(parents=True, exist_ok=True)
         Image.fromarray(mask).save(masks / f"{i}_mask.png")
 
 
@@ -110,6 +117,56 @@ def test_an_empty_tuning_half_gives_nan_not_an_error(tmp_path: Path) -> None:
     assert all(np.isnan(value) for value in found["tuning"].values())
 
 
+def _random_maps(items: list, seed: int = 0) -> tuple[list[float], list[np.ndarray]]:
+    """Image scores and 4 x 10 maps of no pattern: every figure depends on which images count."""
+    rng = np.random.default_rng(seed)
+    return rng.random(len(items)).tolist(), list(rng.random((len(items), 4, 10), dtype=np.float32))
+
+
+def test_a_kind_with_some_masks_measures_pixels_on_those_and_says_which(tmp_path: Path) -> None:
+    _category(tmp_path, pit=(10, 10), masked=2)
+    items = test_images(tmp_path, "cat")
+    scores, maps = _random_maps(items)
+    protocol = Protocol(image_size=(4, 10), halves=False)
+    found = evaluate_maps(items, scores, maps, protocol, threshold=0.5)
+    known = [i for i, item in enumerate(items) if item.has_truth]
+    alone = evaluate_maps(
+        [items[i] for i in known],
+        [scores[i] for i in known],
+        [maps[i] for i in known],
+        protocol,
+        0.5,
+    )
+    pixels = ("pixel_auc", "aupro", "pixel_ap", "lit_defective", "lit_good")
+    assert {k: found["confirmation"][k] for k in pixels} == {
+        k: alone["confirmation"][k] for k in pixels
+    }
+    labels = [item.label for item in items]
+    assert found["confirmation"]["img_auc"] == pytest.approx(roc_auc_score(labels, scores))
+    note = (
+        "pixel_auc, aupro, pixel_ap, lit_defective leave out the 2 of 4 defective images "
+        "without a mask (pit/2, pit/3)"
+    )
+    assert found["notes"] == {"confirmation": note, "tuning": note, "defects": {"pit": note}}
+    assert alone["notes"] == {"defects": {}}
+
+
+def test_whole_image_masks_leave_lit_defective_empty_and_say_why(tmp_path: Path) -> None:
+    _category(tmp_path, pit=None)
+    items = test_images(tmp_path, "cat")
+    scores, maps = _random_maps(items)
+    protocol = Protocol(image_size=(4, 10), halves=False)
+    found = evaluate_maps(items, scores, maps, protocol, threshold=0.5)
+    assert np.isnan(found["confirmation"]["lit_defective"])
+    assert 0 < found["confirmation"]["pixel_auc"] < 1
+    assert found["notes"]["defects"]["pit"] == (
+        "lit_defective is empty: every mask covers its whole image, leaving no defect-free "
+        "pixel of a defective image to light"
+    )
+    # without a threshold lit_defective is empty for that reason: no word about the masks
+    assert evaluate_maps(items, scores, maps, protocol)["notes"] == {"defects": {}}
+
+
 @pytest.mark.parametrize(
     "good, defective, step", [(4, 4, 0.25), (3, 40, 1 / 3), (40, 20, 0.05), (0, 5, float("inf"))]
 )
@@ -132,22 +189,18 @@ def test_evaluate_notes_a_half_too_small_to_tell_settings_apart() -> None:
     assert _small_half_note("washer", good=12, defective=18) == []
 
 
-@pytest.mark.parametrize("held_out, lit_good", [([0.2, 0.7], 0.0), ([0.2, 0.5], 1.0), ([], None)])
-def test_evaluate_reports_the_lit_shares_at_the_detect_threshold(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_out: list[float], lit_good: float | None
-) -> None:
-    """Good maps at 0.6 and defective ones at 1.0 everywhere: the threshold, the highest held-out
-    good score, decides whether the good images light; without held-out images both are null."""
-    monkeypatch.chdir(tmp_path)
-    _category(tmp_path / "data" / "images", pit=(10, 10))
-    items = test_images(tmp_path / "data" / "images", "cat")
+def _scored(root: Path, held_out: list[float]) -> None:
+    """runs/cat/ as the score stage leaves it for data/images/cat: image scores their labels,
+    good maps at 0.6 and defective ones at 1.0 everywhere, ``held_out`` the held-out good
+    images' scores."""
+    items = test_images(root / "data" / "images", "cat")
     keys = [f"test/{item.key}" for item in items]
-    score = tmp_path / "runs" / "cat" / "score"
+    score = root / "runs" / "cat" / "score"
     score.mkdir(parents=True)
-    (tmp_path / "runs" / "cat" / "recon").mkdir()
-    (tmp_path / "runs" / "cat" / "recon" / "summary.json").write_text('{"nfe_per_image": 1.0}')
+    (root / "runs" / "cat" / "recon").mkdir()
+    (root / "runs" / "cat" / "recon" / "summary.json").write_text('{"nfe_per_image": 1.0}')
     cost = '{"nfe_per_image": 0.0, "backbone_passes_per_image": 1.0}'
-    (tmp_path / "runs" / "cat" / "score" / "summary.json").write_text(cost)
+    (root / "runs" / "cat" / "score" / "summary.json").write_text(cost)
     pd.DataFrame(
         {
             "key": keys + [f"validation/{i}" for i in range(len(held_out))],
@@ -157,8 +210,23 @@ def test_evaluate_reports_the_lit_shares_at_the_detect_threshold(
     ).to_csv(score / "scores.csv", index=False)
     maps = np.array([np.full((4, 10), 1.0 if item.label else 0.6) for item in items])
     np.savez_compressed(score / "maps.npz", keys=np.array(keys), maps=maps.astype(np.float32))
+
+
+def _evaluated() -> None:
     data = {"categories": ["cat"], "category_types": {"cat": "object"}, "source": "folders"}
     evaluate.main({"data": data, "evaluate": {"metrics": list(METRIC_NAMES)}}, [])
+
+
+@pytest.mark.parametrize("held_out, lit_good", [([0.2, 0.7], 0.0), ([0.2, 0.5], 1.0), ([], None)])
+def test_evaluate_reports_the_lit_shares_at_the_detect_threshold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_out: list[float], lit_good: float | None
+) -> None:
+    """Good maps at 0.6 and defective ones at 1.0 everywhere: the threshold, the highest held-out
+    good score, decides whether the good images light; without held-out images both are null."""
+    monkeypatch.chdir(tmp_path)
+    _category(tmp_path / "data" / "images", pit=(10, 10))
+    _scored(tmp_path, held_out)
+    _evaluated()
     lit_defective = None if lit_good is None else 1.0
     expected = {"lit_defective": lit_defective, "lit_good": lit_good}
     report = json.loads(Path("metrics/metrics.json").read_text())
@@ -169,3 +237,41 @@ def test_evaluate_reports_the_lit_shares_at_the_detect_threshold(
         assert {k: row[k] for k in expected} == expected
     columns = list(pd.read_csv("metrics/results.csv").columns)
     assert columns[:4] == evaluate.SEED_COLUMNS and {"lit_defective", "lit_good"} <= set(columns)
+
+
+def test_rejects_without_masks_report_image_figures_and_say_why_pixels_are_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rejects sorted by eye, no ground_truth folder: image AUROC and F1, empty pixel figures
+    (blank in results.csv, null in the JSON) and one note, the same in every output."""
+    monkeypatch.chdir(tmp_path)
+    _category(tmp_path / "data" / "images", pit=(10, 10), masked=0)
+    _scored(tmp_path, held_out=[0.2, 0.7])
+    _evaluated()
+    note = "no defective image has a mask, so pixel_auc, aupro, pixel_ap, lit_defective are empty"
+    printed = capsys.readouterr().out
+    assert f"note: cat: {note}\n" in printed and "note: cat/pit" not in printed  # said once
+    empty = dict.fromkeys(DEFECT_PIXEL_METRICS)
+    table = pd.read_csv("metrics/results.csv")
+    assert list(table.columns)[-1] == "note" and table.at[0, "note"] == note
+    assert table[list(empty)].isna().all(axis=None) and table.at[0, "img_auc"] == 1.0
+    report = json.loads(Path("metrics/metrics.json").read_text())
+    kinds = json.loads(Path("metrics/defects.json").read_text())["cat"]
+    rows = [report["categories"]["cat"], report["tuning"]["cat"], kinds["pit"]]
+    rows += [
+        json.loads(Path(f"metrics/{n}.json").read_text()) for n in ("category/cat", "kind/cat/pit")
+    ]
+    for row in rows:
+        assert {k: row[k] for k in empty} == empty and row["note"] == note
+        assert row["img_auc"] == row["img_f1max"] == 1.0 and row["lit_good"] == 0.0
+    for name in ("mean", "type/object", "tuning/mean"):
+        mean = json.loads(Path(f"metrics/{name}.json").read_text())
+        assert mean["note"] == f"{', '.join(empty)}: empty in every category"
+        assert mean["img_auc"] == 1.0
+    # `dvc metrics show` leaves a column of nulls out: the note stands in its place
+    env = os.environ | {"DVC_NO_ANALYTICS": "1"}
+    subprocess.run([DVC, "init", "-q", "--no-scm"], check=True, env=env)
+    shown = subprocess.run(
+        [DVC, "metrics", "show", "metrics/mean.json"], env=env, capture_output=True, text=True
+    ).stdout
+    assert "note" in shown.splitlines()[0] and f"{', '.join(empty)}: empty" in shown

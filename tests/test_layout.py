@@ -1,5 +1,6 @@
 """MVTec folders are read in place: masks paired by name, odd files skipped, clear errors."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -41,8 +42,7 @@ def _category(root: Path, train=("a.png", "b.png"), good=("g.png",), defects=Non
 def test_masks_pair_by_name_not_by_sorted_order(tmp_path):
     category = _category(tmp_path, defects={"crack": ["1.png", "10.png", "2.jpg"]})
     masks = category / "ground_truth" / "crack"
-    # An orphan mask that sorts between the others would shift a zip of sorted lists.
-    _image(masks / "11_mask.png")
+    # Sorted, the masks run 10, 1, 2 ('0' < '_'): a zip of sorted lists would pair them wrongly.
     (masks / "2_mask.png").rename(masks / "2_mask.BMP")
     defective = [item for item in test_images(tmp_path, CAT) if item.label == 1]
     assert [(item.path.name, item.mask.name) for item in defective] == [
@@ -59,15 +59,36 @@ def test_png_mask_wins_over_other_suffixes(tmp_path):
     assert item.mask.name == "c_mask.png"
 
 
-def test_missing_mask_names_image_and_expected_mask(tmp_path):
+def test_a_defective_image_without_a_mask_is_kept_without_ground_truth(tmp_path):
     category = _category(tmp_path)
     _image(category / "test" / "crack" / "lonely.png")
-    expected = category / "ground_truth" / "crack" / "lonely_mask.png"
-    with pytest.raises(DdadError) as caught:
+    items = {item.key: item for item in test_images(tmp_path, CAT)}
+    assert (items["crack/lonely"].mask, items["crack/lonely"].has_truth) == (None, False)
+    assert items["crack/c"].has_truth and items["good/g"].has_truth
+    validate_category(tmp_path, CAT)
+
+
+def test_rejects_without_any_ground_truth_folder_are_a_valid_category(tmp_path):
+    category = _category(tmp_path, defects={"defective": ["r1.png", "r2.png"]})
+    shutil.rmtree(category / "ground_truth")
+    validate_category(tmp_path, CAT)
+    assert [item.has_truth for item in test_images(tmp_path, CAT)] == [False, False, True]
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        "crack/11_mask.png",  # its image was renamed or removed
+        "crack/c.png",  # named like the image, not <stem>_mask
+        "cracks/c_mask.png",  # the defect folder's name differs from test's
+    ],
+)
+def test_a_mask_without_an_image_is_refused(tmp_path, mask):
+    """A misnamed mask leaves its image without ground truth; said, not passed over."""
+    category = _category(tmp_path)
+    _image(category / "ground_truth" / mask)
+    with pytest.raises(DdadError, match=r"^mask .* has no test image; a mask is named after"):
         test_images(tmp_path, CAT)
-    message = str(caught.value)
-    assert str(category / "test" / "crack" / "lonely.png") in message
-    assert f"expected {expected}" in message
 
 
 def test_labels_keys_order_and_good_masks(tmp_path):
@@ -154,13 +175,6 @@ def test_validate_needs_test_images(tmp_path):
         validate_category(tmp_path, CAT)
 
 
-def test_validate_reports_a_missing_mask(tmp_path):
-    category = _category(tmp_path)
-    (category / "ground_truth" / "crack" / "c_mask.png").unlink()
-    with pytest.raises(DdadError, match=r"c\.png has no mask"):
-        validate_category(tmp_path, CAT)
-
-
 def _truncated(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -204,6 +218,7 @@ def test_validate_names_a_file_that_does_not_read(tmp_path, broken, fix):
 
 def test_validate_names_a_mask_not_at_its_images_size(tmp_path):
     category = _category(tmp_path)
+    _image(category / "test" / "crack" / "unmasked.png")  # beside an image without a mask too
     Image.new("L", (5, 4)).save(category / "ground_truth" / "crack" / "c_mask.png")
     with pytest.raises(DdadError, match=r"c_mask\.png is 5x4 pixels but its image is 4x4"):
         validate_category(tmp_path, CAT)

@@ -153,6 +153,28 @@ def test_summary_splits_the_lit_share_by_image_label():
     assert math.isnan(summary([0, 1, 0], [0.1, 0.9, 0.5], masks, maps)["lit_good"])
 
 
+def test_an_image_without_ground_truth_counts_for_the_image_figures_alone():
+    """A defective image without a mask (None) ranks among the image scores and is left out of
+    every pixel figure; with no ground truth left, the pixel figures are NaN, not an error."""
+    rng = np.random.default_rng(7)
+    masks = rng.random((4, 6, 6)) > 0.7
+    masks[[0, 3]] = False  # the good ones
+    maps = rng.random((4, 6, 6))
+    labels, scores = [0, 1, 1, 0], [0.1, 0.9, 0.3, 0.4]
+    alone = summary(labels, scores, masks, maps, threshold=0.5)
+    found = summary([*labels, 1], [*scores, 0.2], [*masks, None], [*maps, maps[1]], threshold=0.5)
+    assert found["img_auc"] == image_auroc([*labels, 1], [*scores, 0.2]) == 4 / 6
+    assert found["img_f1max"] == f1_max([*labels, 1], [*scores, 0.2])
+    assert {k: v for k, v in found.items() if k not in ("img_auc", "img_f1max")} == {
+        k: v for k, v in alone.items() if k not in ("img_auc", "img_f1max")
+    }
+    rejects = summary([0, 1, 1], [0.1, 0.9, 0.8], [masks[0], None, None], maps[:3], threshold=0.5)
+    assert rejects["img_auc"] == 1.0 and rejects["lit_good"] == lit_share(masks[:1], maps[:1], 0.5)
+    assert all(math.isnan(rejects[k]) for k in ("pixel_auc", "aupro", "pixel_ap", "lit_defective"))
+    unknown = summary([1, 1], [0.1, 0.9], [None, None], maps[:2], threshold=0.5)
+    assert [k for k, v in unknown.items() if not math.isnan(v)] == ["img_f1max"]  # 1: no good
+
+
 def test_stacked_array_and_list_give_the_same_pixel_metrics():
     rng = np.random.default_rng(0)
     masks = rng.random((4, 8, 8)) > 0.8

@@ -208,14 +208,44 @@ def test_the_feature_maps_inputs_are_stored_without_the_weights(changed):
     assert "inputs only" in stored.stderr
 
 
-def test_plots_show_only_the_listed_categories_loss_curves(changed):
-    """A loss curve left by a category no longer in data.categories is not plotted."""
+def test_plots_show_draws_the_plot_stages_pictures_alone(changed):
+    """Pictures need no script from the web: the curves' points are outputs, not DVC plots, so
+    a loss curve left by a category no longer in data.categories is not plotted either."""
     shutil.copy(
         changed / "plots" / "train" / "stripes.json", changed / "plots" / "train" / "gone.json"
     )
     shown = json.loads(run_in(changed, "dvc", "plots", "show", "--json").stdout)["data"]
-    assert "plots/train/stripes.json" in shown
-    assert not any("gone" in name for name in shown)
+    pictures = ["plots/charts/loss.png", "plots/charts/roc.png", "plots/overviews/stripes.png"]
+    assert sorted(shown) == pictures
+
+
+def test_rejects_without_masks_report_image_auroc_and_no_pixel_figure(tmp_path):
+    """Rejects sorted by eye, with no ground_truth folder, run through every stage: image AUROC
+    and F1, pixel figures empty with a note saying why, pictures without outlines."""
+    own = {"data": {"source": "folder", "root": "data/own", "categories": ["rejects"]}}
+    project = make_project(tmp_path / "rejects", own)
+    syn = TINY["data"]["synthetic"]
+    generate_dataset(
+        project / "data" / "own",
+        ["stripes"],
+        n_train=syn["train"],
+        n_test_good=syn["test_good"],
+        n_test_defect=syn["test_defect"],
+        progress=False,
+    )
+    rejects = project / "data" / "own" / "rejects"
+    (project / "data" / "own" / "stripes").rename(rejects)
+    shutil.rmtree(rejects / "ground_truth")
+    repro = run_in(project, "dvc", "repro")
+    note = "no defective image has a mask, so pixel_auc, aupro, pixel_ap, lit_defective are empty"
+    assert f"note: rejects: {note}" in repro.stdout
+    row = json.loads((project / "metrics" / "category" / "rejects.json").read_text())
+    assert 0 <= row["img_auc"] <= 1 and 0 <= row["img_f1max"] <= 1 and row["note"] == note
+    assert [row[k] for k in ("pixel_auc", "aupro", "pixel_ap", "lit_defective")] == [None] * 4
+    with np.load(project / "runs" / "rejects" / "score" / "maps.npz") as stored:
+        labels = [int("/good/" not in key) for key in stored["keys"].astype(str)]
+        assert stored["has_truth"].tolist() == [not label for label in labels]
+    assert (project / "plots" / "overviews" / "rejects.png").is_file()
 
 
 KEPT = [

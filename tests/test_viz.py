@@ -246,11 +246,12 @@ def test_pick_overlays_top_good_then_defects_alternating_top_and_bottom():
     assert plot.pick_overlays(test, 8) == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
-def make_category(root, name, channels, boost, rng, features=False):
+def make_category(root, name, channels, boost, rng, features=False, masked=True):
     """A fake reconstruct + score + evaluate output for one category, 6 test and 2 good images.
 
     ``features``: as the feature map leaves it, inputs without reconstructions, and a tiny
-    random model whose pictures the plot stage makes."""
+    random model whose pictures the plot stage makes. ``masked`` false: rejects without masks,
+    stored as the score stage stores them (all False, ``has_truth`` false)."""
     keys = [f"test/good/{i:03d}" for i in range(3)] + [f"test/hole/{i:03d}" for i in range(3)]
     if features:
         model_dir = root / "models" / "trained" / name
@@ -264,7 +265,7 @@ def make_category(root, name, channels, boost, rng, features=False):
         mask = np.zeros((SIZE, SIZE), bool)
         amap = rng.random((SIZE, SIZE)).astype(np.float32)
         if label:
-            mask[4:9, 4:9] = True
+            mask[4:9, 4:9] = masked
             amap[6 if i != 5 else 12, 6] = 5.0 + i + boost  # the last defect peaks off its mask
         image = rng.uniform(-1, 1, (channels, SIZE, SIZE)).astype(np.float32)
         recon = {} if features else {"reconstructions": np.stack([image, image]).astype(np.float16)}
@@ -282,7 +283,10 @@ def make_category(root, name, channels, boost, rng, features=False):
     score_dir = root / "runs" / name / "score"
     score_dir.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(score_dir / "scores.csv", index=False)
-    np.savez_compressed(score_dir / "maps.npz", keys=np.array(keys), maps=maps, masks=masks)
+    known = [masked or "good" in key for key in keys]
+    np.savez_compressed(
+        score_dir / "maps.npz", keys=np.array(keys), maps=maps, masks=masks, has_truth=known
+    )
     roc = [{"fpr": 0.0, "tpr": 0.0}, {"fpr": 0.0, "tpr": 1.0}, {"fpr": 1.0, "tpr": 1.0}]
     (root / "plots" / "roc").mkdir(parents=True, exist_ok=True)
     (root / "plots" / "roc" / f"{name}.json").write_text(json.dumps(roc))
@@ -355,6 +359,30 @@ def test_plot_stage_writes_every_picture_and_removes_stale_ones(tmp_path, monkey
         with Image.open(path) as png:
             png.verify()
         assert path.stat().st_size < 150_000
+
+
+def test_rejects_without_masks_are_drawn_without_ground_truth(tmp_path, monkeypatch):
+    """No outline on an overview, a sheet's last panel saying there is no mask, and no bar for
+    the pixel figures that are empty; a masked category beside it keeps its outlines."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(6)
+    make_category(tmp_path, "rejects", 1, 0.0, rng, masked=False)
+    make_category(tmp_path, "masked", 1, 0.0, rng)
+    params = {"reconstruct": {**PLAN_KEYS, "timesteps": 7, "timesteps_per_category": {}}}
+    rejects, masked = (plot.load_category(name, params) for name in ("rejects", "masked"))
+    defect = 3  # test/hole/000, after the three good images
+    assert rejects.mask(defect) is None and masked.mask(defect).any()
+    assert rejects.mask(0) is not None  # a good image's ground truth: defect-free
+    outlined = [sum(len(a.collections) for a in plot.overview(c).axes) for c in (rejects, masked)]
+    assert outlined == [0, 3]
+    assert "outlined in white (none: 3 defective without a mask)" in plot.overview_title(rejects)
+    assert "without a mask" not in plot.overview_title(masked)
+    sheets = [plot.sheet(c, defect) for c in (rejects, masked)]
+    assert [s.axes[4].get_title() for s in sheets] == ["ground truth: no mask", "ground truth"]
+    assert [len(s.axes[3].collections) for s in sheets] == [0, 1]
+    table = pd.DataFrame({"category": ["rejects"], "img_auc": [0.9], "pixel_auc": [np.nan]})
+    legend = [t.get_text() for t in viz.auroc_bars(table).axes[0].get_legend().get_texts()]
+    assert legend == ["img_auc (mean 0.900)", "pixel_auc (empty)"]
 
 
 def test_charts_have_their_size_and_the_same_bytes_every_render(tmp_path, monkeypatch):

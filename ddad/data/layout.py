@@ -3,13 +3,14 @@
     <root>/<category>/train/good/*                             defect-free training images
     <root>/<category>/test/good/*                              defect-free test images (label 0)
     <root>/<category>/test/<defect>/*                          defective test images (label 1)
-    <root>/<category>/ground_truth/<defect>/<stem>_mask.png    one mask per defective image
+    <root>/<category>/ground_truth/<defect>/<stem>_mask.png    a defective image's mask, if drawn
 
 The folders are read in place and never written. Masks are paired with images by name, never
-by list order, and may have any image suffix (a .png mask wins if there are several). Hidden
-files (names starting with a dot, such as macOS "._x.png") and files without an image suffix
-(Thumbs.db, notes) are skipped silently, as are masks without an image and folders in
-ground_truth without a test folder (such as ground_truth/good).
+by list order, and may have any image suffix (a .png mask wins if there are several). A
+defective image without a mask counts for the image figures alone (``TestImage.has_truth``);
+a mask without an image stops with an error, as it is a misnamed mask whose image would
+silently lose its ground truth. Hidden files (names starting with a dot, such as macOS
+"._x.png"), files without an image suffix (Thumbs.db, notes) and ground_truth/good are skipped.
 """
 
 from __future__ import annotations
@@ -58,6 +59,12 @@ class TestImage:
         """'<defect>/<stem>': names the image uniquely within its category."""
         return f"{self.defect}/{self.path.stem}"
 
+    @property
+    def has_truth(self) -> bool:
+        """Whether its ground truth is known: a good image's is all defect-free, a defective
+        image's is its mask, so a defective image without one has none (no pixel figure)."""
+        return self.label == 0 or self.mask is not None
+
 
 def list_categories(root: Path) -> list[str]:
     """Sorted names of the folders under `root` that hold a train/ or test/ folder."""
@@ -81,7 +88,8 @@ def train_images(root: Path, category: str) -> list[Path]:
 
 
 def test_images(root: Path, category: str) -> list[TestImage]:
-    """Every test image of a category, sorted by (defect, stem); defects paired with their masks."""
+    """Every test image of a category, sorted by (defect, stem); defects paired with their masks
+    where they have one. A mask that pairs with no test image is refused."""
     test_folder = root / category / "test"
     found: list[TestImage] = []
     test_hint = "put defect-free test images in test/good and defective ones in test/<defect>"
@@ -91,11 +99,9 @@ def test_images(root: Path, category: str) -> list[TestImage]:
         if folder.name == GOOD:
             found += [TestImage(path, 0, GOOD, None) for path in images]
             continue
-        mask_folder = root / category / "ground_truth" / folder.name
-        masks = _masks_by_stem(mask_folder)
-        found += [
-            TestImage(path, 1, folder.name, _mask_of(path, masks, mask_folder)) for path in images
-        ]
+        masks = _masks_by_stem(root / category / "ground_truth" / folder.name)
+        found += [TestImage(path, 1, folder.name, masks.get(path.stem)) for path in images]
+    _check_masks_have_images(root / category, found)
     return sorted(found, key=lambda item: (item.defect, item.path.stem))
 
 
@@ -103,8 +109,8 @@ test_images.__test__ = False  # a library function; keeps pytest from collecting
 
 
 def validate_category(root: Path, category: str) -> None:
-    """Stop with one line if a category cannot be used: missing folders, no images, no masks,
-    a file that does not read or a mask not at its image's size.
+    """Stop with one line if a category cannot be used: missing folders, no images, a mask
+    without an image, a file that does not read or a mask not at its image's size.
 
     A category without defective test images (or without good ones) is allowed: pixel metrics,
     and image metrics that need both labels, then come out as nan.
@@ -212,10 +218,19 @@ def _masks_by_stem(mask_folder: Path) -> dict[str, Path]:
     return masks
 
 
-def _mask_of(image: Path, masks: dict[str, Path], mask_folder: Path) -> Path:
-    if image.stem not in masks:
-        raise DdadError(
-            f"defective test image {image} has no mask; expected "
-            f"{mask_folder / (image.stem + MASK_SUFFIX + '.png')} (masks are paired by name)"
-        )
-    return masks[image.stem]
+def _check_masks_have_images(category_folder: Path, tests: list[TestImage]) -> None:
+    """Refuse a file in ground_truth/<defect> (good apart) that is no <stem>_mask.* of an image
+    in test/<defect>: a misnamed mask would leave its image without ground truth, unseen."""
+    ground_truth = category_folder / "ground_truth"
+    if not ground_truth.is_dir():
+        return
+    wanted = {(item.defect, item.path.stem + MASK_SUFFIX) for item in tests}
+    for folder in _subfolders(ground_truth):
+        masks = _image_files(folder) if folder.name != GOOD else []
+        for path in masks:
+            if (folder.name, path.stem) not in wanted:
+                raise DdadError(
+                    f"mask {path} has no test image; a mask is named after its image, "
+                    f"test/{folder.name}/<stem>.png -> ground_truth/{folder.name}/<stem>"
+                    f"{MASK_SUFFIX}.png (rename or remove it)"
+                )

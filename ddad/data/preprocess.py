@@ -54,15 +54,17 @@ def model_input(
 
 
 def model_mask(item: TestImage, size: Size, method: str = "nearest") -> np.ndarray:
-    """A test image's ground truth at the model's ``size`` (all False when good)."""
+    """A test image's ground truth at the model's ``size``: all False when good, and when it has
+    no mask (``TestImage.has_truth`` tells the two apart)."""
     if item.mask is None:
         return np.zeros(sides(size), dtype=bool)
     return resize_mask(read_mask(item.mask, display_size(item.path)), size, method)
 
 
 def native_mask(item: TestImage) -> np.ndarray:
-    """A test image's ground truth at the photograph's own size (all False when good): what
-    maps are scored against, so a defect too small to survive the model's size still counts."""
+    """A test image's ground truth at the photograph's own size (all False when good, and when
+    it has no mask, as ``model_mask``): what maps are scored against, so a defect too small to
+    survive the model's size still counts."""
     width, height = display_size(item.path)
     if item.mask is None:
         return np.zeros((height, width), dtype=bool)

@@ -17,7 +17,7 @@ scores); a metric that is undefined for valid input (only one class present) ret
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +37,8 @@ METRIC_NAMES = (
     "lit_defective",
     "lit_good",
 )
+# the figures a defective image's mask decides: empty where no defective image has one
+DEFECT_PIXEL_METRICS = ("pixel_auc", "aupro", "pixel_ap", "lit_defective")
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,7 @@ def lit_share(masks: ImageStack, maps: ImageStack, threshold: float) -> float:
 def summary(
     labels: ArrayLike,
     scores: ArrayLike,
-    masks: ImageStack,
+    masks: ImageStack | Sequence[ArrayLike | None],
     maps: ImageStack,
     names: Sequence[str] = METRIC_NAMES,
     threshold: float = math.nan,
@@ -161,17 +163,30 @@ def summary(
     The one place a detector's scores and maps become figures, so the pipeline's evaluate stage
     and ``ddad baseline`` report comparable numbers. ``lit_defective`` and ``lit_good`` are
     ``lit_share`` at ``threshold`` (the detect threshold; NaN, the default, when none is known)
-    over the defective and the good images alone, NaN when there are none. Pixel metrics are
-    skipped when not asked for (they are the slow ones); unknown names raise ValueError.
+    over the defective and the good images alone, NaN when there are none. A mask of None is an
+    image whose ground truth is unknown (a defective image without a mask): the image metrics
+    count it, the pixel metrics and lit shares leave it out, NaN when no image is left. Pixel
+    metrics are skipped when not asked for (they are the slow ones); unknown names raise
+    ValueError.
     """
+    known_labels, known_masks, known_maps = _with_truth(labels, masks, maps)
+    no_truth = len(known_masks) == 0 < len(masks)
+
+    def pixels(metric: Callable[[], float]) -> Callable[[], float]:
+        return (lambda: float("nan")) if no_truth else metric
+
     compute = {
         "img_auc": lambda: image_auroc(labels, scores),
-        "pixel_auc": lambda: pixel_auroc(masks, maps),
-        "aupro": lambda: aupro(masks, maps),
+        "pixel_auc": pixels(lambda: pixel_auroc(known_masks, known_maps)),
+        "aupro": pixels(lambda: aupro(known_masks, known_maps)),
         "img_f1max": lambda: f1_max(labels, scores),
-        "pixel_ap": lambda: pixel_ap(masks, maps),
-        "lit_defective": lambda: _lit_share_of(1, labels, masks, maps, threshold),
-        "lit_good": lambda: _lit_share_of(0, labels, masks, maps, threshold),
+        "pixel_ap": pixels(lambda: pixel_ap(known_masks, known_maps)),
+        "lit_defective": pixels(
+            lambda: _lit_share_of(1, known_labels, known_masks, known_maps, threshold)
+        ),
+        "lit_good": pixels(
+            lambda: _lit_share_of(0, known_labels, known_masks, known_maps, threshold)
+        ),
     }
     unknown = [name for name in names if name not in compute]
     if unknown:
@@ -219,6 +234,21 @@ def roc_points(
         kept = np.unique(np.linspace(0, fpr.size - 1, max_points).round().astype(int))
         fpr, tpr = fpr[kept], tpr[kept]
     return fpr, tpr
+
+
+def _with_truth(
+    labels: ArrayLike, masks: ImageStack | Sequence[ArrayLike | None], maps: ImageStack
+) -> tuple[ArrayLike, ImageStack, ImageStack]:
+    """The labels, masks and maps of the images whose mask is not None (all of a stack)."""
+    if isinstance(masks, np.ndarray) or all(mask is not None for mask in masks):
+        return labels, masks, maps
+    if not len(masks) == len(maps) == np.size(labels):
+        raise ValueError(
+            f"labels, masks and maps hold {np.size(labels)}, {len(masks)} and {len(maps)} "
+            "images; pass one label, mask (or None) and map per image"
+        )
+    known = [index for index, mask in enumerate(masks) if mask is not None]
+    return np.asarray(labels)[known], [masks[i] for i in known], [maps[i] for i in known]
 
 
 def _lit_share_of(

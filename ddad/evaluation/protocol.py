@@ -11,6 +11,11 @@ The protocol's two choices, and why they are the defaults:
   masks are empty at 64 x 64, so those defects were never measured.
 * ``halves: true``: the figures reported are the confirmation half's (ddad.data.halves); the tuning
   half's are returned beside them for choosing settings.
+
+A defective image without a mask counts for the image figures alone: the pixel figures and lit
+shares are those of the images whose ground truth is known, NaN (written empty) when no
+defective image has a mask, and each set of figures that leaves an image out, or whose
+``lit_defective`` masks leave no defect-free pixel, comes with a one-line note saying so.
 """
 
 from __future__ import annotations
@@ -61,8 +66,10 @@ def evaluate_maps(
     standard error at that many images), ``tuning`` (the metrics of the other half; the same
     images as confirmation when ``halves`` is off), ``defects`` (each defect kind of the
     confirmation half against its good images, with its image count), ``images`` (the
-    confirmation half's good and defective counts) and ``roc`` (the confirmation half's ROC
-    points).
+    confirmation half's good and defective counts), ``roc`` (the confirmation half's ROC
+    points) and ``notes`` (``confirmation``, ``tuning`` and ``defects``' kinds that have one:
+    the line saying which defective images their pixel figures leave out, or why those are
+    empty).
     """
     if protocol.resolution not in RESOLUTIONS:
         raise ValueError(f"resolution {protocol.resolution!r}; use one of {RESOLUTIONS}")
@@ -76,7 +83,9 @@ def evaluate_maps(
     )
 
     @functools.cache  # each image's truth is read once, though halves and kinds overlap
-    def truth(index: int) -> tuple[np.ndarray, np.ndarray]:
+    def truth(index: int) -> tuple[np.ndarray | None, np.ndarray]:
+        if not items[index].has_truth:
+            return None, maps[index]
         if protocol.resolution == "model":
             return model_mask(items[index], protocol.image_size, protocol.mask_resize), maps[index]
         mask = native_mask(items[index])
@@ -92,7 +101,15 @@ def evaluate_maps(
         )
 
     good = labels == 0
-    reported = measured(confirm)
+    tuned = ~confirm if protocol.halves else confirm
+    kinds_of = {kind: confirm & (good | (kinds == kind)) for kind in sorted(set(kinds[~good]))}
+    reported, tuning = measured(confirm), measured(tuned)
+    defects = {kind: measured(pick) for kind, pick in kinds_of.items()}
+    halves = {"confirmation": confirm, "tuning": tuned}
+    notes: dict[str, Any] = _notes(
+        items, halves, {"confirmation": reported, "tuning": tuning}, protocol, threshold
+    )
+    notes["defects"] = _notes(items, kinds_of, defects, protocol, threshold)
     spread = metrics.auroc_standard_error(
         reported.get("img_auc", float("nan")),
         int((confirm & ~good).sum()),
@@ -100,15 +117,69 @@ def evaluate_maps(
     )
     return {
         "confirmation": reported | {"img_auc_se": spread},
-        "tuning": measured(~confirm if protocol.halves else confirm),
+        "tuning": tuning,
         "defects": {
-            kind: {"images": int((confirm & (kinds == kind)).sum())}
-            | measured(confirm & (good | (kinds == kind)))
-            for kind in sorted(set(kinds[~good]))
+            kind: {"images": int((confirm & (kinds == kind)).sum())} | found
+            for kind, found in defects.items()
         },
         "images": {"good": int((confirm & good).sum()), "defective": int((confirm & ~good).sum())},
         "roc": metrics.roc_points(labels[confirm], scores[confirm]),
+        "notes": notes,
     }
+
+
+def _notes(
+    items: Sequence[TestImage],
+    picks: dict[str, np.ndarray],
+    found: dict[str, dict[str, float]],
+    protocol: Protocol,
+    threshold: float,
+) -> dict[str, str]:
+    """The note of each named set of figures (``found``, measured on the images ``picks``
+    chooses) that has one."""
+    lines = {
+        name: _truth_note(
+            [items[i] for i in np.flatnonzero(pick)], found[name], protocol, threshold
+        )
+        for name, pick in picks.items()
+    }
+    return {name: line for name, line in lines.items() if line}
+
+
+def _truth_note(
+    items: Sequence[TestImage], found: dict[str, float], protocol: Protocol, threshold: float
+) -> str | None:
+    """The line that goes with the figures ``found`` on ``items`` when ground truth shaped them:
+    which defective images the pixel figures leave out for want of a mask (or that all are
+    empty, when none has one), and that ``lit_defective`` is empty because every mask covers
+    its whole image. None when neither applies."""
+    affected = [name for name in protocol.metrics if name in metrics.DEFECT_PIXEL_METRICS]
+    defective = [item for item in items if item.label]
+    unmasked = [item.key for item in defective if not item.has_truth]
+    lines = []
+    if affected and unmasked and len(unmasked) == len(defective):
+        lines.append(f"no defective image has a mask, so {', '.join(affected)} are empty")
+    elif affected and unmasked:
+        lines.append(
+            f"{', '.join(affected)} leave out the {len(unmasked)} of {len(defective)} defective "
+            f"images without a mask ({_listed(unmasked)})"
+        )
+    if (
+        len(unmasked) < len(defective)
+        and math.isnan(found.get("lit_defective", 0.0))
+        and not math.isnan(threshold)
+    ):
+        lines.append(
+            "lit_defective is empty: every mask covers its whole image, leaving no defect-free "
+            "pixel of a defective image to light"
+        )
+    return "; ".join(lines) or None
+
+
+def _listed(keys: list[str], shown: int = 3) -> str:
+    """A few keys, and how many more: a note stays one line with hundreds of images."""
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
 
 
 def one_image_step(good: int, defective: int) -> float:

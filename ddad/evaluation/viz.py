@@ -57,10 +57,11 @@ OVERLAY_MIN_SIDE = 256  # a photo's overlay is enlarged to this short side, so i
 
 @dataclass(frozen=True)
 class Tile:
-    """One small picture of an overview: an overlay, its ground truth outline and a caption."""
+    """One small picture of an overview: an overlay, its ground truth outline (none without a
+    mask) and a caption."""
 
     overlay: np.ndarray
-    mask: np.ndarray
+    mask: np.ndarray | None
     caption: str
     mistake: str = ""  # "false alarm" or "missed" (``ddad.maps.threshold.mistake``): framed
 
@@ -132,7 +133,7 @@ def overlay_sheet(
     image: np.ndarray,
     reconstruction: np.ndarray,
     amap: np.ndarray,
-    mask: np.ndarray,
+    mask: np.ndarray | None,
     title: str,
     vmin: float,
     vmax: float,
@@ -144,7 +145,8 @@ def overlay_sheet(
     The map has a colour bar; ``threshold`` (the detect threshold, in image-score units), when
     given, is marked on it and appended to the title, so a reader can tell whether ``ddad
     detect`` would call the image a defect. ``reconstruction_title`` says what
-    the second picture is (a one-pass estimate is blurrier than a full reconstruction).
+    the second picture is (a one-pass estimate is blurrier than a full reconstruction). A
+    ``mask`` of None (a defective image without one) leaves the last panel gray, titled so.
     """
     fig = Figure(figsize=(12, 2.9), layout="constrained")
     axes = fig.subplots(1, 5)
@@ -158,8 +160,9 @@ def overlay_sheet(
     bar.ax.tick_params(labelsize=7)
     _show(axes[3], heatmap_overlay(image, amap, vmin, vmax, threshold), "overlay")
     _outline(axes[3], mask)
-    axes[4].imshow(np.asarray(mask, dtype=np.float32), cmap="gray", vmin=0, vmax=1)
-    _decorate(axes[4], "ground truth")
+    truth = np.full(np.shape(amap), 0.5) if mask is None else np.asarray(mask, dtype=np.float32)
+    axes[4].imshow(truth, cmap="gray", vmin=0, vmax=1)
+    _decorate(axes[4], "ground truth" if mask is not None else "ground truth: no mask")
     suffix = ""
     if threshold is not None:
         bar.ax.axhline(threshold, color="black", lw=2)
@@ -254,7 +257,8 @@ def auroc_bars(table: pd.DataFrame) -> Figure:
         values = table[metric].to_numpy(dtype=np.float64)
         mean = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
         offset = (index - (len(metrics) - 1) / 2) * width
-        axis.bar(positions + offset, [*values, mean], width, label=f"{metric} (mean {mean:.3f})")
+        label = f"{metric} (mean {mean:.3f})" if math.isfinite(mean) else f"{metric} (empty)"
+        axis.bar(positions + offset, [*values, mean], width, label=label)
     axis.axvline(len(groups) - 1.5, color="gray", lw=0.8)
     axis.set_xticks(positions, groups, rotation=45, ha="right", fontsize=8)
     axis.set(ylim=(0, 1.05), ylabel="area under curve")
@@ -360,7 +364,9 @@ def _frame(axis: Axes, mistake: str) -> None:
     )
 
 
-def _outline(axis: Axes, mask: np.ndarray) -> None:
+def _outline(axis: Axes, mask: np.ndarray | None) -> None:
+    if mask is None:
+        return
     mask = np.asarray(mask, dtype=np.float32)
     if mask.any():
         axis.contour(mask, levels=[0.5], colors=MASK_COLOUR, linewidths=0.8)
