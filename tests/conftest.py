@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from ddad.diffusion.models import build_model
 from ddad.tools import bench
 
 
@@ -21,3 +22,10 @@ def quick_peak(monkeypatch: pytest.MonkeyPatch) -> None:
     """Measure the matmul peak for 0.05 s instead of 1 s."""
     peak = bench.matmul_peak
     monkeypatch.setattr(bench, "matmul_peak", lambda device, seconds=1.0: peak(device, 0.05))
+
+
+@pytest.fixture(scope="module")
+def tiny_unet() -> torch.nn.Module:
+    """A seeded random tiny UNet for 1-channel 16 x 16 images, in eval mode."""
+    torch.manual_seed(0)
+    return build_model("tiny", 1, 16).eval()

@@ -3,7 +3,6 @@ registered from outside runs through the score stage and ``Detector`` untouched.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,9 +11,9 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from tiny_model import SIZE, tiny_model_dir
 
 from ddad.detect import Detector
-from ddad.diffusion.models import build_model, save_checkpoint
 from ddad.diffusion.reconstruct import Plan
 from ddad.errors import DdadError
 from ddad.maps.good_images import BatchMap, GoodImages, in_this_process
@@ -25,24 +24,17 @@ from stages import reconstruct, score
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
-SIZE = 16
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def unet() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_model("tiny", 1, SIZE).eval()
 
 
 @pytest.mark.parametrize(
     ("name", "passes"), [("features", 1), ("ddad", 1 + 3), ("reconstruction", 0)]
 )
-def test_each_kind_costs_its_sources_passes(name: str, passes: int, unet) -> None:
+def test_each_kind_costs_its_sources_passes(name: str, passes: int, tiny_unet) -> None:
     lite = map_kind(ScoreSettings(map=name), CPU)
     assert lite.cost(ensemble=3) == Cost(backbone_passes=passes)
-    own = map_kind(ScoreSettings(map=name, backbone="unet"), CPU, unet)
+    own = map_kind(ScoreSettings(map=name, backbone="unet"), CPU, tiny_unet)
     assert own.cost(ensemble=3) == Cost(unet_passes=passes)
 
 
@@ -105,16 +97,7 @@ def _project(root: Path) -> dict:
     mask[4:8, 4:8] = 255
     (images / "ground_truth" / "spot").mkdir(parents=True)
     Image.fromarray(mask, mode="L").save(images / "ground_truth" / "spot" / "0_mask.png")
-    trained = root / "models" / "trained" / "toy"
-    save_checkpoint(build_model("tiny", 1, SIZE), trained / "model.pt")
-    meta = {
-        "category": "toy",
-        "preset": "tiny",
-        "channels": 1,
-        "image_size": SIZE,
-        "validation_images": ["toy/train/good/3.png"],
-    }
-    (trained / "meta.json").write_text(json.dumps(meta))
+    tiny_model_dir(root, ["toy/train/good/3.png"])
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"]["image_size"] = SIZE
     params["device"] = "cpu"

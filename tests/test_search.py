@@ -3,11 +3,10 @@ unlike every good one, a bounded bank, the windowed search, and the whitening th
 loud and redundant channels."""
 
 
-import pytest
 import torch
 import torch.nn.functional as F
+from tiny_model import stripes
 
-from ddad.diffusion.models import build_model
 from ddad.maps.search import (
     AnywhereSearch,
     NearbySearch,
@@ -26,24 +25,13 @@ def nearby_distance_maps(features, bank, radius, size):
     return NearbySearch(bank, radius).distances(features, size)
 
 
-@pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_model("tiny", 1, 16).eval()
-
-
-def _stripes(count: int) -> torch.Tensor:
-    rows = torch.arange(16).float()
-    image = torch.sin(rows / 2).view(1, 1, 16, 1).expand(count, 1, 16, 16)
-    return image.clone()
-
-
-def test_a_good_image_is_at_zero_distance_and_a_spot_is_not(model):
-    good = _stripes(1)
-    bank = feature_bank([unet_features(model, good)], max_vectors=10_000)
+def test_a_good_image_is_at_zero_distance_and_a_spot_is_not(tiny_unet):
+    good = stripes(1)
+    bank = feature_bank([unet_features(tiny_unet, good)], max_vectors=10_000)
     spotted = good.clone()
     spotted[0, 0, 6:9, 6:9] = -1.0
-    maps = nearest_distance_maps(unet_features(model, torch.cat([good, spotted])), bank, (16, 16))
+    features = unet_features(tiny_unet, torch.cat([good, spotted]))
+    maps = nearest_distance_maps(features, bank, (16, 16))
     assert maps.shape == (2, 16, 16)
     assert maps[0].abs().max() < 1e-2  # cdist's matrix-product form is exact to about 1e-3
     assert maps[1, 6:9, 6:9].mean() > 10 * maps[0].abs().max()

@@ -4,32 +4,21 @@ the model as it found it), and which sources need the trained UNet."""
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_model import stripes
 
 from ddad.diffusion.models import build_model
 from ddad.maps.scoring import ScoreSettings
 from ddad.maps.sources import FEATURE_BLOCKS, Cost, feature_source, reads_unet, unet_features
 
 
-@pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_model("tiny", 1, 16).eval()
-
-
-def _stripes(count: int) -> torch.Tensor:
-    rows = torch.arange(16).float()
-    image = torch.sin(rows / 2).view(1, 1, 16, 1).expand(count, 1, 16, 16)
-    return image.clone()
-
-
-def test_features_have_half_the_image_size(model):
-    features = unet_features(model, _stripes(2))
+def test_features_have_half_the_image_size(tiny_unet):
+    features = unet_features(tiny_unet, stripes(2))
     assert features.shape[0] == 2 and features.shape[-2:] == (8, 8)
 
 
-def test_no_blocks_is_refused(model):
+def test_no_blocks_is_refused(tiny_unet):
     with pytest.raises(ValueError, match="at least one block"):
-        unet_features(model, _stripes(1), blocks=())
+        unet_features(tiny_unet, stripes(1), blocks=())
 
 
 def test_features_are_what_the_whole_unet_computes_at_t_zero_at_the_chosen_blocks():
@@ -39,7 +28,7 @@ def test_features_are_what_the_whole_unet_computes_at_t_zero_at_the_chosen_block
     model = build_model("tiny", 1, 16).eval()
     for parameter in model.parameters():
         torch.nn.init.normal_(parameter, std=0.2)
-    images = _stripes(2)
+    images = stripes(2)
     outputs = {}
     hooks = [
         model.input_blocks[b].register_forward_hook(
@@ -56,11 +45,11 @@ def test_features_are_what_the_whole_unet_computes_at_t_zero_at_the_chosen_block
     torch.testing.assert_close(unet_features(model, images), expected)
 
 
-def test_only_the_unets_source_needs_the_unet_and_its_passes_are_unet_passes(model):
+def test_only_the_unets_source_needs_the_unet_and_its_passes_are_unet_passes(tiny_unet):
     cpu = torch.device("cpu")
     unet = ScoreSettings(backbone="unet")
     assert reads_unet(unet) and not reads_unet(ScoreSettings())
     with pytest.raises(ValueError, match="pass it"):
         feature_source(unet, cpu)
-    assert feature_source(unet, cpu, model).cost(2) == Cost(unet_passes=2)
+    assert feature_source(unet, cpu, tiny_unet).cost(2) == Cost(unet_passes=2)
     assert feature_source(ScoreSettings(), cpu).cost(2) == Cost(backbone_passes=2)

@@ -36,3 +36,9 @@ def tiny_model_dir(folder: Path, validation_images: list[str] | None = None) -> 
     }
     (model_dir / "meta.json").write_text(json.dumps(meta))
     return model_dir
+
+
+def stripes(count: int) -> torch.Tensor:
+    """``count`` 1-channel 16 x 16 images of horizontal sine stripes in [-1, 1]: a good texture."""
+    rows = torch.arange(SIZE).float()
+    return torch.sin(rows / 2).view(1, 1, SIZE, 1).expand(count, 1, SIZE, SIZE).clone()

@@ -1,7 +1,7 @@
 """Which test images choose settings and which report them: a seeded half of each defect kind.
 
-Settings chosen on the images they are then reported on look better than they are: on magnetic
-tiles nobody had tuned on, image AUROC came out 0.06 below the development figure. So the test
+Settings chosen on the images they are then reported on look better than they are
+(docs/accuracy.md, "How every figure here is measured"). So the test
 images of a category are split once, per defect kind (good counts as a kind): look at the tuning
 half while choosing, report the confirmation half.
 

@@ -1,6 +1,6 @@
 """The diffusion model: guided-diffusion's UNet presets and checkpoints, training on good
-images, noising and denoising (samplers, ensembles, batches that fit the memory), the UNet's
-partial pass for features, per-image result storage and the processes that share the work.
+images, noising and denoising (samplers, ensembles, batches that fit the memory), the timing
+of its passes, per-image result storage and the processes that share the work.
 
 May import: ddad.errors, ddad.progress, ddad.data and this package.
 """

@@ -1,6 +1,8 @@
-"""The anomaly maps: from a reconstruction's error or from the UNet's features against good
-patches (nearest, or a Gaussian per position), finished into a map and an image score, and the
-detection threshold drawn from held-out good images.
+"""The anomaly maps: the map kinds behind one registry (``kinds/``: the nearest good patch in a
+pretrained backbone's features, DDAD's comparison, the reconstruction error), whose features
+describe a patch (``sources``), the searches over the good bank (``search``, a Gaussian per
+position), the good images a map learns from, how every map is finished into a map and an
+image score (``scoring``), and the detect threshold drawn from held-out good images.
 
 May import: ddad.errors, ddad.progress, ddad.data, ddad.diffusion and this package.
 """

@@ -49,7 +49,8 @@ class FeatureSource:
 
     def cost(self, passes: float) -> Cost:
         """``passes`` passes of this source per image, as a ``Cost``."""
-        return Cost(unet_passes=passes) if self.reads_unet else Cost(backbone_passes=passes)
+        count = float(passes)
+        return Cost(unet_passes=count) if self.reads_unet else Cost(backbone_passes=count)
 
 
 def reads_unet(settings: ScoreSettings) -> bool:

@@ -20,7 +20,7 @@ from ddad.diffusion.reconstruct import Plan
 from ddad.errors import DdadError
 from ddad.maps.good_images import BatchMap, GoodImages, batches, in_this_process
 from ddad.maps.scoring import ScoreSettings, finished
-from ddad.maps.sources import Cost, FeatureSource
+from ddad.maps.sources import Cost, FeatureSource, feature_source, reads_unet
 
 KINDS: dict[str, type[MapKind]] = {}
 K = TypeVar("K", bound="type[MapKind]")
@@ -90,6 +90,21 @@ class MapKind(ABC):
         """The map in a few words, as ``ddad bench`` prints it."""
 
 
+class FeatureKind(MapKind):
+    """A kind that reads features: its ``source`` is the one ``score.backbone`` names, and it
+    needs the trained UNet exactly when that is the UNet's."""
+
+    def __init__(
+        self, settings: ScoreSettings, device: torch.device, unet: torch.nn.Module | None = None
+    ) -> None:
+        super().__init__(settings, device, unet)
+        self.source = feature_source(settings, device, unet)
+
+    @classmethod
+    def needs_unet(cls, settings: ScoreSettings) -> bool:
+        return reads_unet(settings)
+
+
 def each_batch(
     work: Callable[[Sequence[MapInput]], Sequence[np.ndarray]],
     inputs: Sequence[MapInput],
@@ -97,6 +112,16 @@ def each_batch(
 ) -> list[np.ndarray]:
     """The maps ``work`` makes of each of the network's batches of ``inputs``, in one list."""
     return [amap for maps in over_batches(work, batches(inputs)) for amap in maps]
+
+
+def each_input(
+    work: Callable[[MapInput], np.ndarray],
+    inputs: Sequence[MapInput],
+    over_batches: BatchMap = in_this_process,
+) -> list[np.ndarray]:
+    """The map ``work`` makes of each of ``inputs``, the network's batches shared as
+    ``over_batches`` says."""
+    return each_batch(lambda batch: [work(item) for item in batch], inputs, over_batches)
 
 
 def register(kind: K) -> K:

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from ddad.maps.good_images import BatchMap, in_this_process
-from ddad.maps.kinds.base import MapInput, MapKind, each_batch, register
+from ddad.maps.kinds.base import FeatureKind, MapInput, each_input, register
 from ddad.maps.scoring import ScoreSettings, blur
-from ddad.maps.sources import Cost, FeatureSource, describe_source, feature_source, reads_unet
+from ddad.maps.sources import Cost, FeatureSource, describe_source
 
 
 def compared_map(
@@ -47,21 +47,11 @@ def compared_map(
 
 
 @register
-class DdadComparison(MapKind):
+class DdadComparison(FeatureKind):
     """Pixel plus feature distance between each input and its reconstructions."""
 
     name = "ddad"
     compares_reconstructions = True
-
-    def __init__(
-        self, settings: ScoreSettings, device: torch.device, unet: torch.nn.Module | None = None
-    ) -> None:
-        super().__init__(settings, device, unet)
-        self.source = feature_source(settings, device, unet)
-
-    @classmethod
-    def needs_unet(cls, settings: ScoreSettings) -> bool:
-        return reads_unet(settings)
 
     def raw_maps(
         self, inputs: Sequence[MapInput], over_batches: BatchMap = in_this_process
@@ -69,13 +59,10 @@ class DdadComparison(MapKind):
         """``compared_map`` of each input, one feature batch (the input and its
         reconstructions) at a time."""
 
-        def mapped(batch: Sequence[MapInput]) -> list[np.ndarray]:
-            return [
-                compared_map(self.source, item.image, item.reconstructions, self.settings)
-                for item in batch
-            ]
+        def mapped(item: MapInput) -> np.ndarray:
+            return compared_map(self.source, item.image, item.reconstructions, self.settings)
 
-        return each_batch(mapped, inputs, over_batches)
+        return each_input(mapped, inputs, over_batches)
 
     def cost(self, ensemble: int) -> Cost:
         return self.source.cost(1 + ensemble)

@@ -25,14 +25,14 @@ from ddad.maps.good_images import (
     in_this_process,
     typical_map,
 )
-from ddad.maps.kinds.base import MapInput, MapKind, each_batch, register
+from ddad.maps.kinds.base import FeatureKind, MapInput, each_batch, register
 from ddad.maps.scoring import ScoreSettings, blur
 from ddad.maps.search import Search, search_for
-from ddad.maps.sources import Cost, describe_source, feature_source, reads_unet
+from ddad.maps.sources import Cost, describe_source
 
 
 @register
-class NearestPatch(MapKind):
+class NearestPatch(FeatureKind):
     """Distances to the nearest good patch, learnt from a bank of good training images."""
 
     name = "features"
@@ -42,12 +42,7 @@ class NearestPatch(MapKind):
         self, settings: ScoreSettings, device: torch.device, unet: torch.nn.Module | None = None
     ) -> None:
         super().__init__(settings, device, unet)
-        self.source = feature_source(settings, device, unet)
         self.search: Search | None = None
-
-    @classmethod
-    def needs_unet(cls, settings: ScoreSettings) -> bool:
-        return reads_unet(settings)
 
     def fit(self, good: GoodImages, over_batches: BatchMap = in_this_process) -> None:
         """The search over the bank images' features, then the typical map of the others."""

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ddad.maps.good_images import BatchMap, in_this_process
-from ddad.maps.kinds.base import MapInput, MapKind, each_batch, register
+from ddad.maps.kinds.base import MapInput, MapKind, each_input, register
 from ddad.maps.scoring import blur
 from ddad.maps.sources import Cost
 
@@ -45,19 +45,17 @@ class ReconstructionError(MapKind):
         """``anomaly_map`` of each input (stored float16 reconstructions are read in float32)."""
         s = self.settings
 
-        def mapped(batch: Sequence[MapInput]) -> list[np.ndarray]:
-            return [
-                anomaly_map(
-                    torch.from_numpy(item.image),
-                    torch.from_numpy(np.asarray(item.reconstructions, dtype=np.float32)),
-                    sigma=s.sigma,
-                    kernel_size=s.kernel_size,
-                    error=s.error,
-                ).numpy()
-                for item in batch
-            ]
+        def mapped(item: MapInput) -> np.ndarray:
+            recons = np.asarray(item.reconstructions, dtype=np.float32)
+            return anomaly_map(
+                torch.from_numpy(item.image),
+                torch.from_numpy(recons),
+                sigma=s.sigma,
+                kernel_size=s.kernel_size,
+                error=s.error,
+            ).numpy()
 
-        return each_batch(mapped, inputs, over_batches)
+        return each_input(mapped, inputs, over_batches)
 
     def cost(self, ensemble: int) -> Cost:
         return Cost()
