@@ -4,27 +4,36 @@
 Settings the pipeline also uses (reconstruction plan, scoring, preprocessing, device) are read
 from params.yaml in the current folder when it is there, so ``ddad detect`` scores images the
 way the pipeline scored the images its threshold comes from. Every bad value, from a flag or
-from params.yaml, stops the command with one line and exit code 2.
+from params.yaml, stops the command with one line and exit code 2; ``detect`` also says by
+its exit status what a line's controller acts on (``DETECT_EXIT``).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import glob
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
+from functools import partial
+from itertools import tee
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 import numpy as np
 import torch
 
 from ddad import __version__
-from ddad.data.imageio import Size, is_image_file, read_image, sides
+from ddad.data.imageio import IMAGE_SUFFIXES, Size, is_image_file, read_image, sides
 from ddad.data.layout import DATA_DIR, TRAINED_DIR, list_categories
-from ddad.detect import Detector, overlay_names, save_overlay
+from ddad.detect import CHUNK, Detector, Result, Unreadable, overlay_names, save_overlay
 from ddad.diffusion import passes
 from ddad.diffusion.engine import DEVICES, resolve_device
 from ddad.diffusion.fitting import samples_for
@@ -49,6 +58,7 @@ from ddad.params import (
     setting,
     train_config,
 )
+from ddad.progress import progress_bar
 from ddad.tools import bench, scaling
 
 DETECT_OUT = Path("detections")
@@ -61,14 +71,25 @@ DESCRIPTION = (
 )
 DEVICE_HELP = "auto (CUDA when present), cpu or cuda; default: params.yaml's device, else auto"
 DETECT_ABOUT = (
-    "Score each IMAGE with a trained model and call it DEFECT when its score is above the "
-    "threshold, else OK: one line per image, and a heat-map overlay of each written to --out, at "
-    "the image's own size with its verdict, score and threshold on it. Unless --threshold or "
+    "Score each image the PATHs name with a trained model and call it DEFECT when its score is "
+    "above the threshold, else OK: one line per image, and a heat-map overlay of each written to "
+    "--out, at the image's own size with its verdict, score and threshold on it. A file that "
+    "cannot be read (broken, empty, not an image, a colour image for a gray model, a "
+    "ground-truth mask: named *_mask.* or under ground_truth/) is named UNREADABLE with its "
+    "reason, and the others are scored. Unless --threshold or "
     "--good-dir sets it, the threshold is the highest score of the held-out good images in "
     "runs/<category>/score/scores.csv under the current folder (written by `dvc repro`), else "
     "that of the held-out good images the model's meta.json lists, scored now. Reconstruction "
     "and scoring follow params.yaml, as the pipeline did; run `dvc repro` after changing it."
 )
+EXIT_OK, EXIT_DEFECT, EXIT_ERROR, EXIT_UNREADABLE = 0, 1, 2, 3
+DETECT_EXIT = f"""exit status, for a line's controller:
+  {EXIT_OK}    every input was read and every image is OK
+  {EXIT_DEFECT}    at least one image is a DEFECT, whether or not some inputs were unreadable
+  {EXIT_ERROR}    a usage, params.yaml or model error: the run stopped (rows written so far stay)
+  {EXIT_UNREADABLE}    some inputs could not be read (each named, with why) and no image is a DEFECT
+  130  interrupted (Ctrl-C); rows written so far stay"""
+ROW_FIELDS = ("path", "score", "threshold", "verdict", "reason", "overlay")
 
 
 def _from_params(key: str) -> str:
@@ -82,6 +103,23 @@ class _UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise _UsageError(message.removeprefix("argument "))
+
+
+class _LinesKept(argparse.HelpFormatter):
+    """Wraps each line of a description or epilog apart, so the exit-status table keeps its
+    rows; a row (an indented line) that wraps goes on under its text."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(
+            textwrap.fill(
+                line,
+                width,
+                initial_indent=indent,
+                subsequent_indent=indent + (" " * 7 if line.startswith(" ") else ""),
+                break_on_hyphens=False,
+            )
+            for line in text.splitlines()
+        )
 
 
 def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -284,36 +322,197 @@ def _good_images(folder: Path) -> list[Path]:
     return images
 
 
-def _detect(args: argparse.Namespace) -> int:
-    params = _read_params()
-    model_dir = resolve_model_dir(args.model)
+def _images_in(path: Path) -> list[Path]:
+    """A folder's image files, recursively and sorted (hidden ones and those in hidden folders
+    apart: a camera's or a tool's side files); a file itself when it is an image."""
+    if not path.is_dir():
+        return [path] if is_image_file(path) else []
+    return sorted(
+        found
+        for found in path.rglob("*")
+        if found.is_file()
+        and is_image_file(found)
+        and not any(part.startswith(".") for part in found.relative_to(path).parts)
+    )
+
+
+def _named(text: str) -> list[Path]:
+    """The images one input names: a folder's, a glob pattern's (quoted, so the shell left it),
+    or the path itself, image or not, so that a wrong one is reported with its reason."""
+    path = Path(text)
+    if path.is_dir():
+        return _images_in(path)
+    if path.exists() or not any(sign in text for sign in "*?["):
+        return [path]
+    matches = sorted(glob.glob(text, recursive=True))
+    return [image for match in matches for image in _images_in(Path(match))] or [path]
+
+
+def _inputs(given: Sequence[str], stdin: TextIO) -> Iterator[Path]:
+    """The image paths of the command line, in its order; ``-`` reads more, one a line, from
+    ``stdin`` as they come, so a watcher can feed a running command."""
+    for text in given:
+        names = (line.strip() for line in stdin) if text == "-" else [text]
+        for name in names:
+            yield from _named(name) if name else []
+
+
+def _no_images(given: Sequence[str]) -> DdadError:
+    return DdadError(
+        f"no images in {' '.join(given)}; give image files ({', '.join(IMAGE_SUFFIXES)}), "
+        "folders or glob patterns holding them, or - to read their paths from standard input"
+    )
+
+
+@contextmanager
+def _row_files(
+    csv_path: Path | None, jsonl_path: Path | None
+) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """A writer of one row to --csv and --jsonl, each line flushed as it is written, so a
+    controller reads it at once and an interrupted run keeps what it judged."""
+    with ExitStack() as files:
+        writers = []
+        if csv_path:
+            table = csv.DictWriter(_opened_for_rows(files, csv_path, "--csv"), ROW_FIELDS)
+            table.writeheader()
+            writers.append(table.writerow)
+        if jsonl_path:
+            lines = _opened_for_rows(files, jsonl_path, "--jsonl")
+            writers.append(lambda row: lines.write(json.dumps(row) + "\n"))
+
+        def write(row: dict[str, Any]) -> None:
+            for writer in writers:
+                writer(row)
+
+        yield write
+
+
+def _opened_for_rows(files: ExitStack, path: Path, flag: str) -> TextIO:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return files.enter_context(path.open("w", newline="", buffering=1))
+    except OSError as err:
+        raise DdadError(f"{flag}: cannot write {path}: {err.strerror or err}") from err
+
+
+def _row(found: Result | Unreadable, threshold: float, overlay: Path | None) -> dict[str, Any]:
+    """One input's row: a score for an image that was read, a reason for one that was not."""
+    read = isinstance(found, Result)
+    return {
+        "path": str(found.path),
+        "score": found.score if read else None,
+        "threshold": threshold,
+        "verdict": found.verdict,
+        "reason": None if read else found.reason,
+        "overlay": str(overlay) if overlay else None,
+    }
+
+
+def _line(found: Result | Unreadable, threshold: float) -> str:
+    if isinstance(found, Unreadable):
+        return f"{found.verdict} {found.path}  {found.reason}"
+    return f"{found.verdict:<6} {found.path}  score {found.score:#.4g}  threshold {threshold:#.4g}"
+
+
+def _judge_all(
+    detector: Detector,
+    paths: Iterable[Path],
+    total: int | None,
+    chunk: int,
+    overlays: Path | None,
+    write_row: Callable[[dict[str, Any]], None],
+) -> Counter[str]:
+    """Judge every path, printing its line and writing its row and overlay as it comes, under
+    a progress bar; the count of each verdict. On a terminal a line is printed above the bar
+    (tqdm's write); into a log or a pipe, where the bar is throttled, a plain print, flushed
+    for whoever reads the lines as they come."""
+    scored, named = tee(paths)
+    flushed_print = partial(print, flush=True)
+    verdicts: Counter[str] = Counter()
+    threshold = detector.threshold
+    with progress_bar(total=total, desc="detect", unit="img", leave=False) as bar:
+        say = partial(bar.write, file=sys.stdout) if sys.stderr.isatty() else flushed_print
+        for found, name in zip(detector.inspect(scored, chunk), overlay_names(named), strict=True):
+            overlay = overlays / name if overlays and isinstance(found, Result) else None
+            if overlay:
+                save_overlay(overlay, detector.overlay(found))
+            say(_line(found, threshold))
+            write_row(_row(found, threshold, overlay))
+            verdicts[found.verdict] += 1
+            bar.update()
+    return verdicts
+
+
+def _exit_status(verdicts: Counter[str]) -> int:
+    """DETECT_EXIT: a DEFECT wins over unreadable files, as the part must be stopped first."""
+    if verdicts["DEFECT"]:
+        return EXIT_DEFECT
+    return EXIT_UNREADABLE if verdicts[Unreadable.verdict] else EXIT_OK
+
+
+def _detect_settings(params: dict[str, Any], model_dir: Path, device: str | None) -> dict[str, Any]:
+    """The detector's settings from params.yaml, as the pipeline scored the model's category."""
     category = json.loads((model_dir / "meta.json").read_text()).get("category", model_dir.name)
-    settings = {
+    return {
         "plan": plan_from(params, category),
         "score": score_settings(params),
-        "device": _device(params, args.device),
+        "device": _device(params, device),
         "batch_size": _batch_size(params, None),
         "seed": setting(params, "reconstruct.seed", 0),
         **_preprocessing(params),
     }
-    if args.out.exists() and not args.out.is_dir():
+
+
+def _listed(given: Sequence[str]) -> tuple[Iterable[Path], int | None]:
+    """The inputs' paths and how many: all of them at once, so that no image at all stops the
+    command before the model loads; or, with standard input among them, as they come."""
+    paths = _inputs(given, sys.stdin)
+    if "-" in given:
+        return paths, None
+    listed = list(paths)
+    if not listed:
+        raise _no_images(given)
+    return listed, len(listed)
+
+
+def _summary(verdicts: Counter[str], overlays: Path | None) -> str:
+    images = verdicts["OK"] + verdicts["DEFECT"]
+    parts = [f"{verdicts['DEFECT']} of {images} images DEFECT"]
+    unreadable = verdicts[Unreadable.verdict]
+    if unreadable:
+        parts.append(f"{unreadable} file{'s' * (unreadable > 1)} unreadable, named above")
+    if overlays:
+        parts.append(f"heat-map overlays in {overlays}/")
+    return "; ".join(parts)
+
+
+def _detect(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    params = _read_params()
+    model_dir = resolve_model_dir(args.model)
+    settings = _detect_settings(params, model_dir, args.device)
+    overlays = None if args.no_overlays else args.out
+    if overlays and overlays.exists() and not overlays.is_dir():
         raise DdadError(f"--out: {args.out} is a file; give a folder for the overlay pictures")
-    _checked_images(args.images)
+    paths, total = _listed(args.paths)
     good = _good_images(args.good_dir) if args.good_dir else None
     _checked_images(good or [])
-    detector = Detector.load(model_dir, threshold=args.threshold, good_images=good, **settings)
-    threshold = detector.threshold
-    print(f"model {model_dir}: threshold {threshold:#.4g} ({detector.threshold_source})")
-    results = detector.score(args.images)
-    for result, name in zip(results, overlay_names(args.images), strict=True):
-        print(
-            f"{result.verdict:<6} {result.path}  score {result.score:#.4g}  "
-            f"threshold {threshold:#.4g}"
-        )
-        save_overlay(args.out / name, detector.overlay(result))
-    flagged = sum(r.is_defect for r in results)
-    print(f"{flagged} of {len(results)} images DEFECT; heat-map overlays in {args.out}/")
-    return 0
+    with _row_files(args.csv, args.jsonl) as write_row:
+        detector = Detector.load(model_dir, threshold=args.threshold, good_images=good, **settings)
+        threshold = f"threshold {detector.threshold:#.4g} ({detector.threshold_source})"
+        print(f"model {model_dir}: {threshold}")
+        loaded = time.perf_counter()
+        verdicts = _judge_all(detector, paths, total, args.batch, overlays, write_row)
+    if not verdicts:
+        raise _no_images(args.paths)
+    print(_summary(verdicts, overlays))
+    images, took = sum(verdicts.values()), time.perf_counter() - loaded
+    print(
+        f"{images} inputs in {took:.1f} s, {images / took:.1f} a second, after "
+        f"{loaded - started:.1f} s loading the model and its reference",
+        file=sys.stderr,
+    )
+    return _exit_status(verdicts)
 
 
 def _size(sides_given: list[int] | None) -> Size | None:
@@ -414,9 +613,19 @@ def _build_parser() -> argparse.ArgumentParser:
     timing.set_defaults(handler=_bench)
 
     detect = commands.add_parser(
-        "detect", help="score images and call each OK or DEFECT", description=DETECT_ABOUT
+        "detect",
+        help="score images and call each OK or DEFECT",
+        description=DETECT_ABOUT,
+        epilog=DETECT_EXIT,
+        formatter_class=_LinesKept,
     )
-    detect.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="images to inspect")
+    detect.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="an image, a folder (its images, recursively), a quoted glob pattern, or - for "
+        "more such paths on standard input, one a line",
+    )
     detect.add_argument(
         "--model",
         required=True,
@@ -440,6 +649,26 @@ def _build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="folder of defect-free images: the threshold is their highest score",
     )
+    detect.add_argument(
+        "--no-overlays", action="store_true", help="write no overlay PNGs: the fastest run"
+    )
+    detect.add_argument(
+        "--csv",
+        type=Path,
+        metavar="FILE",
+        help=f"also write a row per input here: {', '.join(ROW_FIELDS)} (reason: why a file "
+        "was unreadable; overlay: the PNG written)",
+    )
+    detect.add_argument(
+        "--jsonl", type=Path, metavar="FILE", help="the same rows as JSON objects, one a line"
+    )
+    detect.add_argument(
+        "--batch",
+        type=_integer(1),
+        default=CHUNK,
+        help=f"images read and scored together (default {CHUNK}); lines and rows come a batch "
+        "at a time, so 1 gives each verdict as soon as its path arrives on standard input",
+    )
     detect.add_argument("--device", type=_choice(*DEVICES), help=DEVICE_HELP)
     detect.set_defaults(handler=_detect)
 
@@ -462,13 +691,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one ddad command; 0 when it ran, 2 for bad input (one line on stderr)."""
+    """Run one ddad command; 0 when it ran (``detect``: DETECT_EXIT), 2 for bad input (one
+    line on stderr), 130 when interrupted."""
     try:
         args = _build_parser().parse_args(argv)
         return args.handler(args)
     except (_UsageError, DdadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 0
     except KeyboardInterrupt:

@@ -6,33 +6,40 @@ runs/<category>/score/scores.csv, else a fresh calibration on the held-out image
 meta.json lists. Those scores are only comparable when
 ``ddad detect`` reconstructs and scores with the settings the pipeline used, so the CLI reads
 them from the same params.yaml; run ``dvc repro`` after changing it.
+
+On a production line a file may be broken, misnamed or the wrong picture;
+``Detector.inspect`` names each such file with its reason (``Unreadable``) and scores the
+others, a chunk of images at a time, so memory stays flat and results come as they are made.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 from PIL import Image
 
-from ddad.data.imageio import read_image
-from ddad.data.layout import DATA_DIR, RUNS_DIR
+from ddad.data.imageio import native_channels, read_image
+from ddad.data.layout import DATA_DIR, GROUND_TRUTH, MASK_SUFFIX, RUNS_DIR
 from ddad.data.preprocess import display_image, model_input
 from ddad.diffusion.engine import Reconstruction, prepare_model, resolve_device, run
 from ddad.diffusion.models import load_trained
 from ddad.diffusion.reconstruct import Plan
 from ddad.errors import DdadError
 from ddad.evaluation.viz import labelled, photo_overlay, threshold_scale
-from ddad.maps.good_images import training_good_images
+from ddad.maps.good_images import BATCH, training_good_images
 from ddad.maps.kinds import MapInput, map_kind
 from ddad.maps.scoring import ScoreSettings
 from ddad.maps.threshold import is_defect, threshold_from_good, validation_scores
 
 VERDICT_COLOURS = {"DEFECT": "firebrick", "OK": "darkgreen"}
+CHUNK = 2 * BATCH  # images read and scored together: full network batches, flat memory
 
 
 @dataclass(frozen=True)
@@ -57,19 +64,34 @@ class Result:
         return "DEFECT" if self.is_defect else "OK"
 
 
-def overlay_names(paths: Sequence[Path]) -> list[str]:
+@dataclass(frozen=True)
+class Unreadable:
+    """An input that was not scored, and why: one line that names the file."""
+
+    path: Path
+    reason: str
+    verdict: ClassVar[str] = "UNREADABLE"
+
+
+def is_mask_path(path: Path) -> bool:
+    """Whether ``path`` is named like a ground-truth mask of an MVTec layout (<stem>_mask.<ext>,
+    or anywhere under a ground_truth folder): a mask scored as a photo gives a verdict on
+    nothing, and a folder of a whole category holds both."""
+    return path.stem.endswith(MASK_SUFFIX) or GROUND_TRUTH in path.parent.parts
+
+
+def overlay_names(paths: Iterable[Path]) -> Iterator[str]:
     """A PNG name per input that says which one it is: <folder>_<stem>.png, e.g. crack_001.png
     for test/crack/001.png (the defect kind in an MVTec layout), or <stem>.png for an image in
-    the current folder. Repeated names get -2, -3... in input order."""
+    the current folder. Repeated names get -2, -3... in input order; each name comes as its
+    path does, so a stream of paths is named as it is scored."""
     seen: dict[str, int] = {}
-    names = []
     for path in paths:
         folder = Path(path).parent.name
         base = f"{folder}_{Path(path).stem}" if folder else Path(path).stem
         count = seen.get(base, 0) + 1
         seen[base] = count
-        names.append(f"{base}.png" if count == 1 else f"{base}-{count}.png")
-    return names
+        yield f"{base}.png" if count == 1 else f"{base}-{count}.png"
 
 
 def save_overlay(path: Path, rgb: np.ndarray) -> None:
@@ -181,26 +203,37 @@ class Detector:
         )
 
     def score(self, paths: Sequence[Path]) -> list[Result]:
-        """Score each image against the threshold, in input order."""
+        """Score each image against the threshold, in input order; a file that cannot be read
+        stops it with its reason (``inspect`` names it and goes on)."""
+        results = []
+        for found in self.inspect(paths):
+            if isinstance(found, Unreadable):
+                raise DdadError(found.reason)
+            results.append(found)
+        return results
+
+    def inspect(self, paths: Iterable[Path], chunk: int = CHUNK) -> Iterator[Result | Unreadable]:
+        """A ``Result`` per image, or ``Unreadable`` with its reason, in input order, ``chunk``
+        images at a time: a broken file does not stop the others, memory stays flat over any
+        number of images, and ``paths`` may be a stream (a chunk is scored once it is full or
+        the stream ends)."""
         if self.threshold is None:
             raise DdadError(
                 "the detector has no threshold; pass threshold= or call calibrate(good images)"
             )
-        results = []
-        for path, (value, amap, recon) in zip(paths, self._scored(paths), strict=True):
-            results.append(
-                Result(
-                    path=Path(path),
-                    score=value,
-                    is_defect=is_defect(value, self.threshold),
-                    amap=amap,
-                    image=display_image(recon.image),
-                    reconstruction=None
-                    if recon.reconstructions is None
-                    else display_image(recon.reconstructions.mean(axis=0)),
-                )
-            )
-        return results
+        stream = iter(paths)
+        while group := [Path(p) for p in islice(stream, chunk)]:
+            photos: dict[Path, np.ndarray] = {}
+            reasons: dict[Path, str] = {}
+            for path in group:
+                try:
+                    photos[path] = self._photo(path)
+                except DdadError as err:
+                    reasons[path] = str(err)
+            readable = [path for path in group if path in photos]
+            results = iter(self._results(readable, photos.__getitem__))
+            for path in group:
+                yield Unreadable(path, reasons[path]) if path in reasons else next(results)
 
     def overlay(self, result: Result) -> np.ndarray:
         """The photo at its own size with its heat map, on the scale ``threshold_scale`` gives,
@@ -212,9 +245,29 @@ class Detector:
         rgb = photo_overlay(read_image(result.path), result.amap, vmin, vmax, self.threshold)
         return labelled(rgb, verdict_label(result, self.threshold), VERDICT_COLOURS[result.verdict])
 
-    def _scored(self, paths: Sequence[Path]) -> list[tuple[float, np.ndarray, Reconstruction]]:
-        """(image score, anomaly map, reconstruction) per path, in order."""
-        items = [(str(path), lambda p=Path(path): self._input(p)) for path in paths]
+    def _results(self, paths: Sequence[Path], load: Callable[[Path], np.ndarray]) -> list[Result]:
+        """Each image scored and judged against the threshold, in order."""
+        return [
+            Result(
+                path=path,
+                score=value,
+                is_defect=is_defect(value, self.threshold),
+                amap=amap,
+                image=display_image(recon.image),
+                reconstruction=None
+                if recon.reconstructions is None
+                else display_image(recon.reconstructions.mean(axis=0)),
+            )
+            for path, (value, amap, recon) in zip(paths, self._scored(paths, load), strict=True)
+        ]
+
+    def _scored(
+        self, paths: Sequence[Path], load: Callable[[Path], np.ndarray] | None = None
+    ) -> list[tuple[float, np.ndarray, Reconstruction]]:
+        """(image score, anomaly map, reconstruction) per path, in order; ``load`` gives each
+        as the model sees it (default: read now)."""
+        load = load or self._input
+        items = [(str(path), lambda p=Path(path): load(p)) for path in paths]
         recons = list(
             run(
                 self.model,
@@ -243,6 +296,22 @@ class Detector:
 
     def _input(self, path: Path) -> np.ndarray:
         return model_input(path, self.channels, self.image_size, self.resize, self.normalization)
+
+    def _photo(self, path: Path) -> np.ndarray:
+        """``_input`` of a photo to inspect, refusing what gives a verdict on nothing: a mask,
+        and a colour image for a model of gray ones (the training images were all gray, so
+        it comes from another camera or step; their luminance would be judged as if alike)."""
+        if is_mask_path(path):
+            raise DdadError(
+                f"image {path} is a ground-truth mask (named *{MASK_SUFFIX}.* or under "
+                f"{GROUND_TRUTH}/), not a photograph; inspect its image instead"
+            )
+        if self.channels == 1 and native_channels(path) == 3:
+            raise DdadError(
+                f"image {path} is colour but the model was trained on gray images; "
+                "save it as gray or train on colour images"
+            )
+        return self._input(path)
 
     def _set_threshold(self, good_scores: np.ndarray, source: str) -> float:
         self.good_scores = np.asarray(good_scores, dtype=np.float64)

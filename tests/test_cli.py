@@ -1,16 +1,25 @@
-"""The ddad command: exit codes, one-line errors, detect's output and files, baseline."""
+"""The ddad command: exit codes, one-line errors, detect's inputs, output, rows and files,
+baseline."""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 from tiny_model import tiny_model_dir, write_gray
 
-from ddad import __version__
+from ddad import __version__, detect
 from ddad.cli import _build_parser, main
+from ddad.data.preprocess import model_input as read_model_input
 from ddad.detect import Detector
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -39,7 +48,7 @@ def test_detect_prints_a_verdict_per_image_and_writes_overlays(
 ) -> None:
     images = [str(write_gray(project / "in" / f"{i}.png", 0.5, seed=i)) for i in range(2)]
     code, out, _ = _run(["detect", *images, "--model", "toy", "--threshold", "0"], capsys)
-    assert code == 0
+    assert code == 1  # a DEFECT
     lines = out.splitlines()
     assert lines[0] == "model models/trained/toy: threshold 0.000 (given)"
     assert lines[1].startswith(f"DEFECT {images[0]}  score ")
@@ -96,23 +105,201 @@ def test_detect_scores_with_the_features_map_by_default(
     (expected,) = detector.score([image])
     argv = ["detect", str(image), "--model", "toy", "--threshold", str(expected.score / 2)]
     code, out, _ = _run(argv, capsys)
-    assert code == 0
+    assert code == 1
     assert out.splitlines()[1].startswith(f"DEFECT {image}  score {expected.score:#.4g}  ")
 
 
-def test_missing_image_exits_2_naming_it(project: Path, capsys: pytest.CaptureFixture) -> None:
-    code, _, err = _run(
-        ["detect", "nope/missing.png", "--model", "toy", "--threshold", "1"], capsys
-    )
-    assert code == 2
-    assert err == "error: image nope/missing.png: no such file; check the path\n"
-    assert not (project / "runs").exists()
+def _truncated(path: Path) -> Path:
+    data = write_gray(path, 0.5).read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
 
 
-def test_corrupt_image_exits_2(project: Path, capsys: pytest.CaptureFixture) -> None:
-    (project / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    code, _, err = _run(["detect", "bad.png", "--model", "toy", "--threshold", "1"], capsys)
-    assert code == 2 and "bad.png" in err and err.count("\n") == 1
+def _text(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("not a picture\n")
+    return path
+
+
+def _empty(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+    return path
+
+
+def _colour(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (20, 20), (200, 30, 30)).save(path)
+    return path
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as table:
+        return list(csv.DictReader(table))
+
+
+def _line_folder(project: Path, good: int) -> list[Path]:
+    """``good`` gray photos and two broken files in line/ (one in a subfolder); the broken
+    ones' paths as the command names them, from the project folder."""
+    for i in range(good):
+        write_gray(project / "line" / "cam" / f"{i:03d}.png", 0.5, seed=i)
+    _truncated(project / "line" / "cam" / "007b.png")
+    _text(project / "line" / "x.png")
+    return [Path("line/cam/007b.png"), Path("line/x.png")]
+
+
+def test_a_folder_with_two_bad_files_scores_the_rest_and_names_them(
+    project: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The issue's must-hold, at 20 good images: the two bad ones are named with their reason
+    in the output and the CSV, the others scored, and the exit status tells a DEFECT apart."""
+    bad = _line_folder(project, good=20)
+    argv = ["detect", "line", "--model", "toy", "--csv", "out.csv", "--no-overlays"]
+    code, out, err = _run([*argv, "--threshold", "1e9"], capsys)
+    assert code == 3  # unreadable files, no DEFECT
+    lines = out.splitlines()
+    assert lines[-1] == "0 of 20 images DEFECT; 2 files unreadable, named above"
+    named = [line for line in lines if line.startswith("UNREADABLE ")]
+    assert named == [
+        f"UNREADABLE {bad[0]}  image {bad[0]} is truncated or corrupt "
+        "(image file is truncated); export it again or remove it",
+        f"UNREADABLE {bad[1]}  image {bad[1]} is not an image Pillow can read; "
+        "remove it or save it as PNG",
+    ]
+    rows = _rows(project / "out.csv")
+    assert len(rows) == 22 and sum(row["verdict"] == "OK" for row in rows) == 20
+    unread = [row for row in rows if row["verdict"] == "UNREADABLE"]
+    assert [(row["path"], row["score"]) for row in unread] == [(str(bad[0]), ""), (str(bad[1]), "")]
+    assert [row["reason"] for row in unread] == [line.split("  ", 1)[1] for line in named]
+    assert "detect: " in err  # the progress bar, on stderr
+    code, out, _ = _run([*argv, "--threshold", "0"], capsys)
+    assert code == 1  # a DEFECT wins over the unreadable files
+    assert out.splitlines()[-1] == "20 of 20 images DEFECT; 2 files unreadable, named above"
+    assert sum(row["verdict"] == "DEFECT" for row in _rows(project / "out.csv")) == 20
+
+
+@pytest.mark.parametrize(
+    ("threshold", "broken", "status"),
+    [("1e9", False, 0), ("0", False, 1), ("0", True, 1), ("1e9", True, 3)],
+)
+def test_the_exit_status_says_what_a_controller_acts_on(
+    project: Path, threshold: str, broken: bool, status: int, capsys: pytest.CaptureFixture
+) -> None:
+    images = [str(write_gray(project / "img.png", 0.5))]
+    if broken:
+        images.append(str(_empty(project / "empty.png")))
+    code, _, _ = _run(["detect", *images, "--model", "toy", "--threshold", threshold], capsys)
+    assert code == status
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "reason"),
+    [
+        ("cut.png", _truncated, "is truncated or corrupt"),
+        ("notes.png", _text, "is not an image Pillow can read"),
+        ("red.png", _colour, "is colour but the model was trained on gray images"),
+        ("zero.png", _empty, "is empty (0 bytes)"),
+        ("001_mask.png", lambda path: write_gray(path, 1.0), "is a ground-truth mask"),
+        ("ground_truth/crack/001.png", lambda path: write_gray(path, 1.0), "ground-truth mask"),
+        ("gone.png", lambda path: path, "No such file or directory"),
+    ],
+)
+def test_each_kind_of_bad_file_is_named_with_its_reason(
+    project: Path,
+    name: str,
+    make: Callable[[Path], Path],
+    reason: str,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    bad = str(make(project / "in" / name))
+    good = str(write_gray(project / "in" / "ok.png", 0.5))
+    argv = ["detect", bad, good, "--model", "toy", "--threshold", "1e9", "--jsonl", "out.jsonl"]
+    code, out, _ = _run(argv, capsys)
+    assert code == 3
+    first, second = out.splitlines()[1:3]
+    assert first.startswith(f"UNREADABLE {bad}  ") and reason in first
+    assert second.startswith(f"OK     {good}  score ")
+    rows = [json.loads(line) for line in (project / "out.jsonl").read_text().splitlines()]
+    assert rows[0]["verdict"] == "UNREADABLE" and reason in rows[0]["reason"]
+    assert rows[0]["score"] is None and rows[0]["overlay"] is None
+    assert rows[1]["verdict"] == "OK" and rows[1]["reason"] is None
+
+
+def test_a_folder_is_read_recursively_for_image_files_only(
+    project: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Subfolders in order, any image suffix in any case; notes, hidden files and what hides
+    in hidden folders are not inputs."""
+    line = project / "line"
+    wanted = [
+        write_gray(line / "a.png", 0.5),
+        write_gray(line / "b" / "c.JPG", 0.5),
+        write_gray(line / "b" / "d" / "e.tif", 0.5),
+        write_gray(line / "f.bmp", 0.5),
+    ]
+    (line / "notes.txt").write_text("shift 2\n")
+    write_gray(line / ".g.png", 0.5)
+    write_gray(line / ".thumbs" / "h.png", 0.5)
+    argv = ["detect", "line", "--model", "toy", "--threshold", "1e9", "--csv", "out.csv"]
+    code, out, _ = _run(argv, capsys)
+    assert code == 0
+    assert [row["path"] for row in _rows(project / "out.csv")] == [
+        str(p.relative_to(project)) for p in wanted
+    ]
+    assert out.splitlines()[-1] == "0 of 4 images DEFECT; heat-map overlays in detections/"
+
+
+def test_paths_come_from_the_command_line_globs_and_standard_input_in_order(
+    project: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a", "b", "c"):
+        write_gray(project / "cam" / f"{name}.png", 0.5)
+    write_gray(project / "more" / "d.png", 0.5)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("cam/c.png\n\n  more  \n"))
+    argv = ["detect", "cam/a.png", "-", "cam/[ab].png", "--model", "toy", "--threshold", "1e9"]
+    code, out, _ = _run([*argv, "--no-overlays", "--csv", "out.csv"], capsys)
+    assert code == 0
+    expected = ["cam/a.png", "cam/c.png", "more/d.png", "cam/a.png", "cam/b.png"]
+    assert [row["path"] for row in _rows(project / "out.csv")] == expected
+    assert out.splitlines()[-1] == "0 of 5 images DEFECT"
+    assert not (project / "detections").exists()
+
+
+def test_no_image_in_the_inputs_is_a_usage_error(
+    project: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project / "empty").mkdir()
+    code, out, err = _run(["detect", "empty", "--model", "toy", "--threshold", "1"], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("error: no images in empty; give image files (.png, ")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code, _, err = _run(["detect", "-", "--model", "toy", "--threshold", "1"], capsys)
+    assert code == 2 and err.splitlines()[-1].startswith("error: no images in -; ")
+
+
+def test_rows_are_on_disk_as_each_batch_is_judged(
+    project: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A controller reads the rows as they come, and Ctrl-C keeps those already judged: reading
+    the second batch (--batch 2) finds the first batch's two rows in each file, then the run
+    is interrupted."""
+    for i in range(4):
+        write_gray(project / "line" / f"{i}.png", 0.5, seed=i)
+    seen: list[tuple[int, int]] = []
+
+    def model_input(path: Path, *options: Any) -> np.ndarray:
+        if path.name == "2.png":
+            csv_rows = len(_rows(project / "out.csv"))
+            seen.append((csv_rows, len((project / "out.jsonl").read_text().splitlines())))
+            raise KeyboardInterrupt
+        return read_model_input(path, *options)
+
+    monkeypatch.setattr(detect, "model_input", model_input)
+    argv = ["detect", "line", "--model", "toy", "--threshold", "1", "--batch", "2"]
+    code, _, err = _run([*argv, "--csv", "out.csv", "--jsonl", "out.jsonl"], capsys)
+    assert (code, err.splitlines()[-1]) == (130, "interrupted")
+    assert seen == [(2, 2)]
+    assert [row["path"] for row in _rows(project / "out.csv")] == ["line/0.png", "line/1.png"]
 
 
 def test_unknown_model_lists_the_trained_ones(project: Path, capsys: pytest.CaptureFixture) -> None:
@@ -181,6 +368,9 @@ def test_detect_help_says_where_the_threshold_comes_from_and_what_it_writes(
     assert "highest score of the held-out good images in runs/<category>/score/scores.csv" in text
     assert "overlay of each written to --out" in text
     assert "--out OUT folder for the overlay PNGs" in text
+    rows = out[out.index("exit status") :].splitlines()[1:]
+    assert [row.split()[0] for row in rows if row[2] != " "] == ["0", "1", "2", "3", "130"]
+    assert "DEFECT, whether or not some inputs were unreadable" in text
 
 
 def test_baseline_prints_its_metrics_and_lit_shares_per_category(

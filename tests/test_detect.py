@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,10 @@ from tiny_model import SIZE, tiny_model_dir, write_gray
 from ddad.detect import (
     VERDICT_COLOURS,
     Detector,
+    Result,
     ScoreSettings,
+    Unreadable,
+    is_mask_path,
     overlay_names,
     save_overlay,
 )
@@ -45,12 +49,27 @@ def fast_detector(tmp_path: Path, **options: Any) -> Detector:
 
 def test_overlay_names_say_which_input_they_belong_to() -> None:
     paths = [Path("test/crack/000.png"), Path("test/good/000.png"), Path("y.png")]
-    assert overlay_names(paths) == ["crack_000.png", "good_000.png", "y.png"]
+    assert list(overlay_names(paths)) == ["crack_000.png", "good_000.png", "y.png"]
 
 
 def test_overlay_names_keep_inputs_with_the_same_folder_and_stem_apart() -> None:
     paths = [Path("a/crack/000.png"), Path("b/crack/000.jpg"), Path("/c/crack/000.png")]
-    assert overlay_names(paths) == ["crack_000.png", "crack_000-2.png", "crack_000-3.png"]
+    assert list(overlay_names(paths)) == ["crack_000.png", "crack_000-2.png", "crack_000-3.png"]
+
+
+@pytest.mark.parametrize(
+    ("path", "mask"),
+    [
+        ("ground_truth/crack/000_mask.png", True),
+        ("000_mask.PNG", True),
+        ("cam/ground_truth/000.png", True),
+        ("test/crack/000.png", False),
+        ("masked/000.png", False),
+        ("000_masks.png", False),
+    ],
+)
+def test_masks_are_told_by_their_layout_name(path: str, mask: bool) -> None:
+    assert is_mask_path(Path(path)) is mask
 
 
 def test_save_overlay_writes_the_picture_as_it_is(tmp_path: Path) -> None:
@@ -108,6 +127,40 @@ def test_calibrate_learns_the_rule_from_good_images(tmp_path: Path) -> None:
     assert detector.calibrate(good) == pytest.approx(threshold_from_good(scores))
     assert detector.threshold_source == f"calibrated on 3 good images in {tmp_path / 'good'}"
     assert not any(r.is_defect for r in detector.score(good))
+
+
+def test_inspect_names_a_broken_file_and_scores_the_others(tmp_path: Path) -> None:
+    good = [write_gray(tmp_path / f"{i}.png", 0.5, seed=i) for i in range(2)]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    detector = fast_detector(tmp_path, threshold=1.0)
+    first, bad, second = detector.inspect([good[0], broken, good[1]])
+    assert isinstance(bad, Unreadable) and bad.path == broken and bad.verdict == "UNREADABLE"
+    assert bad.reason.startswith(f"image {broken} is not an image Pillow can read")
+    assert [first.score, second.score] == [r.score for r in detector.score(good)]
+    with pytest.raises(DdadError, match="is not an image Pillow can read"):
+        detector.score([good[0], broken])
+
+
+def test_inspect_scores_a_stream_a_chunk_at_a_time_with_the_same_scores(tmp_path: Path) -> None:
+    """A chunk is scored once it is full, before the stream goes on (a watcher's path is judged
+    without waiting for the next), and chunks do not change a score."""
+    paths = [write_gray(tmp_path / f"{i}.png", 0.5, seed=i) for i in range(5)]
+    pulled: list[Path] = []
+
+    def stream() -> Iterator[Path]:
+        for path in paths:
+            pulled.append(path)
+            yield path
+
+    detector = fast_detector(tmp_path, threshold=1.0)
+    found = detector.inspect(stream(), chunk=2)
+    first = next(found)
+    assert isinstance(first, Result) and first.path == paths[0] and pulled == paths[:2]
+    rest = list(found)
+    assert [r.path for r in rest] == paths[1:]
+    alone = [next(detector.inspect([path], chunk=1)).score for path in paths]
+    assert [first.score, *(r.score for r in rest)] == alone
 
 
 def test_scoring_without_a_threshold_says_how_to_get_one(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from ddad.errors import DdadError
 
 GOOD = "good"
 MASK_SUFFIX = "_mask"
+GROUND_TRUTH = "ground_truth"  # <category>/ground_truth/<defect>/<stem>_mask.png
 _LAYOUT_HINT = "see the layout <category>/train/good, <category>/test/<good|defect>"
 # where the pipeline keeps each category's images and what it makes of them (dvc.yaml's
 # outputs, relative to the repository root), for the stages, `ddad detect` and `ddad bench`
@@ -99,7 +100,7 @@ def test_images(root: Path, category: str) -> list[TestImage]:
         if folder.name == GOOD:
             found += [TestImage(path, 0, GOOD, None) for path in images]
             continue
-        masks = _masks_by_stem(root / category / "ground_truth" / folder.name)
+        masks = _masks_by_stem(root / category / GROUND_TRUTH / folder.name)
         found += [TestImage(path, 1, folder.name, masks.get(path.stem)) for path in images]
     _check_masks_have_images(root / category, found)
     return sorted(found, key=lambda item: (item.defect, item.path.stem))
@@ -221,7 +222,7 @@ def _masks_by_stem(mask_folder: Path) -> dict[str, Path]:
 def _check_masks_have_images(category_folder: Path, tests: list[TestImage]) -> None:
     """Refuse a file in ground_truth/<defect> (good apart) that is no <stem>_mask.* of an image
     in test/<defect>: a misnamed mask would leave its image without ground truth, unseen."""
-    ground_truth = category_folder / "ground_truth"
+    ground_truth = category_folder / GROUND_TRUTH
     if not ground_truth.is_dir():
         return
     wanted = {(item.defect, item.path.stem + MASK_SUFFIX) for item in tests}
