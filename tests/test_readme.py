@@ -142,7 +142,8 @@ def transcript(heading: str) -> tuple[str, list[str]]:
 @pytest.mark.slow
 def test_the_main_job_on_a_fresh_clone_leaves_it_clean_and_prints_the_readmes_figures(tmp_path):
     """The README's first command (the install apart: this test runs in it) on a clone of
-    this repository, then its `ddad detect` example, compared line by line."""
+    this repository, then its `ddad detect` example, compared line by line, and its line's
+    1,000 paths on standard input, a row each in the CSV."""
     _bash(tmp_path, f"git clone -q {REPO} clone")
     clone = tmp_path / "clone"
     # torch's own thread count, as a user's shell has it: the committed run was made so, and
@@ -153,3 +154,7 @@ def test_the_main_job_on_a_fresh_clone_leaves_it_clean_and_prints_the_readmes_fi
     shown = _bash(clone, command, check=False)
     assert shown.returncode == 1, shown.stderr  # the example finds DEFECTs
     assert shown.stdout.splitlines() == printed
+    (line,) = commands("Inspecting new images: `ddad detect`")
+    judged = _bash(clone, line, check=False)
+    assert judged.returncode == 1, judged.stderr  # the tiles' defects among them
+    assert len(pd.read_csv("/tmp/line1000.csv")) == 1000
