@@ -1,10 +1,12 @@
 """The ``ddad`` command: ``bench`` (seed vs current speed), ``detect`` (inspect images) and
 ``baseline`` (the per-pixel z-score baseline's image AUROC, pixel AUROC, AUPRO and lit shares).
 
-Settings the pipeline also uses (reconstruction plan, scoring, preprocessing, device) are read
-from params.yaml in the current folder when it is there, so ``ddad detect`` scores images the
-way the pipeline scored the images its threshold comes from. Every bad value, from a flag or
-from params.yaml, stops the command with one line and exit code 2.
+``ddad detect`` with a carried detector folder (models/detectors/<category>) scores with the
+settings it carries and reads nothing else. Otherwise the settings the pipeline also uses
+(reconstruction plan, scoring, preprocessing, device, false-alarm rate) are read from
+params.yaml in the current folder when it is there, so ``ddad detect`` scores images the way
+the pipeline scored the images its threshold comes from. Every bad value, from a flag or from
+params.yaml, stops the command with one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import torch
 
 from ddad import __version__
 from ddad.data.imageio import Size, is_image_file, read_image, sides
-from ddad.data.layout import DATA_DIR, TRAINED_DIR, list_categories
-from ddad.detect import Detector, overlay_names, save_overlay
+from ddad.data.layout import DATA_DIR, DETECTORS_DIR, TRAINED_DIR, list_categories
+from ddad.detect import Detector, is_carried, overlay_names, save_overlay
 from ddad.diffusion import passes
 from ddad.diffusion.engine import DEVICES, resolve_device
 from ddad.diffusion.fitting import samples_for
@@ -42,6 +44,7 @@ from ddad.evaluation.baseline import zscore_report
 from ddad.maps.good_images import training_split
 from ddad.params import (
     PARAMS_FILE,
+    detect_settings,
     parse_params,
     plan_from,
     protocol_from,
@@ -63,11 +66,15 @@ DEVICE_HELP = "auto (CUDA when present), cpu or cuda; default: params.yaml's dev
 DETECT_ABOUT = (
     "Score each IMAGE with a trained model and call it DEFECT when its score is above the "
     "threshold, else OK: one line per image, and a heat-map overlay of each written to --out, at "
-    "the image's own size with its verdict, score and threshold on it. Unless --threshold or "
-    "--good-dir sets it, the threshold is the highest score of the held-out good images in "
-    "runs/<category>/score/scores.csv under the current folder (written by `dvc repro`), else "
-    "that of the held-out good images the model's meta.json lists, scored now. Reconstruction "
-    "and scoring follow params.yaml, as the pipeline did; run `dvc repro` after changing it."
+    "the image's own size with its verdict, score and threshold on it. --model is a carried "
+    "detector folder (models/detectors/<category>, which `dvc repro` writes: copy it anywhere; "
+    "it holds its settings, good reference and good scores, and reads nothing around it) or a "
+    "project's trained model (models/trained/<category>, with params.yaml's settings). Unless "
+    "--threshold sets it, the threshold is chosen from good images' scores at the false-alarm "
+    "rate: those of --good-dir, else the carried ones, else the good images' scores in "
+    "runs/<category>/score/scores.csv under the current folder, else those of the held-out "
+    "good images the model's meta.json lists, scored now. The first lines say which threshold "
+    "and which settings are used."
 )
 
 
@@ -143,15 +150,19 @@ def _device(params: dict[str, Any], flag: str | None) -> torch.device:
     return resolve_device(flag or setting(params, "device", "auto"))
 
 
-def resolve_model_dir(value: str, trained_dir: Path = TRAINED_DIR) -> Path:
-    """``--model``: a folder holding meta.json, or a category name under models/trained."""
-    for candidate in (Path(value), trained_dir / value):
+def resolve_model_dir(
+    value: str, trained_dir: Path = TRAINED_DIR, detectors_dir: Path = DETECTORS_DIR
+) -> Path:
+    """``--model``: a folder holding meta.json (a carried detector or a trained model), or a
+    category name: its carried detector under models/detectors, else its trained model."""
+    for candidate in (Path(value), detectors_dir / value, trained_dir / value):
         if (candidate / "meta.json").is_file():
             return candidate
     known = sorted(p.name for p in trained_dir.glob("*") if (p / "meta.json").is_file())
     raise DdadError(
         f"--model: {value!r} is neither a folder with meta.json nor a category under "
-        f"{trained_dir} (found: {', '.join(known) or 'none'}); run `dvc repro` to train one"
+        f"{detectors_dir} or {trained_dir} (found: {', '.join(known) or 'none'}); run "
+        "`dvc repro` to train one"
     )
 
 
@@ -284,9 +295,14 @@ def _good_images(folder: Path) -> list[Path]:
     return images
 
 
-def _detect(args: argparse.Namespace) -> int:
+def _detect_settings(args: argparse.Namespace, model_dir: Path) -> tuple[dict[str, Any], str]:
+    """``Detector.load``'s settings for ``model_dir`` and where they come from: a carried folder
+    has its own and reads nothing around it; a project's trained model takes params.yaml's (the
+    defaults outside a project)."""
+    if is_carried(model_dir):
+        device = resolve_device(args.device or "auto")
+        return {"device": device, "false_alarm_rate": args.false_alarm_rate}, ""
     params = _read_params()
-    model_dir = resolve_model_dir(args.model)
     category = json.loads((model_dir / "meta.json").read_text()).get("category", model_dir.name)
     settings = {
         "plan": plan_from(params, category),
@@ -294,16 +310,27 @@ def _detect(args: argparse.Namespace) -> int:
         "device": _device(params, args.device),
         "batch_size": _batch_size(params, None),
         "seed": setting(params, "reconstruct.seed", 0),
+        "false_alarm_rate": args.false_alarm_rate or detect_settings(params).false_alarm_rate,
         **_preprocessing(params),
     }
+    return settings, str(PARAMS_FILE) if params else "the defaults (no params.yaml here)"
+
+
+def _detect(args: argparse.Namespace) -> int:
+    if args.threshold is not None and args.false_alarm_rate:
+        raise DdadError("--false-alarm-rate: chooses a threshold; --threshold gives one: pass one")
+    model_dir = resolve_model_dir(args.model)
+    settings, source = _detect_settings(args, model_dir)
     if args.out.exists() and not args.out.is_dir():
         raise DdadError(f"--out: {args.out} is a file; give a folder for the overlay pictures")
     _checked_images(args.images)
     good = _good_images(args.good_dir) if args.good_dir else None
     _checked_images(good or [])
     detector = Detector.load(model_dir, threshold=args.threshold, good_images=good, **settings)
+    detector.settings_source = source or detector.settings_source
     threshold = detector.threshold
     print(f"model {model_dir}: threshold {threshold:#.4g} ({detector.threshold_source})")
+    print(detector.describe_settings())
     results = detector.score(args.images)
     for result, name in zip(results, overlay_names(args.images), strict=True):
         print(
@@ -438,7 +465,13 @@ def _build_parser() -> argparse.ArgumentParser:
     learn.add_argument(
         "--good-dir",
         type=Path,
-        help="folder of defect-free images: the threshold is their highest score",
+        help="folder of defect-free images: the threshold is chosen from their scores",
+    )
+    detect.add_argument(
+        "--false-alarm-rate",
+        type=_number(0, 0.5, open_low=True),
+        help="share of good parts the chosen threshold may flag (default: the carried "
+        "folder's, else params.yaml's detect.false_alarm_rate, else 0.01)",
     )
     detect.add_argument("--device", type=_choice(*DEVICES), help=DEVICE_HELP)
     detect.set_defaults(handler=_detect)
