@@ -1,11 +1,13 @@
 """The ``ddad`` command: ``bench`` (seed vs current speed), ``detect`` (inspect images) and
 ``baseline`` (the per-pixel z-score baseline's image AUROC, pixel AUROC, AUPRO and lit shares).
 
-Settings the pipeline also uses (reconstruction plan, scoring, preprocessing, device) are read
-from params.yaml in the current folder when it is there, so ``ddad detect`` scores images the
-way the pipeline scored the images its threshold comes from. Every bad value, from a flag or
-from params.yaml, stops the command with one line and exit code 2; ``detect`` also says by
-its exit status what a line's controller acts on (``DETECT_EXIT``).
+``ddad detect`` with a carried detector folder (models/detectors/<category>) scores with the
+settings it carries and reads nothing else. Otherwise the settings the pipeline also uses
+(reconstruction plan, scoring, preprocessing, device, false-alarm rate) are read from
+params.yaml in the current folder when it is there, so ``ddad detect`` scores images the way
+the pipeline scored the images its threshold comes from. Every bad value, from a flag or from
+params.yaml, stops the command with one line and exit code 2; ``detect`` also says by its exit
+status what a line's controller acts on (``DETECT_EXIT``).
 """
 
 from __future__ import annotations
@@ -32,8 +34,16 @@ import torch
 
 from ddad import __version__
 from ddad.data.imageio import IMAGE_SUFFIXES, Size, is_image_file, read_image, sides
-from ddad.data.layout import DATA_DIR, TRAINED_DIR, list_categories
-from ddad.detect import CHUNK, Detector, Result, Unreadable, overlay_names, save_overlay
+from ddad.data.layout import DATA_DIR, DETECTORS_DIR, TRAINED_DIR, list_categories
+from ddad.detect import (
+    CHUNK,
+    Detector,
+    Result,
+    Unreadable,
+    is_carried,
+    overlay_names,
+    save_overlay,
+)
 from ddad.diffusion import passes
 from ddad.diffusion.engine import DEVICES, resolve_device
 from ddad.diffusion.fitting import samples_for
@@ -51,6 +61,7 @@ from ddad.evaluation.baseline import zscore_report
 from ddad.maps.good_images import training_split
 from ddad.params import (
     PARAMS_FILE,
+    detect_settings,
     parse_params,
     plan_from,
     protocol_from,
@@ -76,11 +87,15 @@ DETECT_ABOUT = (
     "--out, at the image's own size with its verdict, score and threshold on it. A file that "
     "cannot be read (broken, empty, not an image, a colour image for a gray model, a "
     "ground-truth mask: named *_mask.* or under ground_truth/) is named UNREADABLE with its "
-    "reason, and the others are scored. Unless --threshold or "
-    "--good-dir sets it, the threshold is the highest score of the held-out good images in "
-    "runs/<category>/score/scores.csv under the current folder (written by `dvc repro`), else "
-    "that of the held-out good images the model's meta.json lists, scored now. Reconstruction "
-    "and scoring follow params.yaml, as the pipeline did; run `dvc repro` after changing it."
+    "reason, and the others are scored. --model is a carried "
+    "detector folder (models/detectors/<category>, which `dvc repro` writes: copy it anywhere; "
+    "it holds its settings, good reference and good scores, and reads nothing around it) or a "
+    "project's trained model (models/trained/<category>, with params.yaml's settings). Unless "
+    "--threshold sets it, the threshold is chosen from good images' scores at the false-alarm "
+    "rate: those of --good-dir, else the carried ones, else the good images' scores in "
+    "runs/<category>/score/scores.csv under the current folder, else those of the held-out "
+    "good images the model's meta.json lists, scored now. The first lines say which threshold "
+    "and which settings are used."
 )
 EXIT_OK, EXIT_DEFECT, EXIT_ERROR, EXIT_UNREADABLE = 0, 1, 2, 3
 DETECT_EXIT = f"""exit status, for a line's controller:
@@ -181,15 +196,19 @@ def _device(params: dict[str, Any], flag: str | None) -> torch.device:
     return resolve_device(flag or setting(params, "device", "auto"))
 
 
-def resolve_model_dir(value: str, trained_dir: Path = TRAINED_DIR) -> Path:
-    """``--model``: a folder holding meta.json, or a category name under models/trained."""
-    for candidate in (Path(value), trained_dir / value):
+def resolve_model_dir(
+    value: str, trained_dir: Path = TRAINED_DIR, detectors_dir: Path = DETECTORS_DIR
+) -> Path:
+    """``--model``: a folder holding meta.json (a carried detector or a trained model), or a
+    category name: its carried detector under models/detectors, else its trained model."""
+    for candidate in (Path(value), detectors_dir / value, trained_dir / value):
         if (candidate / "meta.json").is_file():
             return candidate
     known = sorted(p.name for p in trained_dir.glob("*") if (p / "meta.json").is_file())
     raise DdadError(
         f"--model: {value!r} is neither a folder with meta.json nor a category under "
-        f"{trained_dir} (found: {', '.join(known) or 'none'}); run `dvc repro` to train one"
+        f"{detectors_dir} or {trained_dir} (found: {', '.join(known) or 'none'}); run "
+        "`dvc repro` to train one"
     )
 
 
@@ -450,17 +469,25 @@ def _exit_status(verdicts: Counter[str]) -> int:
     return EXIT_UNREADABLE if verdicts[Unreadable.verdict] else EXIT_OK
 
 
-def _detect_settings(params: dict[str, Any], model_dir: Path, device: str | None) -> dict[str, Any]:
-    """The detector's settings from params.yaml, as the pipeline scored the model's category."""
+def _detect_settings(args: argparse.Namespace, model_dir: Path) -> tuple[dict[str, Any], str]:
+    """``Detector.load``'s settings for ``model_dir`` and where they come from: a carried folder
+    has its own and reads nothing around it; a project's trained model takes params.yaml's (the
+    defaults outside a project)."""
+    if is_carried(model_dir):
+        device = resolve_device(args.device or "auto")
+        return {"device": device, "false_alarm_rate": args.false_alarm_rate}, ""
+    params = _read_params()
     category = json.loads((model_dir / "meta.json").read_text()).get("category", model_dir.name)
-    return {
+    settings = {
         "plan": plan_from(params, category),
         "score": score_settings(params),
-        "device": _device(params, device),
+        "device": _device(params, args.device),
         "batch_size": _batch_size(params, None),
         "seed": setting(params, "reconstruct.seed", 0),
+        "false_alarm_rate": args.false_alarm_rate or detect_settings(params).false_alarm_rate,
         **_preprocessing(params),
     }
+    return settings, str(PARAMS_FILE) if params else "the defaults (no params.yaml here)"
 
 
 def _listed(given: Sequence[str]) -> tuple[Iterable[Path], int | None]:
@@ -488,9 +515,10 @@ def _summary(verdicts: Counter[str], overlays: Path | None) -> str:
 
 def _detect(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    params = _read_params()
+    if args.threshold is not None and args.false_alarm_rate:
+        raise DdadError("--false-alarm-rate: chooses a threshold; --threshold gives one: pass one")
     model_dir = resolve_model_dir(args.model)
-    settings = _detect_settings(params, model_dir, args.device)
+    settings, source = _detect_settings(args, model_dir)
     overlays = None if args.no_overlays else args.out
     if overlays and overlays.exists() and not overlays.is_dir():
         raise DdadError(f"--out: {args.out} is a file; give a folder for the overlay pictures")
@@ -499,8 +527,10 @@ def _detect(args: argparse.Namespace) -> int:
     _checked_images(good or [])
     with _row_files(args.csv, args.jsonl) as write_row:
         detector = Detector.load(model_dir, threshold=args.threshold, good_images=good, **settings)
+        detector.settings_source = source or detector.settings_source
         threshold = f"threshold {detector.threshold:#.4g} ({detector.threshold_source})"
         print(f"model {model_dir}: {threshold}")
+        print(detector.describe_settings())
         loaded = time.perf_counter()
         verdicts = _judge_all(detector, paths, total, args.batch, overlays, write_row)
     if not verdicts:
@@ -647,7 +677,13 @@ def _build_parser() -> argparse.ArgumentParser:
     learn.add_argument(
         "--good-dir",
         type=Path,
-        help="folder of defect-free images: the threshold is their highest score",
+        help="folder of defect-free images: the threshold is chosen from their scores",
+    )
+    detect.add_argument(
+        "--false-alarm-rate",
+        type=_number(0, 0.5, open_low=True),
+        help="share of good parts the chosen threshold may flag (default: the carried "
+        "folder's, else params.yaml's detect.false_alarm_rate, else 0.01)",
     )
     detect.add_argument(
         "--no-overlays", action="store_true", help="write no overlay PNGs: the fastest run"

@@ -1,43 +1,60 @@
 """Inspect new images with a trained model: score each one and call it OK or DEFECT.
 
-The threshold is learned from defect-free images only (``ddad.maps.threshold``). By default it comes
-from what the pipeline already did: the scores of the held-out good images in
-runs/<category>/score/scores.csv, else a fresh calibration on the held-out images the model's
-meta.json lists. Those scores are only comparable when
-``ddad detect`` reconstructs and scores with the settings the pipeline used, so the CLI reads
-them from the same params.yaml; run ``dvc repro`` after changing it.
+A detector loads from one of two folders. A carried one (``Detector.save``'s, which the
+detector@<category> stage writes to models/detectors/<category>/) holds everything: the
+settings the pipeline scored with, the good images the map learns from, the good scores the
+threshold is chosen from and how, and the UNet's weights when the map needs them; it reads
+nothing around it, so it runs on the line's PC. A project's trained model
+(models/trained/<category>/) takes its settings from the caller (``ddad detect``: params.yaml)
+and its reference and good scores from the project's data/ and runs/.
 
-On a production line a file may be broken, misnamed or the wrong picture;
-``Detector.inspect`` names each such file with its reason (``Unreadable``) and scores the
-others, a chunk of images at a time, so memory stays flat and results come as they are made.
+The threshold is chosen from good images' scores alone, at a false-alarm rate
+(ddad.maps.threshold). On a production line a file may be broken, misnamed or the wrong
+picture; ``Detector.inspect`` names each such file with its reason (``Unreadable``) and scores
+the others, a chunk of images at a time, so memory stays flat and results come as they are made.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 from PIL import Image
 
+from ddad import __version__
 from ddad.data.imageio import native_channels, read_image
 from ddad.data.layout import DATA_DIR, GROUND_TRUTH, MASK_SUFFIX, RUNS_DIR
 from ddad.data.preprocess import display_image, model_input
 from ddad.diffusion.engine import Reconstruction, prepare_model, resolve_device, run
-from ddad.diffusion.models import load_trained
+from ddad.diffusion.models import load_trained, trained_meta
 from ddad.diffusion.reconstruct import Plan
 from ddad.errors import DdadError
 from ddad.evaluation.viz import labelled, photo_overlay, threshold_scale
-from ddad.maps.good_images import BATCH, training_good_images
+from ddad.maps.good_images import BATCH, GoodImages, training_good_images
 from ddad.maps.kinds import MapInput, map_kind
-from ddad.maps.scoring import ScoreSettings
-from ddad.maps.threshold import is_defect, threshold_from_good, validation_scores
+from ddad.maps.scoring import DEFAULT_SCORE, ScoreSettings
+from ddad.maps.threshold import (
+    DetectSettings,
+    Threshold,
+    good_scores,
+    is_defect,
+    threshold_at_rate,
+)
+from ddad.params import plan_from, score_settings
 
+CARRIED_FILE = "detector.json"  # a carried detector's settings, threshold and good scores
+GOOD_FILE = "good_images.npz"  # the good images its map learns from, as the model sees them
+WEIGHTS_FILE = "model.pt"
+META_FILE = "meta.json"
 VERDICT_COLOURS = {"DEFECT": "firebrick", "OK": "darkgreen"}
 CHUNK = 2 * BATCH  # images read and scored together: full network batches, flat memory
 
@@ -112,8 +129,8 @@ class Detector:
 
     def __init__(
         self,
-        model: torch.nn.Module,
-        diffusion: GaussianDiffusion,
+        model: torch.nn.Module | None,
+        diffusion: GaussianDiffusion | None,
         *,
         channels: int,
         image_size: int,
@@ -126,7 +143,7 @@ class Detector:
         seed: int = 0,
     ) -> None:
         self.device = resolve_device(device)
-        self.model = prepare_model(model, self.device)
+        self.model = None if model is None else prepare_model(model, self.device)
         self.diffusion = diffusion
         self.channels = channels
         self.image_size = image_size
@@ -139,7 +156,13 @@ class Detector:
         self.seed = seed
         self.threshold: float | None = None
         self.threshold_source = "not set"
+        self.chosen: Threshold | None = None  # how the threshold was chosen, unless given
+        self.false_alarm_rate = DetectSettings().false_alarm_rate
         self.good_scores = np.empty(0)
+        self.good: GoodImages | None = None  # what the kind learnt from, to carry with it
+        self.meta: dict[str, Any] = {}  # the train stage's meta.json, when loaded from a folder
+        self.weights: Path | None = None  # the UNet's weights file, when loaded from one
+        self.settings_source = "given"
 
     @classmethod
     def load(
@@ -151,47 +174,176 @@ class Detector:
         device: str | torch.device = "auto",
         *,
         good_images: Sequence[Path] | None = None,
-        resize: str = "bicubic",
-        normalization: str = "fixed",
+        false_alarm_rate: float | None = None,
+        resize: str | None = None,
+        normalization: str | None = None,
         batch_size: int | str = 64,
-        seed: int = 0,
+        seed: int | None = None,
         runs_dir: Path = RUNS_DIR,
         data_root: Path = DATA_DIR,
     ) -> Detector:
-        """A detector for the model in ``model_dir`` (models/trained/<category>/).
+        """A detector for a carried folder (``save``'s, e.g. models/detectors/<category>/: its
+        own settings, reference and good scores, nothing read around it) or for a project's
+        trained model (models/trained/<category>/: the settings given, else the defaults; a map
+        kind that learns from good images learns from the training images under ``data_root``,
+        as the score stage does).
 
-        The threshold is, in order: ``threshold`` as given; calibrated on ``good_images``; learned
-        from the held-out good images' scores in runs/<category>/score/scores.csv; calibrated on
-        the held-out images meta.json lists, under ``data_root``.
-        ``threshold_source`` says which. A map kind that learns from good images learns from the
-        training images under that root, as the score stage does.
+        The threshold is, in order: ``threshold`` as given; chosen from ``good_images``' scores;
+        from the carried good scores; from the good images' scores in
+        runs/<category>/score/scores.csv; from the held-out images meta.json lists, under
+        ``data_root``. It is chosen at ``false_alarm_rate`` (default: the carried folder's, else
+        ``DetectSettings``'). ``threshold_source`` and ``settings_source`` say where they came from.
         """
-        model, diffusion, meta = load_trained(Path(model_dir))
+        folder = Path(model_dir)
+        given = {"plan": plan, "score": score, "resize": resize, "normalization": normalization}
+        given = {key: value for key, value in given.items() if value is not None}
+        if seed is not None:
+            given["seed"] = seed
+        if is_carried(folder):
+            detector = cls._unpacked(folder, given, device=device, batch_size=batch_size)
+        else:
+            detector = cls._trained(folder, given, Path(data_root), device, batch_size)
+        detector.false_alarm_rate = false_alarm_rate or detector.false_alarm_rate
+        if threshold is not None:
+            detector.threshold, detector.threshold_source = float(threshold), "given"
+        elif good_images is not None:
+            detector.calibrate(good_images)
+        elif detector.good_scores.size:
+            detector._set_threshold(detector.good_scores, f"in {folder / CARRIED_FILE}")
+        else:
+            detector._learn_default_threshold(folder, runs_dir, Path(data_root))
+        return detector
+
+    @classmethod
+    def _trained(
+        cls,
+        folder: Path,
+        given: dict[str, Any],
+        root: Path,
+        device: str | torch.device,
+        batch_size: int | str,
+    ) -> Detector:
+        """A project's trained model with the ``given`` settings, fitted on its training images."""
+        model, diffusion, meta = load_trained(folder)
         detector = cls(
             model,
             diffusion,
             channels=meta["channels"],
             image_size=meta["image_size"],
-            plan=plan,
-            score=score,
-            resize=resize,
-            normalization=normalization,
             device=device,
             batch_size=batch_size,
-            seed=seed,
+            **given,
         )
+        detector.meta, detector.weights = meta, folder / WEIGHTS_FILE
         if detector.kind.learns_from_good_images:
-            detector._fit_kind(meta, Path(data_root))
-        if threshold is not None:
-            detector.threshold, detector.threshold_source = float(threshold), "given"
-        elif good_images is not None:
-            detector.calibrate(good_images)
-        else:
-            detector._learn_default_threshold(Path(model_dir), meta, runs_dir, Path(data_root))
+            detector._fit_kind(root)
         return detector
 
+    @classmethod
+    def _unpacked(
+        cls,
+        folder: Path,
+        given: dict[str, Any],
+        *,
+        device: str | torch.device,
+        batch_size: int | str,
+    ) -> Detector:
+        """What ``save`` wrote to ``folder``, fitted on the good images it carries."""
+        if given:
+            raise DdadError(
+                f"{folder} carries the settings it was scored with ({CARRIED_FILE}); "
+                f"{', '.join(given)} cannot change them (load models/trained/<category> for that)"
+            )
+        carried = json.loads((folder / CARRIED_FILE).read_text())
+        weights = folder / WEIGHTS_FILE if carried["weights"] else None
+        if weights:
+            model, diffusion, meta = load_trained(folder)
+        else:
+            model, diffusion, meta = None, None, trained_meta(folder)
+        settings = carried["settings"]
+        detector = cls(
+            model,
+            diffusion,
+            channels=meta["channels"],
+            image_size=meta["image_size"],
+            plan=plan_from({"reconstruct": settings["plan"]}),
+            score=score_settings({"score": settings["score"]}),
+            resize=settings["resize"],
+            normalization=settings["normalization"],
+            seed=settings["seed"],
+            device=device,
+            batch_size=batch_size,
+        )
+        detector.meta, detector.weights = meta, weights
+        detector.settings_source = str(folder / CARRIED_FILE)
+        detector.false_alarm_rate = carried["threshold"]["false_alarm_rate"]
+        detector.good_scores = np.asarray(carried["good_scores"], dtype=np.float64)
+        if carried["reference"]:
+            with np.load(folder / carried["reference"]) as good:
+                detector.good = GoodImages(list(good["bank"]), list(good["typical"]))
+            detector.kind.fit(detector.good)
+        return detector
+
+    def save(self, folder: Path) -> None:
+        """Write everything ``load`` needs into ``folder``, so that it runs from there alone:
+        meta.json, detector.json (the settings, the threshold and how it was chosen, the good
+        scores), the good images the map learnt from (good_images.npz) and the UNet's weights
+        when the map or its reconstructions need them (a hard link to the loaded file where
+        the file system allows)."""
+        if self.chosen is None or not self.meta:
+            raise DdadError(
+                "save: needs a detector loaded from a trained model, its threshold chosen from "
+                "good images' scores (not given)"
+            )
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        needs_unet = self.kind.reconstruction_plan(self.plan) or self.kind.needs_unet(self.settings)
+        if needs_unet:
+            _link_or_copy(self.weights, folder / WEIGHTS_FILE)
+        if self.good is not None:
+            np.savez_compressed(
+                folder / GOOD_FILE,
+                bank=_stacked(self.good.bank, self.channels),
+                typical=_stacked(self.good.typical, self.channels),
+            )
+        (folder / META_FILE).write_text(json.dumps(self.meta, indent=2) + "\n")
+        carried = {
+            "ddad": __version__,
+            "settings": {
+                "score": asdict(self.settings),
+                "plan": asdict(self.plan),
+                "resize": self.resize,
+                "normalization": self.normalization,
+                "seed": self.seed,
+            },
+            "threshold": asdict(self.chosen)
+            | {"expected_rate": self.chosen.expected_rate, "chosen as": self.chosen.describe()},
+            "good_scores": self.good_scores.tolist(),
+            "reference": GOOD_FILE if self.good is not None else None,
+            "weights": WEIGHTS_FILE if needs_unet else None,
+        }
+        (folder / CARRIED_FILE).write_text(json.dumps(carried, indent=2) + "\n")
+
+    def describe_settings(self) -> str:
+        """Which settings the detector scores with, and where they came from, in one line."""
+        changed = {
+            key: value
+            for key, value in asdict(self.settings).items()
+            if value != asdict(DEFAULT_SCORE)[key]
+        }
+        score = ", ".join(f"{key}={value}" for key, value in changed.items()) or "none"
+        plan = ""
+        if self.kind.reconstruction_plan(self.plan):
+            plan = f"; reconstruct {asdict(self.plan)}"
+        return (
+            f"settings from {self.settings_source}: {self.kind.describe()}; input "
+            f"{self.image_size} px, {self.channels} channel(s), {self.resize}, "
+            f"{self.normalization}; score settings beyond the defaults: {score}{plan}"
+        )
+
     def calibrate(self, good_paths: Sequence[Path], source: str | None = None) -> float:
-        """Learn the threshold from defect-free images (``threshold_from_good``); return it."""
+        """Choose the threshold from defect-free images' scores (``threshold_at_rate``, at
+        ``false_alarm_rate``); return it."""
         paths = [Path(p) for p in good_paths]
         if not paths:
             raise DdadError("calibrate: no good images given; pass at least one defect-free image")
@@ -284,15 +436,16 @@ class Detector:
         finals = [self.kind.finish(raw) for raw in raws]
         return [(score, amap, recon) for (amap, score), recon in zip(finals, recons, strict=True)]
 
-    def _fit_kind(self, meta: dict, root: Path) -> None:
-        category = meta["category"]
+    def _fit_kind(self, root: Path) -> None:
+        category = self.meta["category"]
         if not (root / category).is_dir():
             raise DdadError(
                 f"score.map: {self.kind.name} learns from the good training images of "
                 f"{category!r}, but {root / category} is missing; run "
                 f"`dvc repro fetch_data@{category}`"
             )
-        self.kind.fit(training_good_images(root, meta, self.settings, self._input))
+        self.good = training_good_images(root, self.meta, self.settings, self._input)
+        self.kind.fit(self.good)
 
     def _input(self, path: Path) -> np.ndarray:
         return model_input(path, self.channels, self.image_size, self.resize, self.normalization)
@@ -315,21 +468,19 @@ class Detector:
 
     def _set_threshold(self, good_scores: np.ndarray, source: str) -> float:
         self.good_scores = np.asarray(good_scores, dtype=np.float64)
-        self.threshold = threshold_from_good(self.good_scores)
-        self.threshold_source = source
+        self.chosen = threshold_at_rate(self.good_scores, self.false_alarm_rate)
+        self.threshold = self.chosen.value
+        self.threshold_source = f"{self.chosen.describe()}; {source}"
         return self.threshold
 
-    def _learn_default_threshold(
-        self, model_dir: Path, meta: dict, runs_dir: Path, root: Path
-    ) -> None:
-        category = meta.get("category", model_dir.name)
+    def _learn_default_threshold(self, model_dir: Path, runs_dir: Path, root: Path) -> None:
+        category = self.meta.get("category", model_dir.name)
         scores_csv = runs_dir / category / "score" / "scores.csv"
-        scores = validation_scores(scores_csv)
+        scores = good_scores(scores_csv)
         if scores.size:
-            source = f"{scores.size} held-out good images' scores in {scores_csv}"
-            self._set_threshold(scores, source)
+            self._set_threshold(scores, f"in {scores_csv}")
             return
-        listed = [root / p for p in meta.get("validation_images", [])]
+        listed = [root / p for p in self.meta.get("validation_images", [])]
         present = [p for p in listed if p.is_file()]
         if not present:
             raise DdadError(
@@ -339,6 +490,28 @@ class Detector:
             )
         self.calibrate(
             present,
-            f"calibrated on {len(present)} held-out good images listed in "
-            f"{model_dir / 'meta.json'}",
+            f"calibrated on {len(present)} held-out good images listed in {model_dir / META_FILE}",
         )
+
+
+def is_carried(folder: Path) -> bool:
+    """Whether ``folder`` is a carried detector (``Detector.save``'s), not a trained model."""
+    return (Path(folder) / CARRIED_FILE).is_file()
+
+
+def _stacked(images: Sequence[np.ndarray], channels: int) -> np.ndarray:
+    """[N, C, H, W] float32 of ``images``; [0, C, 0, 0] when there are none."""
+    if not len(images):
+        return np.zeros((0, channels, 0, 0), dtype=np.float32)
+    return np.stack(images).astype(np.float32)
+
+
+def _link_or_copy(source: Path | None, target: Path) -> None:
+    """``target`` as a hard link to ``source`` (a large checkpoint is not stored twice), or a
+    copy where links cannot be made."""
+    if source is None:
+        raise DdadError("save: the map needs the UNet, but the detector has no weights file")
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)

@@ -5,9 +5,9 @@ and ``ddad bench`` read single keys, possibly outside a project, with the same r
 (``setting``). Either way a bad value is one line naming the key, the value and what is allowed.
 
 Each settings object is built from params here, by one function (``score_settings``,
-``plan_from``, ``train_config``, ``protocol_from``); a key that is absent, as outside a
-project, takes the dataclass's default, the one place defaults live (the shipped params.yaml
-holds the same values, which a test pins).
+``plan_from``, ``train_config``, ``protocol_from``, ``detect_settings``); a key that is absent,
+as outside a project, takes the dataclass's default, the one place defaults live (the shipped
+params.yaml holds the same values, which a test pins).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from ddad.maps.kinds import KINDS
 from ddad.maps.scoring import ERRORS, IMAGE_SCORES, ScoreSettings
 from ddad.maps.search import FEATURE_MODELS
 from ddad.maps.sources import SOURCES
+from ddad.maps.threshold import DetectSettings
 
 PARAMS_FILE = Path("params.yaml")
 CATEGORY_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # category names become folder names under runs/
@@ -74,7 +75,7 @@ class Spec:
             return f"one of {', '.join(self.choices)}"
         bounds = ""
         if self.low is not None and self.high is not None:
-            bounds = f" in {self.low:g}..{self.high:g}"
+            bounds = f" in {self.low:g}..{self.high:g}" + (f" (not {self.low:g})" * self.above)
         elif self.low is not None:
             bounds = f" {'>' if self.above else '>='} {self.low:g}"
         if self.kind == "list":
@@ -164,6 +165,10 @@ SCHEMA: dict[str, Any] = {
         "resolution": _choice(*RESOLUTIONS),
         "halves": Spec("bool"),
         "split_seed": Spec("int", 0),
+    },
+    "detect": {
+        "false_alarm_rate": Spec("float", 0, 0.5, above=True),
+        "folds": Spec("int", 0, 100),
     },
     "plot": {"overlays_per_category": Spec("int", 0)},
     "device": _choice(*DEVICES),
@@ -294,6 +299,7 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
     _check_model(params)
     _check_train(params)
     _check_score(params["score"])
+    _check_folds(params["detect"]["folds"])
     _check_dist(params)
     return params
 
@@ -397,6 +403,12 @@ def _check_score(score: dict[str, Any]) -> None:
         raise _fail("score.backbone_pooling", score["backbone_pooling"], "an odd number in 1..9")
 
 
+def _check_folds(folds: int) -> None:
+    """One fold would score the training images against a reference built from none."""
+    if folds == 1:
+        raise _fail("detect.folds", folds, "0 (the held-out images alone) or 2..100")
+
+
 def _check_dist(params: dict[str, Any]) -> None:
     """Node 0's address when there are several nodes; a batch every process has a share of."""
     dist = params["dist"]
@@ -456,6 +468,11 @@ def _fields(params: dict[str, Any], section: str, defaults: Any) -> dict[str, An
 def score_settings(params: dict[str, Any]) -> ScoreSettings:
     """How maps and image scores are made: params' ``score`` section over the defaults."""
     return ScoreSettings(**_fields(params, "score", ScoreSettings()))
+
+
+def detect_settings(params: dict[str, Any]) -> DetectSettings:
+    """How the detect threshold is chosen: params' ``detect`` section over the defaults."""
+    return DetectSettings(**_fields(params, "detect", DetectSettings()))
 
 
 def train_config(params: dict[str, Any]) -> TrainConfig:

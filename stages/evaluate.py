@@ -8,9 +8,13 @@ metrics compare each map, resized bilinearly, with its ground truth at the photo
 size (``evaluate.resolution: native``, as MVTec AD's evaluation does), so a defect smaller than
 a model pixel still counts; ``model`` is the seed's way: masks shrunk to the model's size.
 ``lit_defective`` and ``lit_good`` say where a map lights: the share of defect-free pixels of the
-defective and of the good test images above the detect threshold (the highest held-out good
-image score, as ``ddad detect`` learns it; the maps share the image scores' units), so a map
-that lights the whole image around a defect shows, however well it ranks.
+defective and of the good test images above the detect threshold (chosen from the good
+images' scores at ``detect.false_alarm_rate``, as ``ddad detect`` has it; the maps share the
+image scores' units), so a map that lights the whole image around a defect shows, however
+well it ranks. ``false_alarm_rate`` and ``miss_rate`` are the shares of good and defective
+test images that threshold calls wrongly: what the asked rate costs in missed defects.
+results.csv and metrics.json give each category's threshold and how many good scores it was
+chosen from (``good_scores``).
 
 A defective image without a mask counts for the image figures alone (ddad.evaluation.protocol):
 a figure no image can give is empty (blank in results.csv, null in the JSON files), and a row
@@ -43,8 +47,8 @@ from ddad.data.layout import DATA_DIR, METRICS_DIR, PLOTS_DIR, RUNS_DIR, test_im
 from ddad.data.mvtec import MVTEC_CATEGORIES
 from ddad.data.synthetic import SYNTHETIC_CATEGORIES
 from ddad.evaluation.protocol import evaluate_maps, one_image_step
-from ddad.maps.threshold import threshold_from_good, validation_scores
-from ddad.params import protocol_from
+from ddad.maps.threshold import Threshold, scores_threshold
+from ddad.params import detect_settings, protocol_from
 from stages.common import run_stage, write_json
 
 SEED_COLUMNS = ["category", "category_type", "img_auc", "pixel_auc"]
@@ -53,6 +57,7 @@ COSTS = ("nfe_per_image", "backbone_passes_per_image")  # UNet and backbone pass
 ROW_FOLDERS = ("type", "category", "kind", "tuning")  # under metrics/, as dvc.yaml lists them
 NOTE = "note"  # the column and key of the line that says why a row's pixel figures are as they are
 FALLBACK_TYPE = "texture"  # of a category neither data.category_types nor MVTec AD types
+THRESHOLD_COLUMNS = ("threshold", "good_scores")  # the detect threshold, and its good scores' count
 
 
 def category_type(data: dict[str, Any], category: str) -> str:
@@ -79,12 +84,13 @@ def _known_types(data: dict[str, Any]) -> dict[str, str]:
 
 def category_metrics(category: str, params: dict[str, Any]) -> dict[str, Any]:
     """One category's figures (ddad.evaluation.protocol.evaluate_maps) from its scores and maps,
-    the lit shares at the detect threshold ``ddad detect`` would learn from its held-out good
-    images (NaN without any); each row's note, where it has one, beside its figures."""
+    the lit shares and verdict rates at its detect threshold (``scores_threshold``; NaN without
+    good scores), which comes back as ``threshold``; each row's note, where it has one, beside
+    its figures."""
     scores_csv = RUNS_DIR / category / "score" / "scores.csv"
     scores = pd.read_csv(scores_csv)
-    held_out = validation_scores(scores_csv)
-    threshold = threshold_from_good(held_out) if held_out.size else float("nan")
+    chosen = scores_threshold(scores_csv, detect_settings(params).false_alarm_rate)
+    threshold = chosen.value if chosen else float("nan")
     with np.load(RUNS_DIR / category / "score" / "maps.npz") as stored:
         keys, amaps = stored["keys"].astype(str), list(stored["maps"])
     test = scores[scores["split"] == "test"].set_index("key").loc[keys]  # the maps' order
@@ -98,6 +104,7 @@ def category_metrics(category: str, params: dict[str, Any]) -> dict[str, Any]:
     )
     said = found["notes"]
     return found | {
+        "threshold": chosen,
         "confirmation": found["confirmation"] | _noted(said.get("confirmation")),
         "tuning": found["tuning"] | _noted(said.get("tuning")),
         "defects": {
@@ -128,7 +135,11 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         defects[category], tuning[category] = found["defects"], found["tuning"]
         fpr, tpr = found["roc"]
         row.update(found["confirmation"])
+        row |= _threshold_columns(found["threshold"])
         notes += _small_half_note(category, **found["images"])
+        if found["threshold"]:
+            chosen = found["threshold"]
+            notes.append(f"threshold of {category}: {chosen.value:#.4g}, {chosen.describe()}")
         row["nfe_per_image"] = recon["nfe_per_image"] + score["nfe_per_image"]
         row["backbone_passes_per_image"] = score["backbone_passes_per_image"]
         rows.append(row)
@@ -148,9 +159,8 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         report[f"mean_{kind}"] = _mean_row(
             [r for r in rows if r["category_type"] == kind], wanted, wanted
         )
-    report["categories"] = {
-        r["category"]: {k: r[k] for k in [*numeric, "img_auc_se", NOTE] if k in r} for r in rows
-    }
+    shown = [*numeric, "img_auc_se", *THRESHOLD_COLUMNS, NOTE]
+    report["categories"] = {r["category"]: {k: r[k] for k in shown if k in r} for r in rows}
     report["tuning"] = {"mean": _mean_row(list(tuning.values()), wanted, wanted)} | tuning
     write_json(METRICS_DIR / "metrics.json", _rounded(report))
     write_json(METRICS_DIR / "defects.json", _rounded(defects))
@@ -166,6 +176,13 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         print(_shown(by_kind))
     print("\nthe tuning half (choose settings on these, report the table above):")
     print(_shown(pd.DataFrame(report["tuning"]).T, index=True))
+
+
+def _threshold_columns(chosen: Threshold | None) -> dict[str, float]:
+    """The detect threshold and how many good scores it was chosen from (NaN without any)."""
+    if chosen is None:
+        return dict.fromkeys(THRESHOLD_COLUMNS, float("nan"))
+    return {"threshold": chosen.value, "good_scores": chosen.good}
 
 
 def _noted(note: str | None) -> dict[str, str]:

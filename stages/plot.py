@@ -35,8 +35,8 @@ from ddad.diffusion.reconstruct import picture_plan, picture_title
 from ddad.diffusion.store import ResultStore
 from ddad.errors import DdadError
 from ddad.evaluation import viz
-from ddad.maps.threshold import mistake, threshold_from_good, validation_scores
-from ddad.params import plan_from
+from ddad.maps.threshold import Threshold, good_scores, mistake, scores_threshold
+from ddad.params import detect_settings, plan_from
 from ddad.progress import progress_bar
 from stages.common import run_stage
 
@@ -59,7 +59,7 @@ class Category:
     has_truth: np.ndarray  # False where a defective image has no mask (its mask is all False)
     vmin: float
     vmax: float
-    threshold: float  # the detect threshold, from the held-out good images as ddad detect has it
+    threshold: Threshold  # the detect threshold, from the good images' scores as ddad detect has it
     picture_of: Callable[[str], np.ndarray]  # a test key's picture beside its map, [C, H, W]
     picture: str  # what that picture is, in the words its panel is titled with
 
@@ -94,11 +94,10 @@ def load_category(name: str, params: dict[str, Any]) -> Category:
         keys, maps, masks = stored["keys"].astype(str), stored["maps"], stored["masks"]
         has_truth = stored["has_truth"]
     test = scores[scores["split"] == "test"].set_index("key").loc[keys].reset_index()
-    good = validation_scores(scores_csv)
-    if not good.size:
-        raise DdadError(f"{scores_csv}: no held-out good images' scores; run `dvc repro score`")
-    threshold = threshold_from_good(good)
-    vmin, vmax = viz.threshold_scale(good, threshold, maps)
+    threshold = scores_threshold(scores_csv, detect_settings(params).false_alarm_rate)
+    if threshold is None:
+        raise DdadError(f"{scores_csv}: no good images' scores; run `dvc repro score@{name}`")
+    vmin, vmax = viz.threshold_scale(good_scores(scores_csv), threshold.value, maps)
     store = ResultStore(recon, summary["digest"])
     if summary["picture"] is None:
         picture_of, picture = one_pass_pictures(name, store, params)
@@ -169,7 +168,7 @@ def sheet(category: Category, index: int, prefix: str = "") -> Figure:
         title,
         category.vmin,
         category.vmax,
-        category.threshold,
+        category.threshold.value,
         category.picture,
     )
 
@@ -182,9 +181,10 @@ def overview(category: Category) -> Figure:
         row = category.test.iloc[index]
         image = display_image(category.store.load(row["key"])["image"])
         amap = category.maps[index]
-        overlay = viz.heatmap_overlay(image, amap, category.vmin, category.vmax, category.threshold)
+        threshold = category.threshold.value
+        overlay = viz.heatmap_overlay(image, amap, category.vmin, category.vmax, threshold)
         caption = f"{row['defect']} {row['score']:.3g}"
-        wrong = mistake(row["label"], row["score"], category.threshold)
+        wrong = mistake(row["label"], row["score"], threshold)
         tiles.append(viz.Tile(overlay, category.mask(index), caption, wrong))
     return viz.category_overview(tiles, overview_title(category))
 
@@ -197,7 +197,8 @@ def overview_title(category: Category) -> str:
         f"{category.name}: test images (score under each), ground truth outlined in white"
         f"{missing}\n"
         f"colour: none up to the typical good score {category.vmin:.3g}, green at the detect "
-        f"threshold {category.threshold:.3g}, dark red from {category.vmax:.3g}"
+        f"threshold {category.threshold.value:.3g}, dark red from {category.vmax:.3g}\n"
+        f"the threshold: {category.threshold.describe()}"
     )
 
 

@@ -6,8 +6,11 @@ training images; the others compare the stored reconstructions with their inputs
 finished the same way (ddad.maps.scoring.finished). The trained UNet is loaded only when the
 kind reads its features. With several ranks the network passes are shared
 (ddad.diffusion.distributed.sharded_map) and rank 0 writes the outputs.
-Writes runs/<category>/score/scores.csv (one row per test and held-out good image: key, split,
-label, defect, score), maps.npz (test maps and ground truth for evaluate and plot; ``has_truth``
+A kind that learns from good images also scores the training images k-fold (``detect.folds``),
+each fold against a reference fitted on the others, for the detect threshold
+(ddad.maps.threshold). Writes runs/<category>/score/scores.csv (one row per test, held-out
+good and k-fold training image: key, split test/validation/good_fold, label, defect, score),
+maps.npz (test maps and ground truth for evaluate and plot; ``has_truth``
 false where a defective image has no mask, and so an all-False one) and summary.json (the UNet
 and backbone passes per image the maps took, for evaluate's cost figures; the wall time is
 printed, not stored, so that a re-run writes the same bytes).
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,44 +32,78 @@ from ddad.diffusion import distributed
 from ddad.diffusion.engine import prepare_model, resolve_device
 from ddad.diffusion.models import load_trained, trained_meta
 from ddad.diffusion.store import ResultStore
-from ddad.maps.good_images import BATCH, training_good_images
+from ddad.maps.good_images import (
+    BATCH,
+    GoodImages,
+    GoodSplit,
+    fit_images,
+    fold_splits,
+    training_split,
+)
 from ddad.maps.kinds import MapInput, MapKind, kind_class
-from ddad.params import score_settings
+from ddad.params import detect_settings, score_settings
 from ddad.progress import progress_bar
 from stages.common import load_model_input, run_stage, wall_time, write_json
 
 CHUNK = 4 * BATCH  # stored results in memory at once, whole network batches
 
 
-def fitted_kind(params: dict[str, Any], category: str) -> MapKind:
+def fitted_kind(params: dict[str, Any], category: str) -> tuple[MapKind, list[dict[str, Any]]]:
     """The map kind of params' ``score`` section on params' device, having learnt from the
-    category's good training images when it does; the trained UNet loaded only if it reads it."""
+    category's good training images when it does, and the rows of those images' own scores
+    (``fold_rows``); the trained UNet loaded only if the kind reads it."""
     settings = score_settings(params)
     device = resolve_device(params["device"])
     trained = TRAINED_DIR / category
     kind = kind_class(settings.map)
     unet = prepare_model(load_trained(trained)[0], device) if kind.needs_unet(settings) else None
     maps = kind(settings, device, unet)
-    if maps.learns_from_good_images:
-        meta = trained_meta(trained)
-        good = training_good_images(
-            DATA_DIR, meta, settings, lambda path: load_model_input(path, meta["channels"], params)
+    if not maps.learns_from_good_images:
+        return maps, []
+    meta = trained_meta(trained)
+    paths = fit_images(DATA_DIR, meta)
+    inputs = {path: load_model_input(path, meta["channels"], params) for path in paths}
+    rows = fold_rows(maps, inputs, detect_settings(params).folds)
+    split = training_split(DATA_DIR, meta, settings)
+    maps.fit(reference(split, inputs), over_batches=distributed.sharded_map)
+    return maps, rows
+
+
+def reference(split: GoodSplit, inputs: dict[Path, np.ndarray]) -> GoodImages:
+    """The bank and typical-map images of ``split``, as the model sees them."""
+    return GoodImages([inputs[p] for p in split.bank], [inputs[p] for p in split.reference])
+
+
+def fold_rows(kind: MapKind, inputs: dict[Path, np.ndarray], folds: int) -> list[dict[str, Any]]:
+    """scores.csv rows (split ``good_fold``) of the good training images ``inputs``, each fold
+    scored by ``kind`` fitted on the others alone (ddad.maps.good_images.fold_splits): good
+    scores for the threshold beyond the few held-out images, none of them scored against a
+    reference that holds it. Leaves ``kind`` fitted on the last fold's reference."""
+    rows = []
+    for scored, split in fold_splits(list(inputs), folds, kind.settings):
+        kind.fit(reference(split, inputs), over_batches=distributed.sharded_map)
+        raws = kind.raw_maps(
+            [MapInput(inputs[p]) for p in scored], over_batches=distributed.sharded_map
         )
-        maps.fit(good, over_batches=distributed.sharded_map)
-    return maps
+        rows += [
+            {"key": f"train/{p.stem}", "split": "good_fold", "label": 0, "defect": "good"}
+            | {"score": kind.finish(raw)[1]}
+            for p, raw in zip(scored, raws, strict=True)
+        ]
+    return rows
 
 
 def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
-    """Maps, masks, labels and scores of a category's test and validation images, and what
-    they cost in network passes per image beyond the reconstruct stage's (the good reference
-    apart)."""
+    """Maps, masks, labels and scores of a category's test and validation images, the scores
+    of its training images k-fold, and what the maps cost in network passes per image beyond
+    the reconstruct stage's (the good reference apart)."""
     recon = RUNS_DIR / category / "recon"
     summary = json.loads((recon / "summary.json").read_text())
     store = ResultStore(recon, summary["digest"])
-    kind = fitted_kind(params, category)
+    kind, rows = fitted_kind(params, category)
     keys = [(split, key) for split in ("test", "validation") for key in summary[split]]
     compared = ("reconstructions",) if kind.compares_reconstructions else ()
-    rows, maps, masks = [], [], []
+    maps, masks = [], []
     leader = distributed.is_leader()
     bar = progress_bar(total=len(keys), desc=f"score@{category}", unit="image", disable=not leader)
     start = time.perf_counter()

@@ -7,12 +7,15 @@ import argparse
 import csv
 import io
 import json
+import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from tiny_model import tiny_model_dir, write_gray
@@ -21,6 +24,7 @@ from ddad import __version__, detect
 from ddad.cli import _build_parser, main
 from ddad.data.preprocess import model_input as read_model_input
 from ddad.detect import Detector
+from ddad.maps.scoring import ScoreSettings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -51,10 +55,11 @@ def test_detect_prints_a_verdict_per_image_and_writes_overlays(
     assert code == 1  # a DEFECT
     lines = out.splitlines()
     assert lines[0] == "model models/trained/toy: threshold 0.000 (given)"
-    assert lines[1].startswith(f"DEFECT {images[0]}  score ")
-    assert lines[1].endswith("  threshold 0.000")
-    assert lines[2].startswith(f"DEFECT {images[1]}  score ")
-    assert lines[3] == "2 of 2 images DEFECT; heat-map overlays in detections/"
+    assert lines[1].startswith("settings from params.yaml: reconstruction-error map; input 16 px")
+    assert lines[2].startswith(f"DEFECT {images[0]}  score ")
+    assert lines[2].endswith("  threshold 0.000")
+    assert lines[3].startswith(f"DEFECT {images[1]}  score ")
+    assert lines[4] == "2 of 2 images DEFECT; heat-map overlays in detections/"
     assert sorted(p.name for p in (project / "detections").iterdir()) == ["in_0.png", "in_1.png"]
     with Image.open(project / "detections" / "in_0.png") as overlay:
         assert overlay.size == (260, 260)  # the 20 x 20 photo, enlarged 13 times for its label
@@ -65,7 +70,7 @@ def test_detect_says_ok_below_the_threshold(project: Path, capsys: pytest.Captur
     argv = ["detect", image, "--model", "toy", "--threshold", "1e9", "--out", "pics"]
     code, out, _ = _run(argv, capsys)
     assert code == 0
-    assert out.splitlines()[1].startswith(f"OK     {image}  score ")
+    assert out.splitlines()[2].startswith(f"OK     {image}  score ")
     assert (project / "pics" / f"{project.name}_img.png").is_file()
 
 
@@ -77,7 +82,7 @@ def test_detect_learns_the_threshold_from_a_good_folder(
     image = str(write_gray(project / "img.png", 0.5))
     code, out, _ = _run(["detect", image, "--model", "toy", "--good-dir", "good"], capsys)
     assert code == 0
-    assert "(calibrated on 3 good images in good)" in out.splitlines()[0]
+    assert out.splitlines()[0].endswith("; calibrated on 3 good images in good)")
 
 
 def test_detect_without_a_threshold_source_says_what_to_pass(
@@ -106,7 +111,7 @@ def test_detect_scores_with_the_features_map_by_default(
     argv = ["detect", str(image), "--model", "toy", "--threshold", str(expected.score / 2)]
     code, out, _ = _run(argv, capsys)
     assert code == 1
-    assert out.splitlines()[1].startswith(f"DEFECT {image}  score {expected.score:#.4g}  ")
+    assert out.splitlines()[2].startswith(f"DEFECT {image}  score {expected.score:#.4g}  ")
 
 
 def _truncated(path: Path) -> Path:
@@ -216,7 +221,7 @@ def test_each_kind_of_bad_file_is_named_with_its_reason(
     argv = ["detect", bad, good, "--model", "toy", "--threshold", "1e9", "--jsonl", "out.jsonl"]
     code, out, _ = _run(argv, capsys)
     assert code == 3
-    first, second = out.splitlines()[1:3]
+    first, second = out.splitlines()[2:4]
     assert first.startswith(f"UNREADABLE {bad}  ") and reason in first
     assert second.startswith(f"OK     {good}  score ")
     rows = [json.loads(line) for line in (project / "out.jsonl").read_text().splitlines()]
@@ -359,13 +364,60 @@ def test_bad_params_value_names_the_key(
     assert err.startswith("error: ") and message in err
 
 
+def test_detect_runs_a_carried_model_from_any_folder_with_its_own_settings(
+    project: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder the detector stage writes, copied away from the project, is all detect
+    needs: no params.yaml, data/ or runs/ there, and the settings it prints are its own."""
+    for i in range(3):
+        write_gray(project / "data" / "images" / "toy" / "train" / "good" / f"{i}.png", 0.5, i)
+    csv = project / "runs" / "toy" / "score" / "scores.csv"
+    csv.parent.mkdir(parents=True)
+    good = {"split": ["good_fold"] * 99, "score": [i / 100 for i in range(99)]}
+    pd.DataFrame(good).to_csv(csv, index=False)
+    detector = Detector.load(
+        project / "models" / "trained" / "toy",
+        score=ScoreSettings(map="features", backbone="efficientnet-lite0", backbone_size=32),
+        device="cpu",
+        data_root=project / "data" / "images",
+        runs_dir=project / "runs",
+    )
+    detector.save(project / "models" / "detectors" / "toy")
+    line = project.parent / "line"
+    shutil.copytree(project / "models" / "detectors" / "toy", line / "model")
+    image = str(write_gray(line / "part.png", 0.5, seed=9))
+    (expected,) = detector.score([image])
+    shutil.rmtree(project)
+    monkeypatch.chdir(line)
+    code, out, err = _run(["detect", image, "--model", "model", "--device", "cpu"], capsys)
+    assert code == int(expected.is_defect), err
+    lines = out.splitlines()
+    assert lines[0] == (
+        "model model: threshold 0.9800 (the highest of 99 good images' scores, for a false-alarm "
+        "rate of 0.01: 1.00% of good parts expected flagged; in model/detector.json)"
+    )
+    assert lines[1].startswith("settings from model/detector.json: feature map (1 efficientnet")
+    assert "score settings beyond the defaults: backbone_size=32" in lines[1]
+    verdict = f"{expected.verdict:<6} {image}  score {expected.score:#.4g}  threshold 0.9800"
+    assert lines[2] == verdict
+    assert not (line / "params.yaml").exists() and sorted(os.listdir(line)) == [
+        "detections",
+        "model",
+        "part.png",
+    ]
+    code, out, _ = _run(["detect", image, "--model", "model", "--false-alarm-rate", "0.02"], capsys)
+    assert "the 2nd highest of 99 good images' scores" in out.splitlines()[0]
+
+
 def test_detect_help_says_where_the_threshold_comes_from_and_what_it_writes(
     capsys: pytest.CaptureFixture,
 ) -> None:
     code, out, _ = _run(["detect", "--help"], capsys)
     text = " ".join(out.split())
     assert code == 0 and "--good-dir" in text
-    assert "highest score of the held-out good images in runs/<category>/score/scores.csv" in text
+    assert "a carried detector folder (models/detectors/<category>" in text
+    assert "chosen from good images' scores at the false-alarm rate" in text
+    assert "runs/<category>/score/scores.csv" in text and "--false-alarm-rate" in text
     assert "overlay of each written to --out" in text
     assert "--out OUT folder for the overlay PNGs" in text
     rows = out[out.index("exit status") :].splitlines()[1:]

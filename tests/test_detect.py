@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -30,7 +31,7 @@ from ddad.errors import DdadError
 from ddad.maps.kinds.ddad_comparison import compared_map
 from ddad.maps.scoring import finished
 from ddad.maps.sources import feature_source
-from ddad.maps.threshold import threshold_from_good
+from ddad.maps.threshold import threshold_at_rate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,8 +125,11 @@ def test_calibrate_learns_the_rule_from_good_images(tmp_path: Path) -> None:
     good = [write_gray(tmp_path / "good" / f"{i}.png", 0.5, seed=i) for i in range(3)]
     detector = fast_detector(tmp_path, threshold=1.0)
     scores = [r.score for r in detector.score(good)]
-    assert detector.calibrate(good) == pytest.approx(threshold_from_good(scores))
-    assert detector.threshold_source == f"calibrated on 3 good images in {tmp_path / 'good'}"
+    assert detector.calibrate(good) == pytest.approx(threshold_at_rate(scores, 0.01).value)
+    assert detector.threshold_source.endswith(
+        f"; calibrated on 3 good images in {tmp_path / 'good'}"
+    )
+    assert detector.threshold_source.startswith("the highest of 3 good images' scores: too few")
     assert not any(r.is_defect for r in detector.score(good))
 
 
@@ -170,16 +174,24 @@ def test_scoring_without_a_threshold_says_how_to_get_one(tmp_path: Path) -> None
         detector.score([write_gray(tmp_path / "img.png", 0.5)])
 
 
-def test_default_threshold_comes_from_the_pipelines_validation_scores(tmp_path: Path) -> None:
+def test_default_threshold_comes_from_the_pipelines_good_scores_at_the_rate(
+    tmp_path: Path,
+) -> None:
+    """The held-out and k-fold good scores of scores.csv, at the false-alarm rate asked: 199
+    good scores at 1 % give the second highest."""
     runs = tmp_path / "runs"
     csv = runs / "toy" / "score" / "scores.csv"
     csv.parent.mkdir(parents=True)
-    rows = {"key": ["test/a", "val/b", "val/c"], "split": ["test", "validation", "validation"]}
-    pd.DataFrame(rows | {"score": [9.0, 0.1, 0.3]}).to_csv(csv, index=False)
-    detector = fast_detector(tmp_path, runs_dir=runs)
-    assert detector.threshold == pytest.approx(threshold_from_good([0.1, 0.3]))
-    assert "scores.csv" in detector.threshold_source
-    assert detector.threshold_source.startswith("2 held-out good images' scores")
+    good = np.linspace(0.0, 1.0, 199)
+    splits = ["test", "validation", "validation"] + ["good_fold"] * 197
+    pd.DataFrame({"split": splits, "score": [9.0, *good]}).to_csv(csv, index=False)
+    detector = fast_detector(tmp_path, runs_dir=runs, false_alarm_rate=0.01)
+    assert detector.threshold == good[-2] and detector.chosen.rank == 2
+    assert detector.threshold_source == (
+        "the 2nd highest of 199 good images' scores, for a false-alarm rate of 0.01: 1.00% of "
+        f"good parts expected flagged; in {csv}"
+    )
+    assert fast_detector(tmp_path, runs_dir=runs, false_alarm_rate=0.2).threshold == good[-40]
 
 
 def test_default_threshold_calibrates_on_meta_validation_images(tmp_path: Path) -> None:
@@ -196,7 +208,7 @@ def test_default_threshold_calibrates_on_meta_validation_images(tmp_path: Path) 
         data_root=root,
     )
     assert detector.threshold is not None and detector.threshold > 0
-    assert detector.threshold_source.startswith("calibrated on 2 held-out good images listed in")
+    assert "; calibrated on 2 held-out good images listed in" in detector.threshold_source
 
 
 def test_no_threshold_source_is_a_one_line_error(tmp_path: Path) -> None:
@@ -277,3 +289,69 @@ def test_ddads_map_compares_a_photo_with_its_reconstruction(tmp_path: Path) -> N
     expected = compared_map(feature_source(ddad, detector.device), image, repaired[None], ddad)
     np.testing.assert_allclose(result.amap, expected, atol=1e-5)
     assert result.score == pytest.approx(finished(expected, ddad)[1], rel=1e-4)
+
+
+LITE_FEATURES = ScoreSettings(
+    map="features", backbone="efficientnet-lite0", backbone_size=32, reference_images=2
+)
+
+
+def _project_detector(tmp_path: Path, score: ScoreSettings) -> Detector:
+    """A project's detector: a tiny model, five good training images, 120 good scores."""
+    root = tmp_path / "data"
+    for i in range(5):
+        write_gray(root / "toy" / "train" / "good" / f"{i}.png", 0.5, seed=i)
+    csv = tmp_path / "runs" / "toy" / "score" / "scores.csv"
+    csv.parent.mkdir(parents=True)
+    good = np.random.default_rng(0).normal(1.0, 0.1, 120)
+    pd.DataFrame({"split": ["good_fold"] * 120, "score": good}).to_csv(csv, index=False)
+    return Detector.load(
+        tiny_model_dir(tmp_path),
+        plan=FAST_PLAN,
+        score=score,
+        device="cpu",
+        false_alarm_rate=0.05,
+        runs_dir=tmp_path / "runs",
+        data_root=root,
+    )
+
+
+@pytest.mark.parametrize(
+    ("score", "files"),
+    [
+        (LITE_FEATURES, ["detector.json", "good_images.npz", "meta.json"]),
+        (RECONSTRUCTION_MAP, ["detector.json", "meta.json", "model.pt"]),
+    ],
+    ids=["features", "reconstruction"],
+)
+def test_a_carried_detector_scores_from_its_folder_alone_as_in_the_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, score: ScoreSettings, files: list[str]
+) -> None:
+    """Saved, moved and loaded where there is no data/, runs/ or model around it, a detector
+    scores and decides as it did in the project: same settings, reference and threshold; the
+    UNet's weights travel only with a map that reconstructs."""
+    project = _project_detector(tmp_path / "project", score)
+    project.save(tmp_path / "project" / "carried")
+    assert sorted(p.name for p in (tmp_path / "project" / "carried").iterdir()) == files
+    shutil.copytree(tmp_path / "project" / "carried", tmp_path / "line" / "toy")
+    shutil.rmtree(tmp_path / "project")
+    monkeypatch.chdir(tmp_path / "line")
+    photos = [write_gray(tmp_path / "line" / f"{i}.png", 0.5, seed=10 + i) for i in range(2)]
+    carried = Detector.load(Path("toy"), device="cpu")
+    assert carried.settings == score and carried.plan == FAST_PLAN
+    assert carried.settings_source == str(Path("toy") / "detector.json")
+    assert carried.threshold == project.threshold and carried.chosen == project.chosen
+    assert carried.chosen.false_alarm_rate == 0.05 and carried.chosen.good == 120
+    assert [r.score for r in carried.score(photos)] == [r.score for r in project.score(photos)]
+    stricter = Detector.load(Path("toy"), device="cpu", false_alarm_rate=0.01)
+    assert stricter.threshold == carried.good_scores.max()
+
+
+def test_a_carried_detector_keeps_its_own_settings(tmp_path: Path) -> None:
+    project = _project_detector(tmp_path, RECONSTRUCTION_MAP)
+    project.save(tmp_path / "carried")
+    with pytest.raises(DdadError, match=r"carries the settings .*; score cannot"):
+        Detector.load(tmp_path / "carried", score=LITE_FEATURES, device="cpu")
+    project.threshold, project.chosen = 1.0, None
+    with pytest.raises(DdadError, match="threshold chosen from good images' scores"):
+        project.save(tmp_path / "given")

@@ -221,8 +221,9 @@ def _evaluated() -> None:
 def test_evaluate_reports_the_lit_shares_at_the_detect_threshold(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held_out: list[float], lit_good: float | None
 ) -> None:
-    """Good maps at 0.6 and defective ones at 1.0 everywhere: the threshold, the highest held-out
-    good score, decides whether the good images light; without held-out images both are null."""
+    """Good maps at 0.6 and defective ones at 1.0 everywhere: the threshold, the higher of two
+    held-out good scores (too few for the rate), decides whether the good images light; without
+    held-out images both are null."""
     monkeypatch.chdir(tmp_path)
     _category(tmp_path / "data" / "images", pit=(10, 10))
     _scored(tmp_path, held_out)
@@ -275,3 +276,36 @@ def test_rejects_without_masks_report_image_figures_and_say_why_pixels_are_empty
         [DVC, "metrics", "show", "metrics/mean.json"], env=env, capture_output=True, text=True
     ).stdout
     assert "note" in shown.splitlines()[0] and f"{', '.join(empty)}: empty" in shown
+
+
+def test_evaluate_reports_the_verdict_rates_at_the_threshold_the_rate_chooses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """199 good scores (held-out and k-fold) at a 1 % false-alarm rate give the second highest,
+    0.85: one good test image of four lies above it, two defective ones of four at or below it;
+    results.csv and metrics.json say so beside the threshold and its good scores' count."""
+    monkeypatch.chdir(tmp_path)
+    _category(tmp_path / "data" / "images", pit=(10, 10))
+    _scored(tmp_path, held_out=[0.1] * 8)
+    csv = Path("runs/cat/score/scores.csv")
+    table = pd.read_csv(csv)
+    test = table["split"] == "test"
+    table.loc[test, "score"] = [0.1, 0.2, 0.3, 0.9, 0.4, 0.8, 1.0, 1.2]  # good 0-3, then pit 0-3
+    folds = pd.DataFrame({"split": "good_fold", "score": [*np.linspace(0, 0.5, 189), 0.85, 0.95]})
+    pd.concat([table, folds]).to_csv(csv, index=False)
+    data = {"categories": ["cat"], "category_types": {}, "source": "folders"}
+    wanted = ["img_auc", "false_alarm_rate", "miss_rate"]
+    params = {"data": data, "evaluate": {"metrics": wanted, "halves": False}}
+    evaluate.main(params | {"detect": {"false_alarm_rate": 0.01}}, [])
+    row = pd.read_csv("metrics/results.csv").iloc[0]
+    assert (row["threshold"], row["good_scores"]) == (0.85, 199)
+    assert (row["false_alarm_rate"], row["miss_rate"]) == (0.25, 0.5)
+    category = json.loads(Path("metrics/metrics.json").read_text())["categories"]["cat"]
+    assert category["false_alarm_rate"] == 0.25 and category["threshold"] == 0.85
+    assert json.loads(Path("metrics/kind/cat/pit.json").read_text())["miss_rate"] == 0.5
+    assert "threshold of cat: 0.8500, the 2nd highest of 199 good images' scores" in (
+        capsys.readouterr().out
+    )
+    evaluate.main(params | {"detect": {"false_alarm_rate": 0.1}}, [])
+    row = pd.read_csv("metrics/results.csv").iloc[0]  # the 20th highest: 0.5 * 171 / 188
+    assert row["threshold"] == pytest.approx(0.5 * 171 / 188) and row["miss_rate"] == 0.25

@@ -118,6 +118,37 @@ def test_a_registered_kind_runs_through_the_score_stage(
     assert found["cost"] == {"nfe_per_image": 0.0, "backbone_passes_per_image": 0.0}
 
 
+def test_the_score_stage_scores_each_training_image_against_the_others_alone(
+    brightness: ScoreSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three training images (the fourth held out) of brightness 100, 130 and 190, in three
+    folds: each one's good_fold score is its distance from the other two's mean, never from a
+    bank that holds it; the test images are scored against all three."""
+    params = _project(tmp_path)
+    params["score"] |= {"map": brightness.map, "sigma": 0, "reference_images": 0}
+    params["score"]["image_score"] = "max"
+    for name, value in (("0", 100), ("1", 130), ("2", 190)):
+        _gray(tmp_path / "data" / "images" / "toy" / "train" / "good" / f"{name}.png", value)
+    monkeypatch.chdir(tmp_path)
+    reconstruct.main(params, ["toy"])
+    rows = score.category_maps(params, "toy")["rows"]
+    folds = {row["key"]: row["score"] for row in rows if row["split"] == "good_fold"}
+    level = {"0": 100, "1": 130, "2": 190}
+
+    def far(value: float, others: list[float]) -> float:
+        return abs(value - np.mean(others)) * 2 / 255
+
+    expected = {
+        f"train/{k}": far(v, [w for j, w in level.items() if j != k]) for k, v in level.items()
+    }
+    assert folds == pytest.approx(expected, rel=1e-5)
+    test = {row["key"]: row["score"] for row in rows if row["split"] == "test"}
+    assert test["test/good/0"] == pytest.approx(far(128, list(level.values())), rel=1e-5)
+    params["detect"]["folds"] = 0
+    rows = score.category_maps(params, "toy")["rows"]
+    assert {row["split"] for row in rows} == {"test", "validation"}
+
+
 def test_a_registered_kind_runs_through_the_detector(
     brightness: ScoreSettings, tmp_path: Path
 ) -> None:

@@ -165,14 +165,30 @@ def test_an_image_without_ground_truth_counts_for_the_image_figures_alone():
     found = summary([*labels, 1], [*scores, 0.2], [*masks, None], [*maps, maps[1]], threshold=0.5)
     assert found["img_auc"] == image_auroc([*labels, 1], [*scores, 0.2]) == 4 / 6
     assert found["img_f1max"] == f1_max([*labels, 1], [*scores, 0.2])
-    assert {k: v for k, v in found.items() if k not in ("img_auc", "img_f1max")} == {
-        k: v for k, v in alone.items() if k not in ("img_auc", "img_f1max")
+    assert found["miss_rate"] == 2 / 3  # the unmasked 0.2 is missed at 0.5, as is 0.3
+    image_figures = ("img_auc", "img_f1max", "miss_rate")
+    assert {k: v for k, v in found.items() if k not in image_figures} == {
+        k: v for k, v in alone.items() if k not in image_figures
     }
     rejects = summary([0, 1, 1], [0.1, 0.9, 0.8], [masks[0], None, None], maps[:3], threshold=0.5)
     assert rejects["img_auc"] == 1.0 and rejects["lit_good"] == lit_share(masks[:1], maps[:1], 0.5)
     assert all(math.isnan(rejects[k]) for k in ("pixel_auc", "aupro", "pixel_ap", "lit_defective"))
     unknown = summary([1, 1], [0.1, 0.9], [None, None], maps[:2], threshold=0.5)
-    assert [k for k, v in unknown.items() if not math.isnan(v)] == ["img_f1max"]  # 1: no good
+    assert [k for k, v in unknown.items() if not math.isnan(v)] == ["img_f1max", "miss_rate"]
+
+
+def test_verdict_rates_count_the_images_the_threshold_calls_wrongly():
+    """Good images strictly above the threshold are false alarms, defective ones at or below it
+    are missed, as ``ddad detect`` decides; without a threshold or such images, NaN."""
+    labels, scores = [0, 0, 0, 0, 1, 1, 1], [0.1, 0.5, 0.6, 0.2, 0.5, 0.7, 0.9]
+    maps = np.zeros((7, 2, 2))
+    names = ["false_alarm_rate", "miss_rate"]
+    found = summary(labels, scores, np.zeros((7, 2, 2), bool), maps, names, threshold=0.5)
+    assert found == {"false_alarm_rate": 1 / 4, "miss_rate": 1 / 3}
+    unset = summary(labels, scores, np.zeros((7, 2, 2), bool), maps, names)
+    assert all(math.isnan(v) for v in unset.values())
+    defects_only = summary([1, 1], [0.1, 0.9], np.zeros((2, 2, 2), bool), maps[:2], names, 0.5)
+    assert math.isnan(defects_only["false_alarm_rate"]) and defects_only["miss_rate"] == 0.5
 
 
 def test_stacked_array_and_list_give_the_same_pixel_metrics():

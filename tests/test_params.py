@@ -14,6 +14,7 @@ from ddad.diffusion.models import check_preset
 from ddad.errors import DdadError
 from ddad.params import (
     ParamsError,
+    detect_settings,
     parse_params,
     plan_from,
     score_settings,
@@ -111,6 +112,9 @@ def test_real_params_are_valid():
         ),
         ("data.image_size", [64, 4], "data.image_size[1] = 4 is not allowed"),
         ("data.image_size", 5000, "expected a side in 8..4096"),
+        ("detect.false_alarm_rate", 0, "expected a number in 0..0.5 (not 0)"),
+        ("detect.false_alarm_rate", 0.6, "expected a number in 0..0.5"),
+        ("detect.folds", 1, "detect.folds = 1 is not allowed; expected 0 (the held-out images"),
         ("score.sigma", DELETE, "score.sigma is missing; add it"),
         ("data.synthetic", DELETE, "data.synthetic is missing"),
     ],
@@ -410,6 +414,7 @@ def test_the_builders_defaults_are_the_shipped_params() -> None:
     assert score_settings({}) == score_settings(shipped)
     assert plan_from({}) == plan_from(shipped)
     assert train_config({}) == train_config(shipped)
+    assert detect_settings({}) == detect_settings(shipped)
 
 
 def test_a_category_override_and_a_flag_pick_the_plans_noise_level() -> None:

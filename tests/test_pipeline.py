@@ -83,6 +83,8 @@ def test_repro_writes_metrics_and_leaves_nothing_to_do(finished):
         "pixel_ap",
         "lit_defective",
         "lit_good",
+        "false_alarm_rate",
+        "miss_rate",
         "nfe_per_image",
         "backbone_passes_per_image",
     }
@@ -97,6 +99,11 @@ def test_repro_writes_metrics_and_leaves_nothing_to_do(finished):
         c and d != "good" for c, d in zip(confirmed, defect_of, strict=True)
     )
     assert all(0 <= kind["pixel_auc"] <= 1 for kind in defects.values())
+    splits = pd.read_csv(finished / "runs" / "stripes" / "score" / "scores.csv")["split"]
+    assert splits.value_counts()[["good_fold", "validation"]].tolist() == [10, 2]  # 12 train
+    assert metrics["categories"]["stripes"]["good_scores"] == 12
+    carried = sorted(p.name for p in (finished / "models" / "detectors" / "stripes").iterdir())
+    assert carried == ["detector.json", "good_images.npz", "meta.json"]  # no UNet: Lite0's map
     assert (finished / "plots" / "images").is_dir()
     assert (finished / "plots" / "overviews" / "stripes.png").is_file()
     row = json.loads((finished / "metrics" / "category" / "stripes.json").read_text())
@@ -111,8 +118,8 @@ def test_repro_writes_metrics_and_leaves_nothing_to_do(finished):
     rows = ["metrics/type", "metrics/category", "metrics/kind", "metrics/tuning"]
     shown = run_in(finished, "dvc", "metrics", "show", *rows).stdout.splitlines()
     # header, the mean over textures, the category, its kinds, the tuning half's two; the lit
-    # shares widened the table past 100 columns, to 126 here
-    assert len(shown) == 5 + len(kinds) and max(map(len, shown)) <= 130
+    # shares and the verdict rates widened the table past 100 columns, to 162 here
+    assert len(shown) == 5 + len(kinds) and max(map(len, shown)) <= 165
     assert "metrics/tuning/stripes.json" in "".join(shown)
     status = run_in(finished, "dvc", "status")
     assert "up to date" in status.stdout
@@ -122,12 +129,16 @@ def test_repro_writes_metrics_and_leaves_nothing_to_do(finished):
 @pytest.mark.parametrize(
     "change, stale",
     [
-        ({"score": {"sigma": 2.0}}, {"score@stripes"}),
-        # plot makes the pictures beside feature maps at the category's t
+        ({"score": {"sigma": 2.0}}, {"score@stripes", "detector@stripes"}),
+        # plot makes the pictures beside feature maps at the category's t; the carried detector
+        # holds the plan, which a map that reconstructs needs
         (
             {"reconstruct": {"timesteps_per_category": {"stripes": 200}}},
-            {"reconstruct@stripes", "plot"},
+            {"reconstruct@stripes", "detector@stripes", "plot"},
         ),
+        # a new false-alarm rate chooses another threshold from the same good scores
+        ({"detect": {"false_alarm_rate": 0.05}}, {"detector@stripes", "evaluate", "plot"}),
+        ({"detect": {"folds": 3}}, {"score@stripes"}),
         ({"train": {"lr": 0.002}}, {"train@stripes"}),
         ({"evaluate": {"metrics": ["img_auc"]}}, {"evaluate"}),
     ],
@@ -140,19 +151,25 @@ def test_a_changed_knob_makes_its_own_stage_stale(changed, change, stale):
 
 
 def _detect_agrees_with_the_pipeline(project: Path, score: ScoreSettings) -> None:
-    """ddad's Detector scores the held-out images as the score stage did (threshold valid)."""
+    """ddad's Detector, from the trained model with ``score`` or from the carried folder with
+    its own settings, scores the held-out images as the score stage did (threshold valid)."""
     previous = Path.cwd()
     os.chdir(project)
     try:
-        detector = Detector.load(Path("models/trained/stripes"), score=score, device="cpu")
+        detectors = [
+            Detector.load(Path("models/trained/stripes"), score=score, device="cpu"),
+            Detector.load(Path("models/detectors/stripes"), device="cpu"),
+        ]
         table = pd.read_csv("runs/stripes/score/scores.csv")
         held_out = json.loads(Path("models/trained/stripes/meta.json").read_text())
         paths = [Path("data/images") / p for p in held_out["validation_images"]]
-        scores = [r.score for r in detector.score(paths)]
+        scores = [[r.score for r in detector.score(paths)] for detector in detectors]
     finally:
         os.chdir(previous)
     expected = table.loc[table["split"] == "validation", "score"].to_numpy()
-    assert scores == pytest.approx(expected, rel=1e-4)
+    assert scores[0] == pytest.approx(expected, rel=1e-4)
+    assert scores[1] == pytest.approx(expected, rel=1e-4)
+    assert detectors[1].settings == score
 
 
 def test_detect_scores_like_the_pipeline_and_a_map_switch_reconstructs_in_full(changed):
@@ -167,13 +184,16 @@ def test_detect_scores_like_the_pipeline_and_a_map_switch_reconstructs_in_full(c
         "check_params",
         "reconstruct@stripes",
         "score@stripes",
+        "detector@stripes",
         "evaluate",
         "plot",
     ]
     assert json.loads(recon.read_text())["nfe_per_image"] == 2.0  # ddim 2 steps, 1 member
     assert json.loads(recon.read_text())["picture"] == "reconstruction"
     scores = pd.read_csv(changed / "runs" / "stripes" / "score" / "scores.csv")
-    assert not np.allclose(scores["score"], features_scores["score"])
+    assert "good_fold" not in set(scores["split"])  # a map learning nothing has no folds
+    test = [table[table["split"] == "test"]["score"] for table in (scores, features_scores)]
+    assert not np.allclose(*test)
     stripes = _metrics(changed)["categories"]["stripes"]
     assert stripes["img_auc"] == pytest.approx(_confirmation_auc(changed))
     assert stripes["nfe_per_image"] == 2.0
@@ -193,7 +213,7 @@ def test_detect_scores_like_the_pipeline_and_a_map_switch_reconstructs_in_full(c
 def test_each_new_map_kind_runs_what_it_needs_and_detect_agrees(changed, score, stages):
     set_params(changed, {"score": score})
     repro = run_in(changed, "dvc", "repro")
-    assert ran_stages(repro) == ["check_params", *stages, "evaluate", "plot"]
+    assert ran_stages(repro) == ["check_params", *stages, "detector@stripes", "evaluate", "plot"]
     img_auc = _metrics(changed)["categories"]["stripes"]["img_auc"]
     assert img_auc == pytest.approx(_confirmation_auc(changed))
     if score.get("map") != "ddad":  # ddad's noise is drawn per key, and detect's keys differ
@@ -301,11 +321,14 @@ def test_two_categories_rerun_only_what_changed(tmp_path):
     run_in(project, "dvc", "repro")
     two = {"data": {"categories": ["stripes", "washer"]}}
     set_params(project, two, {"score": {"sigma": 2.0}})
-    assert stale_stages(project) == {"check_params", "score@stripes", "score@washer"}
+    scored = {"score@stripes", "score@washer", "detector@stripes", "detector@washer"}
+    assert stale_stages(project) == {"check_params", *scored}
     assert ran_stages(run_in(project, "dvc", "repro")) == [
         "check_params",
         "score@stripes",
         "score@washer",
+        "detector@stripes",
+        "detector@washer",
         "evaluate",
         "plot",
     ]
@@ -313,14 +336,18 @@ def test_two_categories_rerun_only_what_changed(tmp_path):
     set_params(project, two, {"score": {"sigma": 2.0}}, override)
     # Known limitation: dvc.yaml tracks the whole reconstruct section for every category, so one
     # category's override marks all of them stale; they then reuse every stored result (the
-    # feature map stores inputs alone), and only plot draws its pictures at the new t.
+    # feature map stores inputs alone), the carried detectors write their plan, and only plot
+    # draws its pictures at the new t.
     stale = {"check_params", "reconstruct@stripes", "reconstruct@washer", "plot"}
+    stale |= {"detector@stripes", "detector@washer"}
     assert stale_stages(project) == stale
     repro = run_in(project, "dvc", "repro")
     assert ran_stages(repro) == [
         "check_params",
         "reconstruct@stripes",
         "reconstruct@washer",
+        "detector@stripes",
+        "detector@washer",
         "plot",
     ]
     assert "reconstruct@stripes: 12 images (12 already done), inputs only" in repro.stderr
@@ -472,7 +499,8 @@ def test_stopped_training_resumes_to_the_same_weights(tmp_path, trained_at_once,
 
 
 def _category_stages(category: str) -> list[str]:
-    return [f"{stage}@{category}" for stage in ("fetch_data", "train", "reconstruct", "score")]
+    stages = ("fetch_data", "train", "reconstruct", "score", "detector")
+    return [f"{stage}@{category}" for stage in stages]
 
 
 @pytest.mark.slow
@@ -526,6 +554,7 @@ def test_own_images_are_copied_and_versioned_per_category(tmp_path):
         *sorted(fetched),
         "reconstruct@washer",
         "score@washer",
+        "detector@washer",
         "evaluate",
         "plot",
     ]

@@ -34,6 +34,7 @@ NAMES_ONLY = {
         "ddad/data/layout.py": "the folder the pretrained weights go to",
     },
     "train": {"ddad/diffusion/engine.py": "resolve_device"},
+    "detector": {"ddad/evaluation/viz.py": "ddad/detect.py's overlays, which it draws none of"},
     "reconstruct": {  # it asks a map kind only whether it compares with reconstructions
         f"ddad/maps/{module}.py": "what the kinds map with"
         for module in ("sources", "search", "position_gaussian", "scoring", "good_images")

@@ -14,7 +14,7 @@ from ddad.diffusion.models import build_model, save_checkpoint
 from ddad.diffusion.store import ResultStore
 from ddad.errors import DdadError
 from ddad.evaluation import viz
-from ddad.maps.threshold import threshold_from_good, validation_scores
+from ddad.maps.threshold import scores_threshold
 from stages import plot
 
 SIZE = 16
@@ -347,18 +347,42 @@ def test_plot_stage_writes_every_picture_and_removes_stale_ones(tmp_path, monkey
     )
     # colour's hole_002 scores highest but peaks off its mask; its hole_001 is next
     assert titles["plots/example.png"].startswith("colour: test/hole/001 | label 1")
-    # the threshold ddad detect uses: the highest held-out good score, not one fit to test labels
+    # the threshold ddad detect uses, chosen from good scores alone, not one fit to test labels
     assert titles["plots/images/gray/hole_000.png"].endswith(" | detect threshold 0.95")
     # gray's feature maps stored no reconstruction: the sheets drawn got the x0 estimate
     assert panels["plots/images/gray/hole_000.png"][1] == "one-pass x0 estimate (t=7)"
     assert panels["plots/images/colour/hole_000.png"][1] == "reconstruction"
-    assert plot.load_category("gray", params).threshold == threshold_from_good(
-        validation_scores(Path("runs/gray/score/scores.csv"))
+    assert plot.load_category("gray", params).threshold == scores_threshold(
+        Path("runs/gray/score/scores.csv"), 0.01
     )
     for path in [*plot.IMAGES_DIR.rglob("*.png"), *plot.OVERVIEWS_DIR.iterdir()]:
         with Image.open(path) as png:
             png.verify()
         assert path.stat().st_size < 150_000
+
+
+@pytest.mark.parametrize(("rate", "false_alarms"), [(0.01, 0), (0.1, 3)])
+def test_the_overview_frames_the_verdicts_at_the_threshold_the_rate_chooses(
+    tmp_path, monkeypatch, rate, false_alarms
+):
+    """199 good scores, the k-fold ones with 2.0 and 1.5 on top: at a 1 % false-alarm rate the
+    threshold is the second highest, 1.5, and no good test image (peaks under 1) is framed; at
+    10 % it is the 20th, 0.5, and all three are false alarms."""
+    monkeypatch.chdir(tmp_path)
+    make_category(tmp_path, "gray", 1, 0.0, np.random.default_rng(8))
+    csv = Path("runs/gray/score/scores.csv")
+    folds = pd.DataFrame({"split": "good_fold", "score": [0.5] * 195 + [1.5, 2.0]})
+    pd.concat([pd.read_csv(csv), folds]).to_csv(csv, index=False)
+    params = {
+        "reconstruct": {**PLAN_KEYS, "timesteps": 7, "timesteps_per_category": {}},
+        "detect": {"false_alarm_rate": rate},
+    }
+    category = plot.load_category("gray", params)
+    assert category.threshold.good == 199
+    fig = plot.overview(category)
+    framed = [t.get_text() for a in fig.axes for t in a.texts]
+    assert framed == ["FALSE ALARM"] * false_alarms
+    assert fig.get_suptitle().splitlines()[2] == f"the threshold: {category.threshold.describe()}"
 
 
 def test_rejects_without_masks_are_drawn_without_ground_truth(tmp_path, monkeypatch):

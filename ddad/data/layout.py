@@ -39,6 +39,7 @@ _LAYOUT_HINT = "see the layout <category>/train/good, <category>/test/<good|defe
 DATA_DIR = Path("data/images")  # fetch_data@<category> fills data/images/<category>
 PRETRAINED_DIR = Path("models/pretrained")
 TRAINED_DIR = Path("models/trained")
+DETECTORS_DIR = Path("models/detectors")  # detector@<category>: what ddad detect carries
 RUNS_DIR = Path("runs")
 METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")

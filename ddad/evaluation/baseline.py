@@ -26,7 +26,7 @@ from ddad.data.layout import (
 from ddad.diffusion.train import TrainConfig
 from ddad.evaluation.protocol import Protocol, evaluate_maps
 from ddad.maps.scoring import DEFAULT_SCORE, ScoreSettings, finished
-from ddad.maps.threshold import threshold_from_good
+from ddad.maps.threshold import DetectSettings, threshold_at_rate
 from ddad.progress import progress_bar
 
 _EPS = 1e-3  # a quarter of an 8-bit level, so constant pixels do not divide by zero
@@ -74,6 +74,7 @@ def zscore_report(
     train, scored = pixels[: len(fit)], pixels[len(fit) :]
     finals = [finished(amap, score) for amap in zscore_maps(train, scored)]
     good = [value for _, value in finals[: len(held_out)]]
-    threshold = threshold_from_good(good) if good else math.nan  # a single training image
+    rate = DetectSettings().false_alarm_rate
+    threshold = threshold_at_rate(good, rate).value if good else math.nan  # one training image
     maps, scores = zip(*finals[len(held_out) :], strict=True)
     return evaluate_maps(items, scores, maps, protocol, threshold)

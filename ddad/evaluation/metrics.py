@@ -1,5 +1,6 @@
-"""Anomaly detection metrics: image AUROC, pixel AUROC, AUPRO, F1, average precision, and the
-share of defect-free pixels a map lights above the detect threshold.
+"""Anomaly detection metrics: image AUROC, pixel AUROC, AUPRO, F1, average precision, the
+share of defect-free pixels a map lights above the detect threshold, and that threshold's
+false-alarm and miss rates.
 
 Every metric is computed exactly from sorted scores rather than on a threshold grid, so tied
 scores cross a threshold together and no resolution is lost. Conventions throughout: label or
@@ -36,6 +37,8 @@ METRIC_NAMES = (
     "pixel_ap",
     "lit_defective",
     "lit_good",
+    "false_alarm_rate",
+    "miss_rate",
 )
 # the figures a defective image's mask decides: empty where no defective image has one
 DEFECT_PIXEL_METRICS = ("pixel_auc", "aupro", "pixel_ap", "lit_defective")
@@ -150,6 +153,18 @@ def lit_share(masks: ImageStack, maps: ImageStack, threshold: float) -> float:
     return lit / free
 
 
+def wrong_share(labels: ArrayLike, scores: ArrayLike, threshold: float, label: int) -> float:
+    """Share of the images labelled ``label`` that the detect threshold calls wrongly: good ones
+    above it (``label`` 0, the false-alarm rate) or defective ones at or below it (1, the miss
+    rate), as ``ddad.maps.threshold.is_defect`` decides. NaN without such images or threshold."""
+    normal, anomalous = _checked_by_class(labels, scores)
+    chosen = anomalous if label else normal
+    if chosen.size == 0 or math.isnan(threshold):
+        return float("nan")
+    flagged = np.count_nonzero(chosen > threshold)
+    return float((chosen.size - flagged if label else flagged) / chosen.size)
+
+
 def summary(
     labels: ArrayLike,
     scores: ArrayLike,
@@ -163,7 +178,8 @@ def summary(
     The one place a detector's scores and maps become figures, so the pipeline's evaluate stage
     and ``ddad baseline`` report comparable numbers. ``lit_defective`` and ``lit_good`` are
     ``lit_share`` at ``threshold`` (the detect threshold; NaN, the default, when none is known)
-    over the defective and the good images alone, NaN when there are none. A mask of None is an
+    over the defective and the good images alone, NaN when there are none; ``false_alarm_rate``
+    and ``miss_rate`` are ``wrong_share`` at it. A mask of None is an
     image whose ground truth is unknown (a defective image without a mask): the image metrics
     count it, the pixel metrics and lit shares leave it out, NaN when no image is left. Pixel
     metrics are skipped when not asked for (they are the slow ones); unknown names raise
@@ -187,6 +203,8 @@ def summary(
         "lit_good": pixels(
             lambda: _lit_share_of(0, known_labels, known_masks, known_maps, threshold)
         ),
+        "false_alarm_rate": lambda: wrong_share(labels, scores, threshold, 0),
+        "miss_rate": lambda: wrong_share(labels, scores, threshold, 1),
     }
     unknown = [name for name in names if name not in compute]
     if unknown:

@@ -62,13 +62,35 @@ def good_split(paths: Sequence[Path], bank_images: int, reference_images: int) -
     return GoodSplit([paths[i] for i in bank], [paths[i] for i in reference])
 
 
-def training_split(root: Path, meta: dict, settings: ScoreSettings) -> GoodSplit:
-    """The bank and typical-map images of a trained category: its training images under
-    ``root`` except those held out in ``meta`` (the train stage's meta.json, so their scores
-    stay unbiased for the threshold), split by ``good_split``."""
+def fit_images(root: Path, meta: dict) -> list[Path]:
+    """A trained category's training images under ``root`` except those held out in ``meta``
+    (the train stage's meta.json, so their scores stay unbiased for the threshold)."""
     held_out = {root / p for p in meta["validation_images"]}
-    fit = [path for path in train_images(root, meta["category"]) if path not in held_out]
-    return good_split(fit, settings.bank_images, settings.reference_images)
+    return [path for path in train_images(root, meta["category"]) if path not in held_out]
+
+
+def training_split(root: Path, meta: dict, settings: ScoreSettings) -> GoodSplit:
+    """The bank and typical-map images of a trained category: its ``fit_images`` split by
+    ``good_split``."""
+    return good_split(fit_images(root, meta), settings.bank_images, settings.reference_images)
+
+
+def fold_splits(
+    paths: Sequence[Path], folds: int, settings: ScoreSettings
+) -> list[tuple[list[Path], GoodSplit]]:
+    """Each fold of ``paths`` (every ``folds``-th image, so images taken in sequence spread over
+    all folds) with the bank and typical-map split of the other images: scored against a
+    reference they are no part of, the training images give the threshold many more good scores
+    than the held-out ones alone. At most one fold per image; none with fewer than two."""
+    count = min(folds, len(paths))
+    if count < 2:
+        return []
+    split = []
+    for fold in range(count):
+        others = [path for index, path in enumerate(paths) if index % count != fold]
+        reference = good_split(others, settings.bank_images, settings.reference_images)
+        split.append((list(paths[fold::count]), reference))
+    return split
 
 
 def training_good_images(
