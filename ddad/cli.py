@@ -34,7 +34,7 @@ import torch
 
 from ddad import __version__
 from ddad.data.imageio import IMAGE_SUFFIXES, Size, is_image_file, read_image, sides
-from ddad.data.layout import DATA_DIR, DETECTORS_DIR, TRAINED_DIR, list_categories
+from ddad.data.layout import DATA_DIR, DETECTORS_DIR, TRAINED_DIR, list_categories, test_images
 from ddad.detect import (
     CHUNK,
     Detector,
@@ -60,8 +60,10 @@ from ddad.errors import DdadError
 from ddad.evaluation.baseline import zscore_report
 from ddad.maps.good_images import training_split
 from ddad.params import (
+    AUTO,
     PARAMS_FILE,
     detect_settings,
+    input_size,
     parse_params,
     plan_from,
     protocol_from,
@@ -226,7 +228,7 @@ def _bench_subject(args: argparse.Namespace, params: dict[str, Any]) -> dict[str
         model, diffusion, meta = load_trained(model_dir)
         preset, channels, size = meta["preset"], meta["channels"], meta["image_size"]
         category, root = meta.get("category", model_dir.name), DATA_DIR
-        if (root / category / "test").is_dir():
+        if test_images(root, category):
             images = bench.category_images(
                 root, category, args.images, channels, size, **_preprocessing(params)
             )
@@ -239,8 +241,9 @@ def _bench_subject(args: argparse.Namespace, params: dict[str, Any]) -> dict[str
     else:
         preset = args.preset or setting(params, "model.preset", "tiny")
         channels = int(args.channels or 3)
+        configured = setting(params, "data.image_size", AUTO)  # auto: no photographs here, 64
         size = args.image_size or PRESETS[preset].image_size
-        size = size or setting(params, "data.image_size", 64)
+        size = size or (64 if configured == AUTO else configured)
         check_preset(preset, size)
         model = with_random_outputs(build_model(preset, channels, size))
         diffusion = build_diffusion(preset)
@@ -559,20 +562,23 @@ def _baseline(args: argparse.Namespace) -> int:
     if not categories:
         raise DdadError(f"--data: {args.data} holds no categories (folders with train/ or test/)")
     params = _read_params()
-    configured = protocol_from(params)
     protocol = replace(
-        configured,
+        protocol_from(params),
         metrics=("img_auc", "pixel_auc", "aupro", "lit_defective", "lit_good"),
-        image_size=_size(args.image_size) or configured.image_size,
     )
+    given = _size(args.image_size)
+    sized = {c: given or input_size(params, args.data, c).size for c in categories}
     resize = setting(params, "data.resize", "bicubic")
     score = score_settings(params)
     training = train_config(params)
     held_out = (training.val_images, training.seed)
-    found = {c: zscore_report(args.data, c, protocol, resize, score, *held_out) for c in categories}
+    found = {
+        c: zscore_report(args.data, c, replace(protocol, image_size=size), resize, score, *held_out)
+        for c, size in sized.items()
+    }
     halves = ("confirmation", "tuning") if protocol.halves else ("confirmation",)
     width = max(len("category"), *(len(c) for c in categories))
-    size = "x".join(str(side) for side in sides(protocol.image_size))
+    size = ", ".join(sorted({"x".join(map(str, sides(each))) for each in sized.values()}))
     closing = f", maps closed by {score.closing} px" if score.closing else ""
     print(
         f"per-pixel z-score baseline at {size} px (height x width), {args.data}, "
@@ -720,7 +726,7 @@ def _build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="SIDE",
         help="one side (square) or height and width the images are resized to "
-        "(default: data.image_size of params.yaml, else 64)",
+        "(default: data.image_size of params.yaml; auto: chosen from each category's photographs)",
     )
     baseline.set_defaults(handler=_baseline)
     return parser

@@ -5,9 +5,9 @@ and ``ddad bench`` read single keys, possibly outside a project, with the same r
 (``setting``). Either way a bad value is one line naming the key, the value and what is allowed.
 
 Each settings object is built from params here, by one function (``score_settings``,
-``plan_from``, ``train_config``, ``protocol_from``, ``detect_settings``); a key that is absent,
-as outside a project, takes the dataclass's default, the one place defaults live (the shipped
-params.yaml holds the same values, which a test pins).
+``plan_from``, ``train_config``, ``protocol_from``, ``detect_settings``, and a category's
+``input_size``); a key that is absent, as outside a project, takes the dataclass's default, the
+one place defaults live (the shipped params.yaml holds the same values, which a test pins).
 """
 
 from __future__ import annotations
@@ -19,12 +19,19 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
-from ddad.data.imageio import MASK_RESIZE_METHODS, RESIZE_METHODS, sides
-from ddad.data.layout import DATA_DIR, METRICS_DIR, PLOTS_DIR, RUNS_DIR, TRAINED_DIR
+from ddad.data.imageio import MASK_RESIZE_METHODS, RESIZE_METHODS, Size, sides
+from ddad.data.layout import (
+    DATA_DIR,
+    METRICS_DIR,
+    PLOTS_DIR,
+    RUNS_DIR,
+    TRAINED_DIR,
+    dataset_size,
+)
 from ddad.data.mvtec import MVTEC_CATEGORIES
 from ddad.data.preprocess import NORMALIZATIONS
 from ddad.data.synthetic import SYNTHETIC_CATEGORIES
@@ -35,7 +42,7 @@ from ddad.diffusion.train import FLIPS, TrainConfig
 from ddad.errors import DdadError
 from ddad.evaluation.metrics import METRIC_NAMES
 from ddad.evaluation.protocol import RESOLUTIONS, Protocol
-from ddad.maps.backbone import SIDES, STRIDES, fits
+from ddad.maps.backbone import GRANULE, IMAGENET_SIDE, SIDES, SMALLEST, STRIDES, fits
 from ddad.maps.kinds import KINDS
 from ddad.maps.scoring import ERRORS, IMAGE_SCORES, ScoreSettings
 from ddad.maps.search import FEATURE_MODELS
@@ -43,6 +50,7 @@ from ddad.maps.sources import SOURCES
 from ddad.maps.threshold import DetectSettings
 
 PARAMS_FILE = Path("params.yaml")
+AUTO = "auto"
 CATEGORY_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # category names become folder names under runs/
 SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 # what the pipeline's stages write (dvc.yaml's outputs), relative to the repository root
@@ -100,7 +108,7 @@ SCHEMA: dict[str, Any] = {
         "source": _choice("synthetic", "mvtec", "folder"),
         "root": Spec("str"),
         "categories": Spec("list", item=Spec("str"), low=1),
-        "image_size": Spec("size", 8, 4096),
+        "image_size": Spec("size", 8, 4096, auto=True),
         "resize": _choice(*RESIZE_METHODS),
         "mask_resize": _choice(*MASK_RESIZE_METHODS),
         "normalization": _choice(*NORMALIZATIONS),
@@ -365,7 +373,7 @@ def _check_model(params: dict[str, Any]) -> None:
     """The preset's size rule (ddad.diffusion.models.size_needs, which train's check_preset
     applies), the channels its pretrained weights have and their pin."""
     name, data = params["model"]["preset"], params["data"]
-    needs = size_needs(name, data["image_size"])
+    needs = data["image_size"] != AUTO and size_needs(name, data["image_size"])
     if needs:
         raise _fail("data.image_size", data["image_size"], f"{needs} for model.preset {name}")
     if PRESETS[name].pretrained and data["channels"] == "1":
@@ -374,13 +382,15 @@ def _check_model(params: dict[str, Any]) -> None:
 
 
 def _check_train(params: dict[str, Any]) -> None:
-    """The noise-level range and crops the preset's UNet can take."""
+    """The noise-level range and crops the preset's UNet can take (with ``auto``, whose size is
+    not known yet, no crop it cannot)."""
     low, high = params["train"]["t_range"]
     if low > high:
         raise _fail("train.t_range", [low, high], "[low, high] with low <= high")
     name, crop = params["model"]["preset"], params["train"]["crop"]
+    size = params["data"]["image_size"]
     levels = downsampling(name)
-    if crop % levels and crop < min(sides(params["data"]["image_size"])):
+    if crop % levels and (size == AUTO or crop < min(sides(size))):
         raise _fail(
             "train.crop", crop, f"0 (whole images) or a multiple of {levels} (model.preset {name})"
         )
@@ -439,6 +449,43 @@ def setting(params: dict[str, Any], key: str, default: Any) -> Any:
         spec = spec[part] if isinstance(spec, dict) else spec.item
     _check_value(key, node, spec)
     return node
+
+
+class InputSize(NamedTuple):
+    """A category's model input size, and where it came from in words (train's log says it)."""
+
+    size: Size
+    source: str
+
+
+def input_size(params: dict[str, Any], root: Path, category: str) -> InputSize:
+    """The model input of ``category`` (its folder under ``root``): ``data.image_size`` as set or,
+    for ``auto``, the preset's own size, else the size its training photographs ask for (most of
+    them, ``_photograph_size``). train chooses it and records it in meta.json, which the later
+    stages and ``ddad detect`` read, so that all see the images alike."""
+    size = setting(params, "data.image_size", AUTO)
+    if size != AUTO:
+        return InputSize(size, "data.image_size")
+    preset = setting(params, "model.preset", "tiny")
+    if PRESETS[preset].image_size:
+        return InputSize(PRESETS[preset].image_size, f"data.image_size auto: {preset}'s size")
+    height, width = dataset_size(root, category)
+    chosen = _photograph_size(height, width, math.lcm(GRANULE, downsampling(preset)))
+    source = (
+        f"data.image_size auto: the training photographs' {height} x {width}, shape kept, "
+        f"shorter side at most {IMAGENET_SIDE}"
+    )
+    return InputSize(chosen[0] if chosen[0] == chosen[1] else list(chosen), source)
+
+
+def _photograph_size(height: int, width: int, granule: int) -> tuple[int, int]:
+    """A photograph's model input under ``auto``: its shape kept, its shorter side brought down
+    to ImageNet's 224 pixels, the scale the pretrained backbone sees well, or up to the 32 it
+    needs (between the two a photograph keeps its size: 64 stays 64, as the synthetic set is
+    made), each side rounded to a multiple of ``granule``, what the UNet and the backbone take."""
+    shorter = min(height, width)
+    scale = min(max(shorter, SMALLEST), IMAGENET_SIDE) / shorter
+    return tuple(granule * round(side * scale / granule) for side in (height, width))
 
 
 def protocol_from(params: dict[str, Any]) -> Protocol:

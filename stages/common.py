@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ddad.data.imageio import Size
 from ddad.data.layout import TestImage
 from ddad.data.preprocess import model_input, model_mask
 from ddad.diffusion import distributed
@@ -96,6 +97,12 @@ def model_channels(params: dict[str, Any], data_channels: int) -> int:
     if params["model"]["preset"] == "openai-256-uncond":
         return 3
     return data_channels
+
+
+def sized(params: dict[str, Any], size: Size) -> dict[str, Any]:
+    """params with ``size`` for data.image_size: the category's input size that train chose
+    (``auto`` resolved), which every stage reads its images at."""
+    return params | {"data": params["data"] | {"image_size": size}}
 
 
 def load_model_input(path: Path, channels: int, params: dict[str, Any]) -> np.ndarray:

@@ -21,7 +21,8 @@ a figure no image can give is empty (blank in results.csv, null in the JSON file
 whose figures ground truth shaped has a ``note``, one line saying which defective images its
 pixel figures leave out or why they are empty; evaluate prints each one. A mean row with an
 empty figure says that every category's is, so `dvc metrics show`, which leaves a column of
-nulls out, shows why beside it.
+nulls out, shows why beside it. A category of good parts only (no test images yet) has a row of
+empty figures whose note says there is nothing to measure.
 
 results.csv keeps the seed's four columns first (category, category_type, img_auc, pixel_auc).
 metrics.json holds each category (with ``img_auc_se``, the AUROC's standard error at that many
@@ -38,6 +39,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -58,6 +60,7 @@ ROW_FOLDERS = ("type", "category", "kind", "tuning")  # under metrics/, as dvc.y
 NOTE = "note"  # the column and key of the line that says why a row's pixel figures are as they are
 FALLBACK_TYPE = "texture"  # of a category neither data.category_types nor MVTec AD types
 THRESHOLD_COLUMNS = ("threshold", "good_scores")  # the detect threshold, and its good scores' count
+NOTHING_TO_MEASURE = "no test images yet: nothing to measure (ddad detect's threshold is learned)"
 
 
 def category_type(data: dict[str, Any], category: str) -> str:
@@ -90,6 +93,8 @@ def category_metrics(category: str, params: dict[str, Any]) -> dict[str, Any]:
     scores_csv = RUNS_DIR / category / "score" / "scores.csv"
     scores = pd.read_csv(scores_csv)
     chosen = scores_threshold(scores_csv, detect_settings(params).false_alarm_rate)
+    if not (scores["split"] == "test").any():
+        return _nothing_to_measure(params["evaluate"]["metrics"]) | {"threshold": chosen}
     threshold = chosen.value if chosen else float("nan")
     with np.load(RUNS_DIR / category / "score" / "maps.npz") as stored:
         keys, amaps = stored["keys"].astype(str), list(stored["maps"])
@@ -99,7 +104,7 @@ def category_metrics(category: str, params: dict[str, Any]) -> dict[str, Any]:
         [items[key] for key in keys],
         test["score"].to_numpy(),
         amaps,
-        protocol_from(params),
+        replace(protocol_from(params), image_size=amaps[0].shape),  # the size train chose
         threshold,
     )
     said = found["notes"]
@@ -111,6 +116,18 @@ def category_metrics(category: str, params: dict[str, Any]) -> dict[str, Any]:
             kind: figures | _noted(said["defects"].get(kind))
             for kind, figures in found["defects"].items()
         },
+    }
+
+
+def _nothing_to_measure(wanted: list[str]) -> dict[str, Any]:
+    """A category of good parts only (no test images yet): every figure empty, and a note."""
+    empty = {name: float("nan") for name in wanted} | _noted(NOTHING_TO_MEASURE)
+    return {
+        "confirmation": empty | {"img_auc_se": float("nan")},
+        "tuning": empty,
+        "defects": {},
+        "images": {"good": 0, "defective": 0},
+        "roc": ([], []),
     }
 
 
@@ -221,7 +238,7 @@ def _shown(table: pd.DataFrame, index: bool = False) -> str:
 def _small_half_note(category: str, good: int, defective: int) -> list[str]:
     """A line when the confirmation half is too small to tell two settings apart."""
     step = one_image_step(good, defective)
-    if step <= SMALL_HALF_STEP:
+    if step <= SMALL_HALF_STEP or not good + defective:  # no image: the row's note says so
         return []
     return [
         f"note: {category}'s confirmation half holds {good} good and {defective} defective "
@@ -238,8 +255,9 @@ def _write_rows(
     row the network passes per image (``passes``: UNet passes, partial ones too, plus a
     pretrained backbone's; results.csv and metrics.json keep the two apart), one column so that
     `dvc metrics show` fits a terminal."""
-    for folder in ROW_FOLDERS:
+    for folder in ROW_FOLDERS:  # declared outputs, made even when empty (no defect kind yet)
         shutil.rmtree(METRICS_DIR / folder, ignore_errors=True)
+        (METRICS_DIR / folder).mkdir()
     rows = {"mean": report["mean"]}
     rows |= {
         f"type/{k.removeprefix('mean_')}": v for k, v in report.items() if k.startswith("mean_")

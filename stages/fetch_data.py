@@ -6,6 +6,7 @@ archive, downloaded once into data/downloads/ (outside every stage output, so it
 folder copies it from data.root (data/own by default). The copy is the stage's output, which
 DVC versions and may delete; your folder is only read, never an output, so no DVC command can
 remove it. Every fetch_data stage depends on data.root, so an edit there re-runs the copies.
+A category of good parts only (train/good, no test images yet) is fetched as it is.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ddad.data.folders import replace_folder
-from ddad.data.layout import DATA_DIR, train_images, validate_category
+from ddad.data.layout import DATA_DIR, test_images, train_images, validate_category
 from ddad.data.mvtec import MVTEC_PAGE, MVTEC_URL, archive_path, fetch_category
 from ddad.data.synthetic import generate_dataset
 from stages.common import run_stage
@@ -73,7 +74,8 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     category = argv[0]
     how = SOURCES[params["data"]["source"]](params["data"], category)
     count = len(train_images(DATA_DIR, category))
-    print(f"fetch_data@{category}: {count} training images, {how}")
+    said = "" if test_images(DATA_DIR, category) else "; no test images yet: nothing to measure"
+    print(f"fetch_data@{category}: {count} training images, {how}{said}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Per category: overlay sheets of the most telling test images (<category>/<defect>_<stem>.png:
 the highest-scoring good images, i.e. the likeliest false alarms, then defects alternating best
 and worst detected) and plots/overviews/<category>.png of its test images (committed, and a DVC
-image plot, so `dvc plots diff` shows two experiments' maps side by side). Over all categories:
+image plot, so `dvc plots diff` shows two experiments' maps side by side); a category without
+test images yet has its held-out good images drawn instead (val_<stem>.png). Over all categories:
 auroc.png; plots/charts/roc.png and plots/charts/loss.png, the image-level ROC and the training
 loss with a curve per category (committed, and DVC image plots: the only curves `dvc plots`
 shows, as its own charts, drawn by a script from the web, stay blank offline); and
@@ -53,7 +54,7 @@ class Category:
 
     name: str
     store: ResultStore
-    test: pd.DataFrame  # test rows of scores.csv, in maps.npz order
+    rows: pd.DataFrame  # scores.csv's rows of the maps in maps.npz, in its order
     maps: np.ndarray
     masks: np.ndarray
     has_truth: np.ndarray  # False where a defective image has no mask (its mask is all False)
@@ -70,8 +71,10 @@ class Category:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A defective image up for example.png: detected when its map peaks inside its mask."""
+    """An image up for example.png: a defect first, detected when its map peaks inside its
+    mask; with no defect yet, the highest-scoring good image."""
 
+    defective: bool
     peak_inside: bool
     score: float
     category: Category
@@ -93,7 +96,7 @@ def load_category(name: str, params: dict[str, Any]) -> Category:
     with np.load(_require(RUNS_DIR / name / "score" / "maps.npz")) as stored:
         keys, maps, masks = stored["keys"].astype(str), stored["maps"], stored["masks"]
         has_truth = stored["has_truth"]
-    test = scores[scores["split"] == "test"].set_index("key").loc[keys].reset_index()
+    rows = scores.set_index("key").loc[keys].reset_index()
     threshold = scores_threshold(scores_csv, detect_settings(params).false_alarm_rate)
     if threshold is None:
         raise DdadError(f"{scores_csv}: no good images' scores; run `dvc repro score@{name}`")
@@ -104,7 +107,7 @@ def load_category(name: str, params: dict[str, Any]) -> Category:
     else:
         picture_of, picture = partial(_first_reconstruction, store), summary["picture"]
     return Category(
-        name, store, test, maps, masks, has_truth, vmin, vmax, threshold, picture_of, picture
+        name, store, rows, maps, masks, has_truth, vmin, vmax, threshold, picture_of, picture
     )
 
 
@@ -157,7 +160,7 @@ def peak_inside(amap: np.ndarray, mask: np.ndarray) -> bool:
 
 def sheet(category: Category, index: int, prefix: str = "") -> Figure:
     """The overlay sheet of one test image."""
-    row = category.test.iloc[index]
+    row = category.rows.iloc[index]
     image = category.store.load(row["key"], ("image",))["image"]
     title = f"{prefix}{row['key']} | label {int(row['label'])} | score {row['score']:.4g}"
     return viz.overlay_sheet(
@@ -174,11 +177,11 @@ def sheet(category: Category, index: int, prefix: str = "") -> Figure:
 
 
 def overview(category: Category) -> Figure:
-    """Small overlays of the category's test images (spread over at most 48)."""
-    positions = viz.evenly_spaced(range(len(category.test)), viz.OVERVIEW_TILES)
+    """Small overlays of the category's images drawn (spread over at most 48)."""
+    positions = viz.evenly_spaced(range(len(category.rows)), viz.OVERVIEW_TILES)
     tiles = []
     for index in positions:
-        row = category.test.iloc[index]
+        row = category.rows.iloc[index]
         image = display_image(category.store.load(row["key"])["image"])
         amap = category.maps[index]
         threshold = category.threshold.value
@@ -193,9 +196,11 @@ def overview_title(category: Category) -> str:
     """What an overview shows and what its colours mean, in the map's own numbers."""
     unmasked = int(np.count_nonzero(~category.has_truth))
     missing = f" (none: {unmasked} defective without a mask)" if unmasked else ""
+    drawn = f"test images (score under each), ground truth outlined in white{missing}"
+    if not (category.rows["split"] == "test").any():
+        drawn = "held-out good images, no test images yet (score under each)"
     return (
-        f"{category.name}: test images (score under each), ground truth outlined in white"
-        f"{missing}\n"
+        f"{category.name}: {drawn}\n"
         f"colour: none up to the typical good score {category.vmin:.3g}, green at the detect "
         f"threshold {category.threshold.value:.3g}, dark red from {category.vmax:.3g}\n"
         f"the threshold: {category.threshold.describe()}"
@@ -203,22 +208,22 @@ def overview_title(category: Category) -> str:
 
 
 def sheet_path(category: str, key: str) -> Path:
-    """plots/images/<category>/<defect>_<stem>.png for a key test/<defect>/<stem>."""
-    _, defect, stem = key.split("/")
-    return IMAGES_DIR / category / f"{defect}_{stem}.png"
+    """plots/images/<category>/<defect>_<stem>.png for a key test/<defect>/<stem>, and
+    val_<stem>.png for a held-out good image's val/<stem>."""
+    return IMAGES_DIR / category / f"{key.removeprefix('test/').replace('/', '_')}.png"
 
 
 def candidates(category: Category) -> list[Candidate]:
-    """The category's defective images, each with whether its map peaks inside its mask."""
+    """The category's images drawn, each with whether its map peaks inside its mask."""
     return [
         Candidate(
+            bool(row.label),
             peak_inside(category.maps[row.Index], category.masks[row.Index]),
             float(row.score),
             category,
             row.Index,
         )
-        for row in category.test.itertuples()
-        if row.label
+        for row in category.rows.itertuples()
     ]
 
 
@@ -256,15 +261,15 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     pool: list[Candidate] = []
     for name in progress_bar(names, desc="plot", unit="category"):
         category = load_category(name, params)
-        for index in pick_overlays(category.test, count):
-            path = sheet_path(name, category.test.at[index, "key"])
+        for index in pick_overlays(category.rows, count):
+            path = sheet_path(name, category.rows.at[index, "key"])
             viz.save_figure(sheet(category, index), path)
         viz.save_figure(overview(category), OVERVIEWS_DIR / f"{name}.png")
         pool.extend(candidates(category))
     for path, figure in summary_figures(names).items():
         viz.save_figure(figure, path)
     if pool:
-        best = max(pool, key=lambda c: (c.peak_inside, c.score))
+        best = max(pool, key=lambda c: (c.defective, c.peak_inside, c.score))
         figure = sheet(best.category, best.index, prefix=f"{best.category.name}: ")
         viz.save_figure(figure, PLOTS_DIR / "example.png")
     drawn = sum(len(list(folder.rglob("*.png"))) for folder in PICTURE_DIRS)

@@ -6,7 +6,9 @@ ddad.maps.kinds) gets each image stored as the model sees it, with no UNet pass;
 draws the x0 picture of the few it shows.
 
 Per-image results go to runs/<category>/recon/<settings digest>/ as they finish, so a killed run
-resumes where it stopped and a result made with other settings is never reused.
+resumes where it stopped and a result made with other settings is never reused. Images are read
+at the input size train chose (meta.json). A category without test images yet stores its
+held-out good images alone.
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ from ddad.diffusion.reconstruct import picture_title
 from ddad.diffusion.store import ResultStore, settings_digest
 from ddad.maps.kinds import kind_class
 from ddad.params import plan_from
-from stages.common import load_model_input, load_test_mask, run_stage, wall_time, write_json
+from stages.common import (
+    load_model_input,
+    load_test_mask,
+    run_stage,
+    sized,
+    wall_time,
+    write_json,
+)
 
 
 def _input_digest(path: Path, item: TestImage | None) -> str:
@@ -61,6 +70,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     plan = kind.reconstruction_plan(plan_from(params, category))
     trained = TRAINED_DIR / category
     model, diffusion, meta = load_trained(trained) if plan else (None, None, trained_meta(trained))
+    params = sized(params, meta["image_size"])
     data = {k: params["data"][k] for k in ("image_size", "resize", "normalization", "mask_resize")}
     settings = {
         "model": sha256_file(trained / "model.pt") if plan else _input_side(meta),
@@ -129,7 +139,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         return
     if todo:
         print(wall_time(f"reconstruct@{category}", started, len(todo)), file=sys.stderr)
-    costs = [store.load(k, ("nfe",)) for k in tests]
+    costs = [store.load(k, ("nfe",)) for k in tests or vals]  # no test images: the held-out's
     write_json(
         RUNS_DIR / category / "recon" / "summary.json",
         {

@@ -11,7 +11,8 @@ each fold against a reference fitted on the others, for the detect threshold
 (ddad.maps.threshold). Writes runs/<category>/score/scores.csv (one row per test, held-out
 good and k-fold training image: key, split test/validation/good_fold, label, defect, score),
 maps.npz (test maps and ground truth for evaluate and plot; ``has_truth``
-false where a defective image has no mask, and so an all-False one) and summary.json (the UNet
+false where a defective image has no mask, and so an all-False one; a category without test
+images yet has its held-out good images' maps there, for plot) and summary.json (the UNet
 and backbone passes per image the maps took, for evaluate's cost figures; the wall time is
 printed, not stored, so that a re-run writes the same bytes).
 """
@@ -43,7 +44,7 @@ from ddad.maps.good_images import (
 from ddad.maps.kinds import MapInput, MapKind, kind_class
 from ddad.params import detect_settings, score_settings
 from ddad.progress import progress_bar
-from stages.common import load_model_input, run_stage, wall_time, write_json
+from stages.common import load_model_input, run_stage, sized, wall_time, write_json
 
 CHUNK = 4 * BATCH  # stored results in memory at once, whole network batches
 
@@ -61,8 +62,9 @@ def fitted_kind(params: dict[str, Any], category: str) -> tuple[MapKind, list[di
     if not maps.learns_from_good_images:
         return maps, []
     meta = trained_meta(trained)
+    read_as = sized(params, meta["image_size"])
     paths = fit_images(DATA_DIR, meta)
-    inputs = {path: load_model_input(path, meta["channels"], params) for path in paths}
+    inputs = {path: load_model_input(path, meta["channels"], read_as) for path in paths}
     rows = fold_rows(maps, inputs, detect_settings(params).folds)
     split = training_split(DATA_DIR, meta, settings)
     maps.fit(reference(split, inputs), over_batches=distributed.sharded_map)
@@ -102,6 +104,7 @@ def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
     store = ResultStore(recon, summary["digest"])
     kind, rows = fitted_kind(params, category)
     keys = [(split, key) for split in ("test", "validation") for key in summary[split]]
+    drawn = "test" if summary["test"] else "validation"  # whose maps maps.npz keeps
     compared = ("reconstructions",) if kind.compares_reconstructions else ()
     maps, masks = [], []
     leader = distributed.is_leader()
@@ -127,16 +130,22 @@ def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
                     "score": score,
                 }
             )
-            if is_test:
+            if split == drawn:
                 maps.append(amap.astype(np.float32))
-                masks.append(result["mask"])
+                masks.append(result.get("mask", np.zeros(amap.shape, dtype=bool)))
         bar.update(len(chunk))
     bar.close()
     if leader:
         print(wall_time(f"score@{category}", start, len(keys)), file=sys.stderr)
     cost = kind.cost(params["reconstruct"]["ensemble"])
     passes = {"nfe_per_image": cost.unet_passes, "backbone_passes_per_image": cost.backbone_passes}
-    return {"rows": rows, "maps": np.stack(maps), "masks": np.stack(masks), "cost": passes}
+    return {
+        "rows": rows,
+        "drawn": drawn,
+        "maps": np.stack(maps),
+        "masks": np.stack(masks),
+        "cost": passes,
+    }
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
@@ -147,18 +156,19 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     out = RUNS_DIR / category / "score"
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(result["rows"]).to_csv(out / "scores.csv", index=False, float_format="%.8g")
-    keys = [r["key"] for r in result["rows"] if r["split"] == "test"]
-    # which masks are ground truth: a defective image without a mask has all False (plot)
+    keys = [r["key"] for r in result["rows"] if r["split"] == result["drawn"]]
+    # which masks are ground truth: a defective image without a mask has all False (plot); a
+    # held-out good image's, all False, is
     known = {f"test/{item.key}": item.has_truth for item in test_images(DATA_DIR, category)}
     np.savez_compressed(
         out / "maps.npz",
         keys=np.array(keys),
         maps=result["maps"],
         masks=result["masks"],
-        has_truth=np.array([known[key] for key in keys]),
+        has_truth=np.array([known.get(key, True) for key in keys]),
     )
     write_json(out / "summary.json", result["cost"])
-    print(f"score@{category}: {len(keys)} test maps")
+    print(f"score@{category}: {len(keys)} {result['drawn']} maps")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 The held-out images are written into the checkpoint's metadata: reconstruct uses them as good
 validation images (for the detection threshold and the plot scales), never as training data.
+So is the input size, chosen here once (ddad.params.input_size: ``data.image_size: auto`` follows
+the photographs) and said in the log: reconstruct, score and ``ddad detect`` read it there.
 With train.steps 0 the fetched weights pass through untouched. Training runs on ``device``
 (mixed precision on CUDA, ddad.diffusion.train), over every rank of dist with the global batch
 train.batch_size; rank 0 writes the checkpoint.
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ddad.data.imageio import sides
 from ddad.data.layout import (
     DATA_DIR,
     PLOTS_DIR,
@@ -45,8 +48,8 @@ from ddad.diffusion.models import (
     save_checkpoint,
 )
 from ddad.diffusion.train import Resume, train_diffusion, training_fingerprint
-from ddad.params import train_config
-from stages.common import load_model_input, model_channels, run_stage, write_json
+from ddad.params import input_size, train_config
+from stages.common import load_model_input, model_channels, run_stage, sized, write_json
 
 CHECKPOINTS_DIR = Path("models/checkpoints")
 EVERY_S_ENV = "DDAD_CHECKPOINT_SECONDS"
@@ -117,12 +120,17 @@ def _interrupted(argv: list[str]) -> str:
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
     category = argv[0]
+    chosen = input_size(params, DATA_DIR, category)
+    params = sized(params, chosen.size)
     tp, data = params["train"], params["data"]
     channels = model_channels(params, dataset_channels(DATA_DIR, category))
     fit, held_out = split_train_val(train_images(DATA_DIR, category), tp["val_images"], tp["seed"])
     model, pretrained = _starting_model(
         params["model"]["preset"], channels, data["image_size"], tp["seed"]
     )
+    if distributed.is_leader():
+        height, width = sides(chosen.size)
+        print(f"train@{category}: input {height} x {width} px ({chosen.source})")
     checkpoint = _checkpoint(category)
     curve: list[dict[str, float]] = []
     validation_curve: list[dict[str, float]] = []

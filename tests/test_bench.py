@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 from guided_diffusion.gaussian_diffusion import GaussianDiffusion
+from tiny_model import tiny_model_dir
 
-from ddad.cli import main
+from ddad.cli import _bench_subject, main
 from ddad.detect import ScoreSettings
 from ddad.diffusion import passes
 from ddad.diffusion.models import build_diffusion, build_model
@@ -215,3 +217,20 @@ def test_bench_command_writes_the_json_report(
     out = capsys.readouterr().out
     assert "EXTRAPOLATED" in out
     assert "scaling: reconstruct of 2 images" in out and "2 processes" in out
+
+
+@pytest.mark.parametrize("configured, timed", [("auto", 64), (24, 24)])
+def test_bench_times_a_random_preset_at_data_image_size_or_64_for_auto(configured, timed) -> None:
+    """Random images have no photographs for auto to follow."""
+    args = argparse.Namespace(model=None, preset="tiny", channels="1", image_size=None, images=1)
+    subject = _bench_subject(args, {"data": {"image_size": configured}})
+    assert subject["about"]["image_size"] == timed and subject["images"].shape[-1] == timed
+
+
+def test_bench_times_random_images_for_a_model_with_no_test_images_yet(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tiny_model_dir(tmp_path)
+    (tmp_path / "data" / "images" / "toy" / "test" / "good").mkdir(parents=True)  # empty
+    args = argparse.Namespace(model="toy", preset=None, channels=None, image_size=None, images=2)
+    subject = _bench_subject(args, {})
+    assert subject["about"]["image_source"].startswith("random images in [-1, 1] (no test images")

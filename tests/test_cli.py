@@ -445,6 +445,8 @@ def test_baseline_prints_its_metrics_and_lit_shares_per_category(
     assert lines[1].split() == header
     assert lines[2].split()[:3] == ["toy", "confirmation", "1.0000"]
     assert lines[3].split()[:2] == ["toy", "tuning"]
+    code, out, _ = _run(["baseline", "--data", str(tmp_path)], capsys)  # data.image_size: auto
+    assert code == 0 and out.startswith("per-pixel z-score baseline at 32x32 px")  # 20 px, grown
     three = ["baseline", "--data", str(tmp_path), "--image-size", "8", "8", "8"]
     code, _, err = _run(three, capsys)
     assert code == 2 and "give one side or a height and width" in err

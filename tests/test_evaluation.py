@@ -309,3 +309,29 @@ def test_evaluate_reports_the_verdict_rates_at_the_threshold_the_rate_chooses(
     evaluate.main(params | {"detect": {"false_alarm_rate": 0.1}}, [])
     row = pd.read_csv("metrics/results.csv").iloc[0]  # the 20th highest: 0.5 * 171 / 188
     assert row["threshold"] == pytest.approx(0.5 * 171 / 188) and row["miss_rate"] == 0.25
+
+
+def test_good_parts_only_give_a_row_that_says_there_is_nothing_to_measure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No test images yet: every figure empty (null, a blank cell) beside one note, in every
+    output, and no NaN anywhere, so `dvc metrics show` has nothing to surprise anyone with."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "images" / "cat" / "train" / "good").mkdir(parents=True)
+    _scored(tmp_path, held_out=[0.2, 0.7])
+    _evaluated()
+    printed = capsys.readouterr().out
+    assert f"note: cat: {evaluate.NOTHING_TO_MEASURE}\n" in printed
+    assert "confirmation half holds" not in printed
+    table = pd.read_csv("metrics/results.csv")
+    assert table.at[0, "note"] == evaluate.NOTHING_TO_MEASURE
+    assert table[list(METRIC_NAMES)].isna().all(axis=None)
+    row = json.loads(Path("metrics/category/cat.json").read_text())
+    assert row == dict.fromkeys(METRIC_NAMES) | {"passes": 2.0, "note": evaluate.NOTHING_TO_MEASURE}
+    mean = json.loads(Path("metrics/mean.json").read_text())
+    assert mean["note"] == f"{', '.join(METRIC_NAMES)}: empty in every category"
+    written = [
+        p.read_text() for p in [*Path("metrics").rglob("*.json"), *Path("plots").rglob("*.json")]
+    ]
+    assert not any("NaN" in text for text in written)
+    assert json.loads(Path("plots/roc/cat.json").read_text()) == []

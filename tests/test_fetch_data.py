@@ -49,6 +49,15 @@ def test_a_folder_is_copied_and_follows_deletions(workdir, capsys):
     assert sorted(p.name for p in copied.iterdir()) == ["000.png", "002.png"]
 
 
+def test_good_parts_only_are_copied_and_said_to_have_nothing_to_measure(workdir, capsys):
+    write_category(workdir / "mine", "screw")
+    for folder in ("test", "ground_truth"):
+        shutil.rmtree(workdir / "mine/screw" / folder)
+    fetch_data.main(params_with(source="folder", root="mine"), ["screw"])
+    assert capsys.readouterr().out.endswith("; no test images yet: nothing to measure\n")
+    assert sorted(p.name for p in (workdir / "data/images/screw").iterdir()) == ["train"]
+
+
 def test_your_folder_is_only_read(workdir):
     write_category(workdir / "data/own", "screw")
     own = workdir / "data/own"

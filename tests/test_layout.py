@@ -9,6 +9,7 @@ from PIL import Image
 from ddad.data.layout import (
     TestImage,
     dataset_channels,
+    dataset_size,
     list_categories,
     split_train_val,
     test_images,
@@ -166,13 +167,14 @@ def test_validate_needs_train_images(tmp_path):
         validate_category(tmp_path, CAT)
 
 
-def test_validate_needs_test_images(tmp_path):
+def test_good_parts_only_make_a_category_without_test_images(tmp_path):
+    """A factory's first day: train/good alone, then an empty test/ folder, are both valid."""
     category = _category(tmp_path, good=(), defects={})
-    with pytest.raises(DdadError, match=r"test is missing; put defect-free test images"):
-        validate_category(tmp_path, CAT)
+    validate_category(tmp_path, CAT)
+    assert test_images(tmp_path, CAT) == []
     (category / "test" / "good").mkdir(parents=True)
-    with pytest.raises(DdadError, match=r"test holds no test images"):
-        validate_category(tmp_path, CAT)
+    validate_category(tmp_path, CAT)
+    assert test_images(tmp_path, CAT) == []
 
 
 def _truncated(path: Path) -> None:
@@ -244,6 +246,17 @@ def test_split_keeps_at_least_one_training_image():
     assert split_train_val(_paths(3), 0, seed=0) == (_paths(3), [])
     with pytest.raises(ValueError, match="val_count"):
         split_train_val(_paths(3), -1, seed=0)
+
+
+def test_dataset_size_is_the_size_most_training_images_have(tmp_path):
+    """(height, width), from the headers; a tie goes to the first image by name."""
+    good = tmp_path / CAT / "train" / "good"
+    good.mkdir(parents=True)
+    for name, size in [("a.png", (30, 20)), ("b.jpg", (40, 10)), ("c.png", (40, 10))]:
+        Image.new("L", size).save(good / name)
+    assert dataset_size(tmp_path, CAT) == (10, 40)
+    (good / "c.png").unlink()
+    assert dataset_size(tmp_path, CAT) == (20, 30)
 
 
 def test_dataset_channels(tmp_path):

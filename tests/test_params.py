@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from ddad.diffusion.models import check_preset
 from ddad.errors import DdadError
 from ddad.params import (
     ParamsError,
     detect_settings,
+    input_size,
     parse_params,
     plan_from,
     score_settings,
@@ -107,11 +109,11 @@ def test_real_params_are_valid():
         (
             "data.image_size",
             [64],
-            "data.image_size = [64] is not allowed; expected a side in 8..4096 (square) or "
-            "[height, width]",
+            "data.image_size = [64] is not allowed; expected auto or a side in 8..4096 (square) "
+            "or [height, width]",
         ),
         ("data.image_size", [64, 4], "data.image_size[1] = 4 is not allowed"),
-        ("data.image_size", 5000, "expected a side in 8..4096"),
+        ("data.image_size", 5000, "expected auto or a side in 8..4096"),
         ("detect.false_alarm_rate", 0, "expected a number in 0..0.5 (not 0)"),
         ("detect.false_alarm_rate", 0.6, "expected a number in 0..0.5"),
         ("detect.folds", 1, "detect.folds = 1 is not allowed; expected 0 (the held-out images"),
@@ -424,3 +426,34 @@ def test_a_category_override_and_a_flag_pick_the_plans_noise_level() -> None:
     assert plan_from(params, "cable", {"timesteps": 90, "steps": None}).timesteps == 90
     with pytest.raises(DdadError, match="past 999"):
         plan_from({"reconstruct": {"timesteps": 950, "jitter": 0.1}})
+
+
+def _photographs(root: Path, *sizes: tuple[int, int]) -> Path:
+    """A category "part" whose training photographs have these (height, width), blank."""
+    good = root / "part" / "train" / "good"
+    good.mkdir(parents=True)
+    for index, (height, width) in enumerate(sizes):
+        Image.new("L", (width, height)).save(good / f"{index:03d}.png")
+    return root
+
+
+@pytest.mark.parametrize(
+    "sizes, chosen",
+    [
+        ([(64, 64)], 64),  # the synthetic set's: the default run reads it as it always did
+        ([(683, 1024), (1024, 683), (683, 1024)], [224, 336]),  # most: shorter side down to 224
+        ([(100, 150)], [96, 144]),  # a small photograph keeps its size, sides multiples of 16
+        ([(12, 40)], [32, 112]),  # a tiny one grows to the backbone's 32, shape kept
+    ],
+)
+def test_auto_chooses_the_input_size_from_the_photographs(tmp_path, sizes, chosen) -> None:
+    found = input_size(_with("data.image_size", "auto"), _photographs(tmp_path, *sizes), "part")
+    assert found.size == chosen
+    assert found.source.startswith("data.image_size auto: the training photographs'")
+
+
+def test_a_size_set_or_the_presets_own_comes_before_the_photographs(tmp_path) -> None:
+    root = _photographs(tmp_path, (683, 1024))
+    assert input_size(_with("data.image_size", [96, 128]), root, "part").size == [96, 128]
+    openai = _with_all(data__image_size="auto", model__preset="openai-256-uncond")
+    assert input_size(openai, root, "part").size == 256

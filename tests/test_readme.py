@@ -1,17 +1,21 @@
 """The README as a user meets it: its figures are what the committed run measured, and its
 commands, run as written in a clone, keep a user's images and leave the clone clean."""
 
+import json
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from dvc_project import ENV, TINY, make_project, merged, ran_stages, run_in
+from PIL import Image
 
 from ddad.data.synthetic import generate_dataset
+from stages.evaluate import NOTHING_TO_MEASURE
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -101,7 +105,7 @@ def test_own_images_survive_every_readme_command_and_a_failing_run(clone, tmp_pa
     )
     (dataset / "washer").rename(dataset / "my_part")
     copy, run = [
-        line.replace("/path/to/dataset", str(dataset)) for line in commands("Your own images")
+        line.replace("/path/to/dataset", str(dataset)) for line in commands("Your own images")[:2]
     ]
     _bash(clone, copy)
     own = clone / "data" / "own" / "my_part"
@@ -129,6 +133,55 @@ def test_own_images_survive_every_readme_command_and_a_failing_run(clone, tmp_pa
     shutil.rmtree(clone / "data" / "images")
     _bash(clone, "dvc checkout")
     assert _files(own) == kept
+
+
+def _photographs(folder: Path, images: list[Path], size: tuple[int, int]) -> Path:
+    """``images`` as photographs of another (width, height) in ``folder``, named
+    <its folder>_<its name>."""
+    folder.mkdir(parents=True)
+    for path in images:
+        with Image.open(path) as image:
+            image.resize(size).save(folder / f"{path.parent.name}_{path.name}")
+    return folder
+
+
+def test_the_first_day_with_good_parts_only_runs_as_written(tmp_path):
+    """The own-images block, run as written on photographs of good parts alone: `dvc exp run`
+    reads them at a size chosen from them, says there is nothing to measure, draws the held-out
+    images' maps, and `ddad detect` then judges new photographs at the threshold it learned."""
+    project = make_project(tmp_path / "project", {"data": {"image_size": "auto"}})
+    _bash(project, "git add -A && git -c user.name=t -c user.email=t@t commit -qm tiny")
+    stripes = tmp_path / "synthetic" / "stripes"
+    generate_dataset(stripes.parent, ["stripes"], n_train=12, n_test_good=1, n_test_defect=1)
+    dataset = tmp_path / "dataset"
+    _photographs(dataset / "my_part/train/good", sorted(stripes.glob("train/good/*")), (80, 48))
+    new = _photographs(tmp_path / "new_parts", sorted(stripes.glob("test/*/*")), (100, 60))
+    paths = {"/path/to/dataset": str(dataset), "/path/to/new_parts": str(new)}
+    copy, run, detect = [
+        re.sub("|".join(paths), lambda found: paths[found[0]], line)
+        for line in commands("Your own images")
+    ]
+    _bash(project, copy)
+    said = "train@my_part: input 48 x 80 px (data.image_size auto: the training photographs'"
+    assert _bash(project, run).stdout.count(said) == 1
+    meta = json.loads((project / "models" / "trained" / "my_part" / "meta.json").read_text())
+    assert meta["image_size"] == [48, 80]
+    score = project / "runs" / "my_part" / "score"
+    with np.load(score / "maps.npz") as stored:
+        held_out = [f"val/{Path(p).stem}" for p in meta["validation_images"]]
+        assert stored["keys"].tolist() == held_out and stored["maps"].shape[1:] == (48, 80)
+    row = json.loads((project / "metrics" / "category" / "my_part.json").read_text())
+    assert row["note"] == NOTHING_TO_MEASURE and row["img_auc"] is None and row["passes"] == 1.0
+    shown = run_in(project, "dvc", "metrics", "show").stdout
+    assert "empty in every category" in shown and "nan" not in shown.lower()
+    assert (project / "plots" / "overviews" / "my_part.png").is_file()
+    judged = _bash(project, detect.replace("ddad", "python -m ddad.cli", 1)).stdout.splitlines()
+    scores = pd.read_csv(score / "scores.csv")
+    threshold = scores.loc[scores["split"] == "validation", "score"].max()
+    learned = f"threshold {threshold:#.4g} (2 held-out good images' scores in runs/my_part/score"
+    assert judged[0].endswith(f"{learned}/scores.csv)")
+    assert [line.split()[0] in ("OK", "DEFECT") for line in judged[1:-1]] == [True, True]
+    assert all(line.endswith(f"threshold {threshold:#.4g}") for line in judged[1:-1])
 
 
 def transcript(heading: str) -> tuple[str, list[str]]:

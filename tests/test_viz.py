@@ -246,13 +246,16 @@ def test_pick_overlays_top_good_then_defects_alternating_top_and_bottom():
     assert plot.pick_overlays(test, 8) == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
-def make_category(root, name, channels, boost, rng, features=False, masked=True):
+def make_category(root, name, channels, boost, rng, features=False, masked=True, tested=True):
     """A fake reconstruct + score + evaluate output for one category, 6 test and 2 good images.
 
     ``features``: as the feature map leaves it, inputs without reconstructions, and a tiny
     random model whose pictures the plot stage makes. ``masked`` false: rejects without masks,
-    stored as the score stage stores them (all False, ``has_truth`` false)."""
-    keys = [f"test/good/{i:03d}" for i in range(3)] + [f"test/hole/{i:03d}" for i in range(3)]
+    stored as the score stage stores them (all False, ``has_truth`` false). ``tested`` false:
+    good parts only, the held-out good images' maps in maps.npz, as the score stage has them."""
+    held_out = ["val/v0", "val/v1"]
+    tests = [f"test/good/{i:03d}" for i in range(3)] + [f"test/hole/{i:03d}" for i in range(3)]
+    keys = tests if tested else held_out
     if features:
         model_dir = root / "models" / "trained" / name
         save_checkpoint(build_model("tiny", channels, SIZE), model_dir / "model.pt")
@@ -272,12 +275,13 @@ def make_category(root, name, channels, boost, rng, features=False, masked=True)
         store.save(key, image=image, label=np.int64(label), mask=mask, **recon)
         maps.append(amap)
         masks.append(mask)
-        rows.append({"key": key, "split": "test", "label": label, "defect": key.split("/")[1]})
+        split, defect = ("test", key.split("/")[1]) if tested else ("validation", "good")
+        rows.append({"key": key, "split": split, "label": label, "defect": defect})
         rows[-1]["score"] = float(amap.max())
-    for stem in ("v0", "v1"):
-        rows.append({"key": f"val/{stem}", "split": "validation", "label": 0, "defect": "good"})
+    for key in held_out if tested else []:
+        rows.append({"key": key, "split": "validation", "label": 0, "defect": "good"})
         rows[-1]["score"] = 0.95
-    summary = {"digest": store.digest, "test": keys, "validation": ["val/v0", "val/v1"]}
+    summary = {"digest": store.digest, "test": keys if tested else [], "validation": held_out}
     summary["picture"] = None if features else "reconstruction"
     (root / "runs" / name / "recon" / "summary.json").write_text(json.dumps(summary))
     score_dir = root / "runs" / name / "score"
@@ -288,6 +292,7 @@ def make_category(root, name, channels, boost, rng, features=False, masked=True)
         score_dir / "maps.npz", keys=np.array(keys), maps=maps, masks=masks, has_truth=known
     )
     roc = [{"fpr": 0.0, "tpr": 0.0}, {"fpr": 0.0, "tpr": 1.0}, {"fpr": 1.0, "tpr": 1.0}]
+    roc = roc if tested else []
     (root / "plots" / "roc").mkdir(parents=True, exist_ok=True)
     (root / "plots" / "roc" / f"{name}.json").write_text(json.dumps(roc))
     loss = [{"step": 10, "loss": 0.9}, {"step": 20, "loss": 0.2}, {"step": 30, "loss": 0.1}]
@@ -407,6 +412,29 @@ def test_rejects_without_masks_are_drawn_without_ground_truth(tmp_path, monkeypa
     table = pd.DataFrame({"category": ["rejects"], "img_auc": [0.9], "pixel_auc": [np.nan]})
     legend = [t.get_text() for t in viz.auroc_bars(table).axes[0].get_legend().get_texts()]
     assert legend == ["img_auc (mean 0.900)", "pixel_auc (empty)"]
+
+
+def test_good_parts_only_draw_their_held_out_good_images(tmp_path, monkeypatch):
+    """No test images yet: the sheets, the overview and example.png show the held-out good
+    images' maps, and the overview says so."""
+    monkeypatch.chdir(tmp_path)
+    make_category(tmp_path, "first_day", 1, 0.0, np.random.default_rng(7), tested=False)
+    (tmp_path / "metrics").mkdir()
+    pd.DataFrame({"category": ["first_day"], "img_auc": [np.nan]}).to_csv(
+        tmp_path / "metrics" / "results.csv", index=False
+    )
+    params = {
+        "data": {"categories": ["first_day"]},
+        "plot": {"overlays_per_category": 2},
+        "reconstruct": {**PLAN_KEYS, "timesteps": 7, "timesteps_per_category": {}},
+    }
+    plot.main(params, [])
+    sheets = sorted(p.name for p in (plot.IMAGES_DIR / "first_day").iterdir())
+    assert sheets == ["val_v0.png", "val_v1.png"]
+    assert (plot.OVERVIEWS_DIR / "first_day.png").is_file()
+    assert (plot.PLOTS_DIR / "example.png").is_file()
+    title = plot.overview_title(plot.load_category("first_day", params))
+    assert title.startswith("first_day: held-out good images, no test images yet (score under")
 
 
 def test_charts_have_their_size_and_the_same_bytes_every_render(tmp_path, monkeypatch):

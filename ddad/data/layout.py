@@ -5,6 +5,9 @@
     <root>/<category>/test/<defect>/*                          defective test images (label 1)
     <root>/<category>/ground_truth/<defect>/<stem>_mask.png    a defective image's mask, if drawn
 
+Only train/good is needed: a factory starts with good parts alone, so a category without test/
+(or with an empty one) trains and learns its detect threshold, with nothing to measure yet.
+
 The folders are read in place and never written. Masks are paired with images by name, never
 by list order, and may have any image suffix (a .png mask wins if there are several). A
 defective image without a mask counts for the image figures alone (``TestImage.has_truth``);
@@ -15,6 +18,7 @@ silently lose its ground truth. Hidden files (names starting with a dot, such as
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +28,7 @@ import numpy as np
 from ddad.data.imageio import (
     IMAGE_SUFFIXES,
     check_mask_size,
+    display_size,
     is_image_file,
     native_channels,
     readable_size,
@@ -91,11 +96,11 @@ def train_images(root: Path, category: str) -> list[Path]:
 
 def test_images(root: Path, category: str) -> list[TestImage]:
     """Every test image of a category, sorted by (defect, stem); defects paired with their masks
-    where they have one. A mask that pairs with no test image is refused."""
+    where they have one; none without a test/ folder. A mask that pairs with no test image is
+    refused."""
     test_folder = root / category / "test"
     found: list[TestImage] = []
-    test_hint = "put defect-free test images in test/good and defective ones in test/<defect>"
-    for folder in _subfolders(test_folder, test_hint):
+    for folder in _subfolders(test_folder) if test_folder.exists() else []:
         images = _image_files(folder)
         _check_unique_stems(folder, images)
         if folder.name == GOOD:
@@ -114,8 +119,8 @@ def validate_category(root: Path, category: str) -> None:
     """Stop with one line if a category cannot be used: missing folders, no images, a mask
     without an image, a file that does not read or a mask not at its image's size.
 
-    A category without defective test images (or without good ones) is allowed: pixel metrics,
-    and image metrics that need both labels, then come out as nan.
+    A category without test images, or without defective (or good) ones, is allowed: the
+    figures no image can give then come out as nan.
     """
     found = list_categories(root)
     if category not in found:
@@ -123,14 +128,7 @@ def validate_category(root: Path, category: str) -> None:
             f"no category {category!r} under {root} (a category is a folder with train/ or "
             f"test/ inside); found: {', '.join(found) or 'none'}"
         )
-    train = _nonempty_train_images(root, category)
-    tests = test_images(root, category)
-    if not tests:
-        raise DdadError(
-            f"{root / category / 'test'} holds no test images; put defect-free ones in "
-            "test/good and defective ones in test/<defect>"
-        )
-    _check_files(train, tests)
+    _check_files(_nonempty_train_images(root, category), test_images(root, category))
 
 
 def _check_files(train: list[Path], tests: list[TestImage]) -> None:
@@ -165,6 +163,13 @@ def dataset_channels(root: Path, category: str) -> int:
     """1 if every training image is gray-like, else 3 (read from the file headers only)."""
     images = _nonempty_train_images(root, category)
     return 1 if all(native_channels(path) == 1 for path in images) else 3
+
+
+def dataset_size(root: Path, category: str) -> tuple[int, int]:
+    """(height, width) that most training images have (a tie: the first by name), read from the
+    file headers only: the photographs' own size, which ``data.image_size: auto`` follows."""
+    sizes = Counter(display_size(path)[::-1] for path in _nonempty_train_images(root, category))
+    return sizes.most_common(1)[0][0]
 
 
 def _nonempty_train_images(root: Path, category: str) -> list[Path]:
