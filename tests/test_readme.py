@@ -15,6 +15,7 @@ from dvc_project import ENV, TINY, make_project, merged, ran_stages, run_in
 from PIL import Image
 
 from ddad.data.synthetic import generate_dataset
+from ddad.maps.threshold import DetectSettings, scores_threshold
 from stages.evaluate import NOTHING_TO_MEASURE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,13 +176,14 @@ def test_the_first_day_with_good_parts_only_runs_as_written(tmp_path):
     shown = run_in(project, "dvc", "metrics", "show").stdout
     assert "empty in every category" in shown and "nan" not in shown.lower()
     assert (project / "plots" / "overviews" / "my_part.png").is_file()
-    judged = _bash(project, detect.replace("ddad", "python -m ddad.cli", 1)).stdout.splitlines()
-    scores = pd.read_csv(score / "scores.csv")
-    threshold = scores.loc[scores["split"] == "validation", "score"].max()
-    learned = f"threshold {threshold:#.4g} (2 held-out good images' scores in runs/my_part/score"
-    assert judged[0].endswith(f"{learned}/scores.csv)")
-    assert [line.split()[0] in ("OK", "DEFECT") for line in judged[1:-1]] == [True, True]
-    assert all(line.endswith(f"threshold {threshold:#.4g}") for line in judged[1:-1])
+    shown = _bash(project, detect.replace("ddad", "python -m ddad.cli", 1), check=False)
+    judged = shown.stdout.splitlines()
+    threshold = scores_threshold(score / "scores.csv", DetectSettings().false_alarm_rate).value
+    assert judged[0].startswith(f"model models/detectors/my_part: threshold {threshold:#.4g} (")
+    verdicts = [line.split()[0] for line in judged[2:-1]]
+    assert len(verdicts) == 2 and set(verdicts) <= {"OK", "DEFECT"}
+    assert shown.returncode == int("DEFECT" in verdicts), shown.stderr
+    assert all(line.endswith(f"threshold {threshold:#.4g}") for line in judged[2:-1])
 
 
 def transcript(heading: str) -> tuple[str, list[str]]:
