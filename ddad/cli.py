@@ -199,11 +199,13 @@ def _device(params: dict[str, Any], flag: str | None) -> torch.device:
 
 
 def resolve_model_dir(
-    value: str, trained_dir: Path = TRAINED_DIR, detectors_dir: Path = DETECTORS_DIR
+    value: str, trained_dir: Path = TRAINED_DIR, detectors_dir: Path | None = DETECTORS_DIR
 ) -> Path:
     """``--model``: a folder holding meta.json (a carried detector or a trained model), or a
-    category name: its carried detector under models/detectors, else its trained model."""
-    for candidate in (Path(value), detectors_dir / value, trained_dir / value):
+    category name: its carried detector under ``detectors_dir`` (None: not looked for), else
+    its trained model."""
+    carried = [detectors_dir / value] if detectors_dir else []
+    for candidate in (Path(value), *carried, trained_dir / value):
         if (candidate / "meta.json").is_file():
             return candidate
     known = sorted(p.name for p in trained_dir.glob("*") if (p / "meta.json").is_file())
@@ -224,7 +226,7 @@ def _bench_subject(args: argparse.Namespace, params: dict[str, Any]) -> dict[str
     if args.model:
         if args.channels or args.image_size:
             raise DdadError("--channels/--image-size: not used with --model (meta.json fixes them)")
-        model_dir = resolve_model_dir(args.model)
+        model_dir = resolve_model_dir(args.model, detectors_dir=None)  # the seed needs the UNet
         model, diffusion, meta = load_trained(model_dir)
         preset, channels, size = meta["preset"], meta["channels"], meta["image_size"]
         category, root = meta.get("category", model_dir.name), DATA_DIR
