@@ -1,4 +1,5 @@
-"""What every stage shares: the folder conventions and the error wrapper."""
+"""What every stage shares: the error wrapper and launcher, images read as params.yaml says,
+and atomic JSON; the folders themselves are named in ddad.data.layout."""
 
 from __future__ import annotations
 

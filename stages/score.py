@@ -35,10 +35,9 @@ from ddad.diffusion.models import load_trained, trained_meta
 from ddad.diffusion.store import ResultStore
 from ddad.maps.good_images import (
     BATCH,
-    GoodImages,
-    GoodSplit,
     fit_images,
     fold_splits,
+    split_images,
     training_split,
 )
 from ddad.maps.kinds import MapInput, MapKind, kind_class
@@ -67,13 +66,8 @@ def fitted_kind(params: dict[str, Any], category: str) -> tuple[MapKind, list[di
     inputs = {path: load_model_input(path, meta["channels"], read_as) for path in paths}
     rows = fold_rows(maps, inputs, detect_settings(params).folds)
     split = training_split(DATA_DIR, meta, settings)
-    maps.fit(reference(split, inputs), over_batches=distributed.sharded_map)
+    maps.fit(split_images(split, inputs.__getitem__), over_batches=distributed.sharded_map)
     return maps, rows
-
-
-def reference(split: GoodSplit, inputs: dict[Path, np.ndarray]) -> GoodImages:
-    """The bank and typical-map images of ``split``, as the model sees them."""
-    return GoodImages([inputs[p] for p in split.bank], [inputs[p] for p in split.reference])
 
 
 def fold_rows(kind: MapKind, inputs: dict[Path, np.ndarray], folds: int) -> list[dict[str, Any]]:
@@ -83,7 +77,7 @@ def fold_rows(kind: MapKind, inputs: dict[Path, np.ndarray], folds: int) -> list
     reference that holds it. Leaves ``kind`` fitted on the last fold's reference."""
     rows = []
     for scored, split in fold_splits(list(inputs), folds, kind.settings):
-        kind.fit(reference(split, inputs), over_batches=distributed.sharded_map)
+        kind.fit(split_images(split, inputs.__getitem__), over_batches=distributed.sharded_map)
         raws = kind.raw_maps(
             [MapInput(inputs[p]) for p in scored], over_batches=distributed.sharded_map
         )

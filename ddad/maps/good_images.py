@@ -93,13 +93,17 @@ def fold_splits(
     return split
 
 
+def split_images(split: GoodSplit, load: Callable[[Path], np.ndarray]) -> GoodImages:
+    """The bank and typical-map images of ``split``, each read by ``load`` (a path to the
+    model's [C, H, W] input)."""
+    return GoodImages([load(p) for p in split.bank], [load(p) for p in split.reference])
+
+
 def training_good_images(
     root: Path, meta: dict, settings: ScoreSettings, load: Callable[[Path], np.ndarray]
 ) -> GoodImages:
-    """The ``training_split`` images of a trained category, each read by ``load`` (a path to
-    the model's [C, H, W] input)."""
-    split = training_split(root, meta, settings)
-    return GoodImages([load(p) for p in split.bank], [load(p) for p in split.reference])
+    """The ``training_split`` images of a trained category, read by ``load``."""
+    return split_images(training_split(root, meta, settings), load)
 
 
 def typical_map(maps: Sequence[np.ndarray]) -> np.ndarray:
