@@ -3,6 +3,7 @@ registered from outside runs through the score stage and ``Detector`` untouched.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -164,3 +165,23 @@ def test_a_registered_kind_runs_through_the_detector(
     good, spot = detector.score([test / "good" / "0.png", test / "spot" / "0.png"])
     assert (good.verdict, spot.verdict) == ("OK", "DEFECT")
     assert spot.reconstruction is None  # the kind reads the input alone
+
+
+def test_stored_inputs_outlive_a_retraining_that_keeps_channels_and_held_out_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kind that reads the input alone stores inputs that depend on meta.json's channels and
+    held-out images only: new training figures keep the store; other held-out images do not."""
+    params = _project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    summary = Path("runs/toy/recon/summary.json")
+    meta_path = Path("models/trained/toy/meta.json")
+
+    def digest_after(change: dict) -> str:
+        meta_path.write_text(json.dumps(json.loads(meta_path.read_text()) | change))
+        reconstruct.main(params, ["toy"])
+        return json.loads(summary.read_text())["digest"]
+
+    first = digest_after({})
+    assert digest_after({"trained_steps": 250, "validation_loss": 0.01}) == first
+    assert digest_after({"validation_images": ["toy/train/good/2.png"]}) != first
