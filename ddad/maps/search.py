@@ -201,8 +201,8 @@ def search_for(features: list[torch.Tensor], settings: ScoreSettings) -> Search:
     Gaussians of the maps, fitted batch by batch, for ``feature_model: gaussian``.
 
     The list is emptied once the bank holds its contents: a large model's batches and bank
-    would otherwise fill memory twice, and three times while the bank is whitened (3.7 GB
-    each for the ball screws' 236 images at 256 x 640).
+    would otherwise fill memory twice, and three times while the bank is whitened (gigabytes
+    each for a few hundred photographs at 256 x 640).
     """
     if settings.feature_model == "gaussian":
         gaussian = fit_position_gaussian(features)
