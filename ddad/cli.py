@@ -62,6 +62,7 @@ from ddad.maps.good_images import training_split
 from ddad.params import (
     AUTO,
     PARAMS_FILE,
+    denoiser_settings,
     detect_settings,
     input_size,
     parse_params,
@@ -272,7 +273,12 @@ def _bench(args: argparse.Namespace) -> int:
     device = _device(params, args.device)
     subject = _bench_subject(args, params)
     work = bench.Workload(subject["model"], subject["diffusion"], subject["images"], device)
-    procedure = bench.Procedure(plan, _batch_size(params, args.batch_size), subject["score"])
+    procedure = bench.Procedure(
+        plan,
+        _batch_size(params, args.batch_size),
+        subject["score"],
+        denoiser_settings(params).shape,
+    )
     report = bench.benchmark(work, procedure, seed_share=args.seed_share)
     report |= subject["about"]
     precisions = ("float32", *args.precisions) if args.precisions else None

@@ -32,15 +32,16 @@ from PIL import Image
 
 from ddad import __version__
 from ddad.data.imageio import native_channels, read_image
-from ddad.data.layout import DATA_DIR, GROUND_TRUTH, MASK_SUFFIX, RUNS_DIR
+from ddad.data.layout import DATA_DIR, DENOISERS_DIR, GROUND_TRUTH, MASK_SUFFIX, RUNS_DIR
 from ddad.data.preprocess import display_image, model_input
 from ddad.diffusion.engine import Reconstruction, prepare_model, resolve_device, run
 from ddad.diffusion.models import load_trained, trained_meta
 from ddad.diffusion.reconstruct import Plan
 from ddad.errors import DdadError
 from ddad.evaluation.viz import labelled, photo_overlay, threshold_scale
+from ddad.maps.denoiser import DENOISER_FILE, TrainedDenoiser
 from ddad.maps.good_images import BATCH, GoodImages, training_good_images
-from ddad.maps.kinds import MapInput, map_kind
+from ddad.maps.kinds import MapInput, kind_class, map_kind
 from ddad.maps.scoring import DEFAULT_SCORE, ScoreSettings
 from ddad.maps.threshold import (
     DetectSettings,
@@ -141,6 +142,7 @@ class Detector:
         device: str | torch.device = "auto",
         batch_size: int | str = 64,
         seed: int = 0,
+        denoiser: Path | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.model = None if model is None else prepare_model(model, self.device)
@@ -149,7 +151,9 @@ class Detector:
         self.image_size = image_size
         self.plan = plan or Plan()
         self.settings = score or ScoreSettings()
-        self.kind = map_kind(self.settings, self.device, self.model)
+        self.denoiser = denoiser  # the feature denoiser's file, for a kind that reads it
+        loaded = TrainedDenoiser.load(denoiser) if denoiser else None
+        self.kind = map_kind(self.settings, self.device, self.model, loaded)
         self.resize = resize
         self.normalization = normalization
         self.batch_size = batch_size
@@ -181,12 +185,14 @@ class Detector:
         seed: int | None = None,
         runs_dir: Path = RUNS_DIR,
         data_root: Path = DATA_DIR,
+        denoisers_dir: Path = DENOISERS_DIR,
     ) -> Detector:
         """A detector for a carried folder (``save``'s, e.g. models/detectors/<category>/: its
         own settings, reference and good scores, nothing read around it) or for a project's
         trained model (models/trained/<category>/: the settings given, else the defaults; a map
         kind that learns from good images learns from the training images under ``data_root``,
-        as the score stage does).
+        as the score stage does, and one that reads the feature denoiser reads the category's
+        under ``denoisers_dir``).
 
         The threshold is, in order: ``threshold`` as given; chosen from ``good_images``' scores;
         from the carried good scores; from the good images' scores in
@@ -202,7 +208,9 @@ class Detector:
         if is_carried(folder):
             detector = cls._unpacked(folder, given, device=device, batch_size=batch_size)
         else:
-            detector = cls._trained(folder, given, Path(data_root), device, batch_size)
+            detector = cls._trained(
+                folder, given, Path(data_root), Path(denoisers_dir), device, batch_size
+            )
         detector.false_alarm_rate = false_alarm_rate or detector.false_alarm_rate
         if threshold is not None:
             detector.threshold, detector.threshold_source = float(threshold), "given"
@@ -220,11 +228,14 @@ class Detector:
         folder: Path,
         given: dict[str, Any],
         root: Path,
+        denoisers: Path,
         device: str | torch.device,
         batch_size: int | str,
     ) -> Detector:
         """A project's trained model with the ``given`` settings, fitted on its training images."""
         model, diffusion, meta = load_trained(folder)
+        settings = given.get("score", ScoreSettings())
+        reads_denoiser = kind_class(settings.map).needs_denoiser(settings)
         detector = cls(
             model,
             diffusion,
@@ -232,6 +243,7 @@ class Detector:
             image_size=meta["image_size"],
             device=device,
             batch_size=batch_size,
+            denoiser=denoisers / meta["category"] / DENOISER_FILE if reads_denoiser else None,
             **given,
         )
         detector.meta, detector.weights = meta, folder / WEIGHTS_FILE
@@ -273,6 +285,7 @@ class Detector:
             seed=settings["seed"],
             device=device,
             batch_size=batch_size,
+            denoiser=folder / carried["denoiser"] if carried.get("denoiser") else None,
         )
         detector.meta, detector.weights = meta, weights
         detector.settings_source = str(folder / CARRIED_FILE)
@@ -287,9 +300,9 @@ class Detector:
     def save(self, folder: Path) -> None:
         """Write everything ``load`` needs into ``folder``, so that it runs from there alone:
         meta.json, detector.json (the settings, the threshold and how it was chosen, the good
-        scores), the good images the map learnt from (good_images.npz) and the UNet's weights
-        when the map or its reconstructions need them (a hard link to the loaded file where
-        the file system allows)."""
+        scores), the good images the map learnt from (good_images.npz), the UNet's weights
+        when the map or its reconstructions need them and the feature denoiser when the map
+        reads it (hard links to the loaded files where the file system allows)."""
         if self.chosen is None or not self.meta:
             raise DdadError(
                 "save: needs a detector loaded from a trained model, its threshold chosen from "
@@ -300,6 +313,8 @@ class Detector:
         needs_unet = self.kind.reconstruction_plan(self.plan) or self.kind.needs_unet(self.settings)
         if needs_unet:
             _link_or_copy(self.weights, folder / WEIGHTS_FILE)
+        if self.denoiser:
+            _link_or_copy(self.denoiser, folder / DENOISER_FILE)
         if self.good is not None:
             np.savez_compressed(
                 folder / GOOD_FILE,
@@ -321,6 +336,7 @@ class Detector:
             "good_scores": self.good_scores.tolist(),
             "reference": GOOD_FILE if self.good is not None else None,
             "weights": WEIGHTS_FILE if needs_unet else None,
+            "denoiser": DENOISER_FILE if self.denoiser else None,
         }
         (folder / CARRIED_FILE).write_text(json.dumps(carried, indent=2) + "\n")
 

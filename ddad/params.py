@@ -36,17 +36,20 @@ from ddad.data.mvtec import MVTEC_CATEGORIES
 from ddad.data.preprocess import NORMALIZATIONS
 from ddad.data.synthetic import SYNTHETIC_CATEGORIES
 from ddad.diffusion.engine import DEVICES
+from ddad.diffusion.feature_denoiser import GROUPS
 from ddad.diffusion.models import PRESETS, downsampling, size_needs
 from ddad.diffusion.reconstruct import SAMPLERS, Plan, highest_timestep
 from ddad.diffusion.train import FLIPS, TrainConfig
 from ddad.errors import DdadError
 from ddad.evaluation.metrics import METRIC_NAMES
 from ddad.evaluation.protocol import RESOLUTIONS, Protocol
-from ddad.maps.backbone import GRANULE, IMAGENET_SIDE, SIDES, SMALLEST, STRIDES, fits
+from ddad.maps.backbone import BACKBONES, GRANULE, IMAGENET_SIDE, SIDES, SMALLEST, STRIDES, fits
+from ddad.maps.denoiser import DenoiserSettings
 from ddad.maps.kinds import KINDS
+from ddad.maps.kinds.fused import FUSABLE, FUSIONS, fusable
 from ddad.maps.scoring import ERRORS, IMAGE_SCORES, ScoreSettings
 from ddad.maps.search import FEATURE_MODELS
-from ddad.maps.sources import SOURCES
+from ddad.maps.sources import SOURCES, reads_unet
 from ddad.maps.threshold import DetectSettings
 
 PARAMS_FILE = Path("params.yaml")
@@ -167,6 +170,22 @@ SCHEMA: dict[str, Any] = {
         "feature_model": _choice(*FEATURE_MODELS),
         "closing": Spec("int", 0),
         "divide_map": Spec("bool"),
+        "inversion_steps": Spec("int", 1, 999),
+        "feature_t": Spec("int", 1, 999),
+        "feature_steps": Spec("int", 1, 999),
+        "feature_conditioning": Spec("float", 0, 1),
+        "fused_maps": Spec("list", item=Spec("str", choices=KINDS.keys()), low=1),
+        "fusion": _choice(*FUSIONS),
+    },
+    "denoiser": {
+        "steps": Spec("int", 1),
+        "batch_size": Spec("int", 1),
+        "lr": Spec("float", 0, above=True),
+        "ema": Spec("float", 0, 1),
+        "crop": Spec("int", 0),
+        "width": Spec("int", GROUPS),
+        "blocks": Spec("int", 1),
+        "seed": Spec("int", 0),
     },
     "evaluate": {
         "metrics": Spec("list", item=_choice(*METRIC_NAMES), low=1),
@@ -307,6 +326,7 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
     _check_model(params)
     _check_train(params)
     _check_score(params["score"])
+    _check_denoiser(params["denoiser"])
     _check_folds(params["detect"]["folds"])
     _check_dist(params)
     return params
@@ -411,6 +431,31 @@ def _check_score(score: dict[str, Any]) -> None:
         raise _fail("score.backbone_strides", strides, f"distinct numbers of {list(STRIDES)}")
     if score["backbone_pooling"] % 2 == 0:  # an even window has no centre cell
         raise _fail("score.backbone_pooling", score["backbone_pooling"], "an odd number in 1..9")
+    _check_fusion(score)
+
+
+def _check_fusion(score: dict[str, Any]) -> None:
+    """A fused map fuses kinds that read the input alone, no step of a feature reconstruction
+    lies below t = 0, and the feature denoiser reads a pretrained backbone's features."""
+    for name in score["fused_maps"]:
+        if not fusable(name):
+            raise _fail("score.fused_maps", score["fused_maps"], f"kinds of {', '.join(FUSABLE)}")
+    settings = score_settings({"score": score})
+    if KINDS[score["map"]].needs_denoiser(settings) and reads_unet(settings):
+        raise _fail(
+            "score.backbone",
+            score["backbone"],
+            f"a pretrained backbone ({', '.join(BACKBONES)}): "
+            f"the feature denoiser of score.map {score['map']} reads its features",
+        )
+    if score["feature_steps"] > score["feature_t"] + 1:
+        raise _fail("score.feature_steps", score["feature_steps"], f"1..{score['feature_t'] + 1}")
+
+
+def _check_denoiser(denoiser: dict[str, Any]) -> None:
+    """Group normalisation splits the width into equal groups."""
+    if denoiser["width"] % GROUPS:
+        raise _fail("denoiser.width", denoiser["width"], f"a multiple of {GROUPS}")
 
 
 def _check_folds(folds: int) -> None:
@@ -520,6 +565,11 @@ def score_settings(params: dict[str, Any]) -> ScoreSettings:
 def detect_settings(params: dict[str, Any]) -> DetectSettings:
     """How the detect threshold is chosen: params' ``detect`` section over the defaults."""
     return DetectSettings(**_fields(params, "detect", DetectSettings()))
+
+
+def denoiser_settings(params: dict[str, Any]) -> DenoiserSettings:
+    """The feature denoiser's size and training: params' ``denoiser`` section over the defaults."""
+    return DenoiserSettings(**_fields(params, "denoiser", DenoiserSettings()))
 
 
 def train_config(params: dict[str, Any]) -> TrainConfig:

@@ -55,7 +55,8 @@ from stages.common import run_stage, write_json
 
 SEED_COLUMNS = ["category", "category_type", "img_auc", "pixel_auc"]
 SMALL_HALF_STEP = 0.1  # a half with fewer than 10 good or 10 defective images gets a note
-COSTS = ("nfe_per_image", "backbone_passes_per_image")  # UNet and backbone passes per image
+# UNet, backbone and feature-denoiser passes per image
+COSTS = ("nfe_per_image", "backbone_passes_per_image", "denoiser_passes_per_image")
 ROW_FOLDERS = ("type", "category", "kind", "tuning")  # under metrics/, as dvc.yaml lists them
 NOTE = "note"  # the column and key of the line that says why a row's pixel figures are as they are
 FALLBACK_TYPE = "texture"  # of a category neither data.category_types nor MVTec AD types
@@ -159,6 +160,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
             notes.append(f"threshold of {category}: {chosen.value:#.4g}, {chosen.describe()}")
         row["nfe_per_image"] = recon["nfe_per_image"] + score["nfe_per_image"]
         row["backbone_passes_per_image"] = score["backbone_passes_per_image"]
+        row["denoiser_passes_per_image"] = score["denoiser_passes_per_image"]
         rows.append(row)
         write_json(
             PLOTS_DIR / "roc" / f"{category}.json",

@@ -28,11 +28,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ddad.data.layout import DATA_DIR, RUNS_DIR, TRAINED_DIR, test_images
+from ddad.data.layout import DATA_DIR, DENOISERS_DIR, RUNS_DIR, TRAINED_DIR, test_images
 from ddad.diffusion import distributed
 from ddad.diffusion.engine import prepare_model, resolve_device
 from ddad.diffusion.models import load_trained, trained_meta
 from ddad.diffusion.store import ResultStore
+from ddad.maps.denoiser import DENOISER_FILE, TrainedDenoiser
 from ddad.maps.good_images import (
     BATCH,
     fit_images,
@@ -51,13 +52,17 @@ CHUNK = 4 * BATCH  # stored results in memory at once, whole network batches
 def fitted_kind(params: dict[str, Any], category: str) -> tuple[MapKind, list[dict[str, Any]]]:
     """The map kind of params' ``score`` section on params' device, having learnt from the
     category's good training images when it does, and the rows of those images' own scores
-    (``fold_rows``); the trained UNet loaded only if the kind reads it."""
+    (``fold_rows``); the trained UNet and the feature denoiser loaded only if the kind reads
+    them."""
     settings = score_settings(params)
     device = resolve_device(params["device"])
     trained = TRAINED_DIR / category
     kind = kind_class(settings.map)
     unet = prepare_model(load_trained(trained)[0], device) if kind.needs_unet(settings) else None
-    maps = kind(settings, device, unet)
+    denoiser = None
+    if kind.needs_denoiser(settings):
+        denoiser = TrainedDenoiser.load(DENOISERS_DIR / category / DENOISER_FILE)
+    maps = kind(settings, device, unet, denoiser)
     if not maps.learns_from_good_images:
         return maps, []
     meta = trained_meta(trained)
@@ -132,7 +137,11 @@ def category_maps(params: dict[str, Any], category: str) -> dict[str, Any]:
     if leader:
         print(wall_time(f"score@{category}", start, len(keys)), file=sys.stderr)
     cost = kind.cost(params["reconstruct"]["ensemble"])
-    passes = {"nfe_per_image": cost.unet_passes, "backbone_passes_per_image": cost.backbone_passes}
+    passes = {
+        "nfe_per_image": cost.unet_passes,
+        "backbone_passes_per_image": cost.backbone_passes,
+        "denoiser_passes_per_image": cost.denoiser_passes,
+    }
     return {
         "rows": rows,
         "drawn": drawn,

@@ -8,10 +8,8 @@ With train.steps 0 the fetched weights pass through untouched. Training runs on 
 (mixed precision on CUDA, ddad.diffusion.train), over every rank of dist with the global batch
 train.batch_size; rank 0 writes the checkpoint.
 
-Training saves its state to models/checkpoints/<category>/state.pt (outside the stage's output,
-which DVC removes before the stage runs) every minute or so and when Ctrl-C stops it, and the
-next run of the same training goes on from there to the same weights; the file goes once the
-model is saved. DDAD_CHECKPOINT_SECONDS sets the minimum interval (tests shorten it).
+Training saves its state to models/checkpoints/<category>/state.pt every minute or so and when
+Ctrl-C stops it, and the next run of the same training goes on from there (stages.resume).
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +41,12 @@ from ddad.diffusion.models import (
     build_model,
     load_weights,
     read_checkpoint,
-    save_atomically,
     save_checkpoint,
 )
-from ddad.diffusion.train import Resume, train_diffusion, training_fingerprint
+from ddad.diffusion.train import train_diffusion, training_fingerprint
 from ddad.params import input_size, train_config
 from stages.common import load_model_input, model_channels, run_stage, sized, write_json
-
-CHECKPOINTS_DIR = Path("models/checkpoints")
-EVERY_S_ENV = "DDAD_CHECKPOINT_SECONDS"
+from stages.resume import checkpoint_path, interrupted_training, resume_from
 
 
 def _starting_model(
@@ -73,49 +67,11 @@ def _stack(paths: list[Path], channels: int, params: dict[str, Any]) -> torch.Te
     return torch.from_numpy(np.stack([load_model_input(p, channels, params) for p in paths]))
 
 
-def _checkpoint(category: str) -> Path:
-    return CHECKPOINTS_DIR / category / "state.pt"
-
-
-def _resumable(path: Path, fingerprint: str, category: str) -> dict[str, Any] | None:
-    """The state this very training saved, or None: a missing file, or (said in one line and
-    removed, so no message points at it) an unreadable one or another training's."""
-    if not path.is_file():
-        return None
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        why = "" if saved["fingerprint"] == fingerprint else "made by another training"
-    except Exception as exc:  # torch raises many types for a bad file
-        why = f"unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-    if not why:
-        return saved["state"]
-    if distributed.is_leader():
-        print(f"train@{category}: starting at step 0, not from {path}: {why}", file=sys.stderr)
-        path.unlink(missing_ok=True)
-    return None
-
-
-def _saver(path: Path, fingerprint: str) -> Callable[[dict[str, Any]], None]:
-    """Write a training state atomically: a kill while writing leaves the previous one."""
-
-    def save(state: dict[str, Any]) -> None:
-        save_atomically({"fingerprint": fingerprint, "state": state}, path)
-
-    return save
-
-
 def _interrupted(argv: list[str]) -> str:
-    """Where the next run goes on from, and how to get the last committed model back (DVC
-    removed it before training started)."""
     category = argv[0]
-    path = _checkpoint(category)
-    try:
-        step = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["state"]["step"]
-        then = f"the next `dvc repro` resumes from step {step}, saved in {path}"
-    except Exception:  # no checkpoint, or one no run can resume
-        then = "no training state was saved yet: the next `dvc repro` trains from step 0"
-    back = f"`dvc checkout {TRAINED_DIR / category}`"
-    return f"train@{category}: {then}; the last committed model comes back with {back}"
+    return interrupted_training(
+        f"train@{category}", checkpoint_path(category), TRAINED_DIR / category
+    )
 
 
 def main(params: dict[str, Any], argv: list[str]) -> None:
@@ -131,7 +87,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
     if distributed.is_leader():
         height, width = sides(chosen.size)
         print(f"train@{category}: input {height} x {width} px ({chosen.source})")
-    checkpoint = _checkpoint(category)
+    checkpoint = checkpoint_path(category)
     curve: list[dict[str, float]] = []
     validation_curve: list[dict[str, float]] = []
     if tp["steps"]:
@@ -141,7 +97,8 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
         device = resolve_device(params["device"])
         ranks = distributed.world_size()
         fingerprint = training_fingerprint(model, images, validation, config, device, ranks)
-        state = _resumable(checkpoint, fingerprint, category)
+        resume = resume_from(checkpoint, fingerprint, f"train@{category}")
+        state = resume.state
         if distributed.is_leader():
             steps = tp["steps"]
             print(f"train@{category}: {len(fit)} images, {len(held_out)} held out, {steps} steps")
@@ -150,8 +107,6 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
                     f"train@{category}: resuming at step {state['step']} of {steps} from "
                     f"{checkpoint.parent}"
                 )
-        every_s = float(os.environ.get(EVERY_S_ENV, "60"))
-        save = _saver(checkpoint, fingerprint) if distributed.is_leader() else None
         model, log = train_diffusion(
             model,
             build_diffusion(params["model"]["preset"]),
@@ -160,7 +115,7 @@ def main(params: dict[str, Any], argv: list[str]) -> None:
             validation,
             device=device,
             progress=distributed.is_leader(),
-            resume=Resume(state, save, every_s),
+            resume=resume,
         )
         curve = [{"step": s, "loss": v} for s, v in log.train]
         validation_curve = [{"step": s, "loss": v} for s, v in log.validation]

@@ -199,7 +199,9 @@ def _scored(root: Path, held_out: list[float]) -> None:
     score.mkdir(parents=True)
     (root / "runs" / "cat" / "recon").mkdir()
     (root / "runs" / "cat" / "recon" / "summary.json").write_text('{"nfe_per_image": 1.0}')
-    cost = '{"nfe_per_image": 0.0, "backbone_passes_per_image": 1.0}'
+    cost = (
+        '{"nfe_per_image": 0.0, "backbone_passes_per_image": 1.0, "denoiser_passes_per_image": 0.0}'
+    )
     (root / "runs" / "cat" / "score" / "summary.json").write_text(cost)
     pd.DataFrame(
         {

@@ -116,7 +116,11 @@ def test_a_registered_kind_runs_through_the_score_stage(
     found = score.category_maps(params, "toy")
     scores = {row["key"]: row["score"] for row in found["rows"]}
     assert scores["test/spot/0"] > 0.9 and scores["test/good/0"] < 1e-6
-    assert found["cost"] == {"nfe_per_image": 0.0, "backbone_passes_per_image": 0.0}
+    assert found["cost"] == {
+        "nfe_per_image": 0.0,
+        "backbone_passes_per_image": 0.0,
+        "denoiser_passes_per_image": 0.0,
+    }
 
 
 def test_the_score_stage_scores_each_training_image_against_the_others_alone(

@@ -87,6 +87,7 @@ def test_repro_writes_metrics_and_leaves_nothing_to_do(finished):
         "miss_rate",
         "nfe_per_image",
         "backbone_passes_per_image",
+        "denoiser_passes_per_image",
     }
     assert metrics["mean"]["nfe_per_image"] == 0.0  # Lite0's features: no UNet pass at all
     assert metrics["mean"]["backbone_passes_per_image"] == 1.0  # but one Lite0 pass an image
@@ -218,6 +219,33 @@ def test_each_new_map_kind_runs_what_it_needs_and_detect_agrees(changed, score, 
     assert img_auc == pytest.approx(_confirmation_auc(changed))
     if score.get("map") != "ddad":  # ddad's noise is drawn per key, and detect's keys differ
         _detect_agrees_with_the_pipeline(changed, ScoreSettings(**score))
+
+
+def test_a_fused_inversion_map_trains_its_denoiser_and_detect_carries_it(changed):
+    score = {"map": "fused", "fused_maps": ["features", "inversion"], "backbone_size": 32}
+    tiny = {"steps": 20, "width": 16, "blocks": 2, "crop": 0}
+    set_params(changed, {"score": score, "denoiser": tiny})
+    repro = run_in(changed, "dvc", "repro")
+    assert ran_stages(repro) == [
+        "check_params",
+        "denoiser@stripes",
+        "reconstruct@stripes",  # score.map is its parameter; it stores the inputs alone again
+        "score@stripes",
+        "detector@stripes",
+        "evaluate",
+        "plot",
+    ]
+    carried = changed / "models" / "detectors" / "stripes"
+    assert (carried / "denoiser.pt").is_file() and not (carried / "model.pt").exists()
+    stripes = _metrics(changed)["categories"]["stripes"]
+    assert (stripes["backbone_passes_per_image"], stripes["denoiser_passes_per_image"]) == (2, 3)
+    _detect_agrees_with_the_pipeline(
+        changed, ScoreSettings(**score | {"fused_maps": ("features", "inversion")})
+    )
+    set_params(changed, {"score": {"map": "features"}})
+    run_in(changed, "dvc", "repro")
+    set_params(changed, {"denoiser": {"steps": 30}})  # a map that reads no denoiser ignores it
+    assert ran_stages(run_in(changed, "dvc", "repro")) == ["check_params", "denoiser@stripes"]
 
 
 def test_the_feature_maps_inputs_are_stored_without_the_weights(changed):

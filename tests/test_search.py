@@ -2,7 +2,6 @@
 unlike every good one, a bounded bank, the windowed search, and the whitening that evens out
 loud and redundant channels."""
 
-
 import torch
 import torch.nn.functional as F
 from tiny_model import stripes

@@ -38,7 +38,18 @@ NAMES_ONLY = {
     "reconstruct": {  # it asks a map kind only whether it compares with reconstructions
         f"ddad/maps/{module}.py": "what the kinds map with"
         for module in ("sources", "search", "position_gaussian", "scoring", "good_images")
-        + ("backbone",)
+        + ("backbone", "denoiser")
+    }
+    | {
+        f"ddad/diffusion/{module}.py": "what the kinds map with"
+        for module in ("inversion", "feature_denoiser", "train")
+    },
+    "denoiser": {  # it asks the map kinds only whether one reads the denoiser
+        "ddad/diffusion/inversion.py": "what the kinds map with",
+        "ddad/maps/position_gaussian.py": "what the kinds map with",
+        "ddad/diffusion/reconstruct.py": "the kinds' reconstruction plans",
+        "ddad/diffusion/engine.py": "resolve_device",
+        "ddad/diffusion/models.py": "save_atomically, how the file is written",
     },
     "evaluate": {
         "ddad/data/archive.py": "reached through ddad/data/mvtec.py, for its category names",

@@ -20,7 +20,8 @@ from ddad.diffusion.train import (
     training_fingerprint,
     validation_crops,
 )
-from stages.train import _interrupted, _resumable, _saver
+from stages.resume import _resumable, _saver
+from stages.train import _interrupted
 
 
 def test_crops_are_fixed_training_sized_pieces_of_each_image() -> None:
@@ -126,11 +127,11 @@ def test_another_trainings_or_a_broken_state_is_said_removed_and_not_resumed(
 ) -> None:
     path = tmp_path / "state.pt"
     _saver(path, "abc")({"step": 3})
-    assert _resumable(path, "abc", "stripes") == {"step": 3}
-    assert _resumable(path, "other", "stripes") is None
+    assert _resumable(path, "abc", "train@stripes") == {"step": 3}
+    assert _resumable(path, "other", "train@stripes") is None
     assert not path.exists()
     path.write_bytes(b"PK\x03\x04 half")
-    assert _resumable(path, "abc", "stripes") is None
+    assert _resumable(path, "abc", "train@stripes") is None
     assert not path.exists()
     lines = capsys.readouterr().err.splitlines()
     assert (

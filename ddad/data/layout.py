@@ -45,6 +45,7 @@ DATA_DIR = Path("data/images")  # fetch_data@<category> fills data/images/<categ
 PRETRAINED_DIR = Path("models/pretrained")
 TRAINED_DIR = Path("models/trained")
 DETECTORS_DIR = Path("models/detectors")  # detector@<category>: what ddad detect carries
+DENOISERS_DIR = Path("models/denoisers")  # denoiser@<category>: the feature denoiser
 RUNS_DIR = Path("runs")
 METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")

@@ -44,6 +44,12 @@ class ScoreSettings:
     feature_model: str = "nearest"
     closing: int = 0
     divide_map: bool = True
+    inversion_steps: int = 3
+    feature_t: int = 250
+    feature_steps: int = 3
+    feature_conditioning: float = 0.0
+    fused_maps: tuple[str, ...] = ("features", "inversion")
+    fusion: str = "sum"
 
 
 DEFAULT_SCORE = ScoreSettings()  # a frozen default, safe to share as an argument default

@@ -147,22 +147,30 @@ class WhitenedSearch:
 
 
 def whitened(search: AnywhereSearch | NearbySearch) -> WhitenedSearch:
-    """``search`` over its bank whitened: channels centred and decorrelated over the bank.
+    """``search`` over its bank whitened (``fit_whitening``).
 
     Feature channels differ in scale and move together, so without this a few loud, redundant
-    directions decide which good patch is nearest. The covariance is shrunk toward its mean
-    variance by 0.1 % so a direction that the bank never varies in cannot blow a distance up.
+    directions decide which good patch is nearest.
     """
-    mean, covariance = _channel_moments(search.bank)
+    whitening = fit_whitening(search.bank)
+    bank = torch.cat([whitening.apply(chunk) for chunk in search.bank.split(_BATCH)])
+    inner = (
+        AnywhereSearch(bank)
+        if isinstance(search, AnywhereSearch)
+        else NearbySearch(bank, search.radius)
+    )
+    return WhitenedSearch(inner, whitening)
+
+
+def fit_whitening(bank: torch.Tensor) -> Whitening:
+    """The whitening of rows [M, D] or maps [M, D, h, w]: channels centred and decorrelated
+    over every row or position. The covariance is shrunk toward its mean variance by 0.1 % so
+    a direction that the bank never varies in cannot blow a distance up."""
+    mean, covariance = _channel_moments(bank)
     shrink = 1e-3 * covariance.diagonal().mean()
     covariance += shrink * torch.eye(len(covariance), dtype=covariance.dtype, device=mean.device)
     precision_root = torch.linalg.cholesky(torch.linalg.inv(covariance))
-    whitening = Whitening(mean.float(), precision_root.float())
-    bank = torch.cat([whitening.apply(chunk) for chunk in search.bank.split(_BATCH)])
-    inner = AnywhereSearch(bank) if isinstance(search, AnywhereSearch) else NearbySearch(
-        bank, search.radius
-    )
-    return WhitenedSearch(inner, whitening)
+    return Whitening(mean.float(), precision_root.float())
 
 
 def _channel_moments(bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

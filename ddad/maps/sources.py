@@ -28,10 +28,11 @@ _NEIGHBOURHOOD = 3
 
 class Cost(NamedTuple):
     """Network passes per image a map spends beyond the reconstruct stage's: partial or whole
-    UNet passes, and passes of a pretrained backbone."""
+    UNet passes, passes of a pretrained backbone, and of the feature denoiser."""
 
     unet_passes: float = 0.0
     backbone_passes: float = 0.0
+    denoiser_passes: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,13 @@ from ddad.data.imageio import Size, sides
 from ddad.data.layout import test_images
 from ddad.data.preprocess import model_input
 from ddad.diffusion.engine import prepare_model, run
+from ddad.diffusion.feature_denoiser import DenoiserShape
 from ddad.diffusion.fitting import samples_for
 from ddad.diffusion.reconstruct import Plan, reconstruct
-from ddad.maps.kinds import MapInput, MapKind, map_kind
+from ddad.maps.denoiser import TrainedDenoiser, untrained
+from ddad.maps.kinds import MapInput, MapKind, kind_class, map_kind
 from ddad.maps.scoring import DEFAULT_SCORE, ScoreSettings
-from ddad.maps.sources import FeatureSource
+from ddad.maps.sources import FeatureSource, feature_source
 
 
 @dataclass(frozen=True)
@@ -52,11 +54,13 @@ class Workload:
 class Procedure:
     """The procedure timed against the seed's, as the pipeline would run it: its reconstruction
     ``plan`` (run only for the maps that compare with one), samples per UNet pass
-    (``reconstruct.batch_size``) and how its maps are made."""
+    (``reconstruct.batch_size``), how its maps are made and the feature denoiser's size (an
+    untrained one is timed: it costs what a trained one does)."""
 
     plan: Plan
     batch_size: int | str = "auto"
     score: ScoreSettings = DEFAULT_SCORE
+    denoiser: DenoiserShape = DenoiserShape()
 
 
 SEED_PLAN = Plan(timesteps=250, sampler="ddpm", ensemble=16, jitter=0.1, off_by_one=True)
@@ -89,13 +93,15 @@ def procedure_summary(
     flops_per_image: float,
     peak_flops: float,
     backbone_passes_per_image: float = 0.0,
+    denoiser_passes_per_image: float = 0.0,
 ) -> dict[str, float]:
     """Throughput and achieved FLOP/s of one procedure from its cost per image (UNet passes,
-    partial ones included, and a pretrained backbone's passes)."""
+    partial ones included, a pretrained backbone's and the feature denoiser's passes)."""
     achieved = flops_per_image / seconds_per_image
     return {
         "nfe_per_image": nfe_per_image,
         "backbone_passes_per_image": backbone_passes_per_image,
+        "denoiser_passes_per_image": denoiser_passes_per_image,
         "seconds_per_image": seconds_per_image,
         "images_per_second": 1.0 / seconds_per_image,
         "flops_per_image": flops_per_image,
@@ -132,6 +138,7 @@ def format_report(report: dict[str, Any]) -> str:
         "procedure",
         "UNet passes/image",
         "backbone passes/image",
+        "denoiser passes/image",
         "s/image",
         "images/s",
         "speed-up",
@@ -146,6 +153,7 @@ def format_report(report: dict[str, Any]) -> str:
                 name,
                 f"{row['nfe_per_image']:.1f}",
                 f"{row['backbone_passes_per_image']:.1f}",
+                f"{row['denoiser_passes_per_image']:.1f}",
                 f"{row['seconds_per_image']:.4g}",
                 f"{row['images_per_second']:.4g}",
                 f"{speedup:.1f}x",
@@ -200,6 +208,16 @@ def flops_per_feature_pass(source: FeatureSource, image: np.ndarray) -> int:
     with FlopCounterMode(display=False) as counter:
         source([image])
     return counter.get_total_flops()
+
+
+def flops_per_denoiser_pass(
+    denoiser: TrainedDenoiser | None, source: FeatureSource | None, image: np.ndarray
+) -> int:
+    """FLOPs of one feature-denoiser pass over the features ``source`` makes of one [C, H, W]
+    sample (0 without a denoiser)."""
+    if denoiser is None or source is None:
+        return 0
+    return flops_per_pass(denoiser.model, source([image]))
 
 
 def matmul_peak(device: torch.device, seconds: float = PEAK_SECONDS) -> tuple[float, str]:
@@ -324,7 +342,11 @@ def time_default(work: Workload, procedure: Procedure, seed: int = 0) -> dict[st
     reads no features)."""
     plan, score, device = procedure.plan, procedure.score, work.device
     work = replace(work, model=prepare_model(work.model, device))
-    kind = map_kind(score, device, work.model)
+    denoiser = None
+    if kind_class(score.map).needs_denoiser(score):
+        channels = feature_source(score, device)([work.images[0]]).shape[1]
+        denoiser = untrained(channels, procedure.denoiser)
+    kind = map_kind(score, device, work.model, denoiser)
     reconstructed = kind.reconstruction_plan(plan)
     batch_size = samples_for(work.model, procedure.batch_size, device, *work.images.shape[-2:])
     if kind.learns_from_good_images:
@@ -344,6 +366,7 @@ def time_default(work: Workload, procedure: Procedure, seed: int = 0) -> dict[st
         "map": kind.describe(),
         "plan": reconstructed,
         "flops_per_feature_pass": flops_per_feature_pass(source, work.images[0]) if source else 0,
+        "flops_per_denoiser_pass": flops_per_denoiser_pass(denoiser, source, work.images[0]),
     }
 
 
@@ -367,6 +390,7 @@ def benchmark(
     map_cost = default_run["map_cost"]
     feature_flops = default_run["flops_per_feature_pass"]
     feature_passes = map_cost.unet_passes + map_cost.backbone_passes
+    denoiser_flops = map_cost.denoiser_passes * default_run["flops_per_denoiser_pass"]
     peak, peak_dtype = matmul_peak(device, peak_seconds)
     summaries = {
         "seed": procedure_summary(
@@ -378,9 +402,10 @@ def benchmark(
         "default": procedure_summary(
             default_run["seconds_per_image"],
             default_run["nfe_per_image"] + map_cost.unet_passes,
-            default_run["nfe_per_image"] * flops + feature_passes * feature_flops,
+            default_run["nfe_per_image"] * flops + feature_passes * feature_flops + denoiser_flops,
             peak,
             map_cost.backbone_passes,
+            map_cost.denoiser_passes,
         ),
     }
     seed_keys = ("extrapolated", "share", "passes_timed", "passes_total")

@@ -18,6 +18,7 @@ import torch
 
 from ddad.diffusion.reconstruct import Plan
 from ddad.errors import DdadError
+from ddad.maps.denoiser import TrainedDenoiser
 from ddad.maps.good_images import BatchMap, GoodImages, batches, in_this_process
 from ddad.maps.scoring import ScoreSettings, finished
 from ddad.maps.sources import Cost, FeatureSource, feature_source, reads_unet
@@ -42,7 +43,11 @@ class MapKind(ABC):
     learns_from_good_images: ClassVar[bool] = False
 
     def __init__(
-        self, settings: ScoreSettings, device: torch.device, unet: torch.nn.Module | None = None
+        self,
+        settings: ScoreSettings,
+        device: torch.device,
+        unet: torch.nn.Module | None = None,
+        denoiser: TrainedDenoiser | None = None,
     ) -> None:
         self.settings = settings
         self.device = device
@@ -52,6 +57,11 @@ class MapKind(ABC):
     @classmethod
     def needs_unet(cls, settings: ScoreSettings) -> bool:
         """Whether mapping (not reconstructing) reads the trained UNet."""
+        return False
+
+    @classmethod
+    def needs_denoiser(cls, settings: ScoreSettings) -> bool:
+        """Whether mapping reads the category's feature denoiser (ddad.maps.denoiser)."""
         return False
 
     @classmethod
@@ -95,9 +105,13 @@ class FeatureKind(MapKind):
     needs the trained UNet exactly when that is the UNet's."""
 
     def __init__(
-        self, settings: ScoreSettings, device: torch.device, unet: torch.nn.Module | None = None
+        self,
+        settings: ScoreSettings,
+        device: torch.device,
+        unet: torch.nn.Module | None = None,
+        denoiser: TrainedDenoiser | None = None,
     ) -> None:
-        super().__init__(settings, device, unet)
+        super().__init__(settings, device, unet, denoiser)
         self.source = feature_source(settings, device, unet)
 
     @classmethod
@@ -135,14 +149,16 @@ def kind_class(name: str) -> type[MapKind]:
     try:
         return KINDS[name]
     except KeyError:
-        raise DdadError(
-            f"score.map {name!r}: expected one of {', '.join(KINDS)}"
-        ) from None
+        raise DdadError(f"score.map {name!r}: expected one of {', '.join(KINDS)}") from None
 
 
 def map_kind(
-    settings: ScoreSettings, device: torch.device, unet: torch.nn.Module | None = None
+    settings: ScoreSettings,
+    device: torch.device,
+    unet: torch.nn.Module | None = None,
+    denoiser: TrainedDenoiser | None = None,
 ) -> MapKind:
     """The kind ``settings.map`` names, set up on ``device`` (``unet``: the trained UNet, needed
-    where ``needs_unet``)."""
-    return kind_class(settings.map)(settings, device, unet)
+    where ``needs_unet``; ``denoiser``: the category's feature denoiser, where
+    ``needs_denoiser``)."""
+    return kind_class(settings.map)(settings, device, unet, denoiser)

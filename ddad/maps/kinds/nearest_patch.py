@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ddad.errors import DdadError
+from ddad.maps.denoiser import TrainedDenoiser
 from ddad.maps.good_images import (
     BatchMap,
     GoodImages,
@@ -39,9 +40,13 @@ class NearestPatch(FeatureKind):
     learns_from_good_images = True
 
     def __init__(
-        self, settings: ScoreSettings, device: torch.device, unet: torch.nn.Module | None = None
+        self,
+        settings: ScoreSettings,
+        device: torch.device,
+        unet: torch.nn.Module | None = None,
+        denoiser: TrainedDenoiser | None = None,
     ) -> None:
-        super().__init__(settings, device, unet)
+        super().__init__(settings, device, unet, denoiser)
         self.search: Search | None = None
 
     def fit(self, good: GoodImages, over_batches: BatchMap = in_this_process) -> None:
