@@ -164,6 +164,7 @@ SCHEMA: dict[str, Any] = {
         "feature_weight": Spec("float", 0),
         "bank_images": Spec("int", 1),
         "bank_vectors": Spec("int", 2),  # whitening needs two to have a spread
+        "coreset": Spec("float", 0, 1, above=True),
         "reference_images": Spec("int", 0),
         "search_radius": Spec("int", -1),
         "whiten": Spec("bool"),

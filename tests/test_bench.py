@@ -102,6 +102,8 @@ def test_time_seed_in_full_counts_every_member_pass(diffusion: GaussianDiffusion
 
 
 def test_the_timing_reference_has_exactly_the_rows_asked_for() -> None:
+    """The rows or maps asked for, cut to the coreset asked for: the bench times the search
+    the pipeline would run."""
     model = build_model("tiny", 1, 16).eval()
     images = bench.random_images(2, 1, 16)
     rows = ScoreSettings(backbone="unet", bank_vectors=10, search_radius=-1)
@@ -118,6 +120,10 @@ def test_the_timing_reference_has_exactly_the_rows_asked_for() -> None:
     assert repeated.typical is None
     maps = fitted(ScoreSettings(backbone="unet", bank_images=5)).search.inner
     assert maps.bank.shape == (5, 96, 8, 8) and maps.radius == ScoreSettings().search_radius
+    cut = fitted(ScoreSettings(backbone="unet", bank_images=5, coreset=0.3))  # 2 per cell
+    assert cut.search.inner.bank.shape == (2, 96, 8, 8)
+    assert "a greedy coreset of 30% of them at each cell" in cut.describe()
+    assert fitted(replace(rows, coreset=0.5)).search.inner.bank.shape == (5, 96)
 
 
 def test_the_feature_map_costs_no_full_pass_whatever_the_plan(

@@ -349,6 +349,8 @@ REFUSALS = [
     ("score.sigma", _with_all(score__sigma=float("inf"))),
     ("score.bank_images", _with_all(score__feature_model="gaussian", score__bank_images=1)),
     ("score.bank_vectors", _with_all(score__bank_vectors=1)),
+    ("score.coreset", _with_all(score__coreset=0)),
+    ("score.coreset", _with_all(score__coreset=1.5)),
     ("score.map", _with_all(score__map="pixels")),
     ("score.image_score", _with_all(score__image_score="mean")),
     # score: ddad.maps.backbone (its names, and sides its strides and kernels can take)

@@ -1,16 +1,22 @@
 """The nearest good patch: zero distance for what the bank holds, a high distance for a patch
-unlike every good one, a bounded bank, the windowed search, and the whitening that evens out
-loud and redundant channels."""
+unlike every good one, a bounded bank, the windowed search, the whitening that evens out
+loud and redundant channels, and the greedy coreset that searches a share of the bank."""
 
+import math
+
+import pytest
 import torch
 import torch.nn.functional as F
 from tiny_model import stripes
 
+from ddad.maps.scoring import ScoreSettings
 from ddad.maps.search import (
     AnywhereSearch,
     NearbySearch,
     _replicate_padded_cells,
+    coreset,
     feature_bank,
+    search_for,
     whitened,
 )
 from ddad.maps.sources import unet_features
@@ -119,3 +125,118 @@ def test_the_exact_search_matches_every_distance_compared():
     queries = features.permute(0, 2, 3, 1).reshape(-1, 5)
     brute = torch.cdist(queries, bank).min(dim=1).values.reshape(2, 4, 4)
     torch.testing.assert_close(nearest_distance_maps(features, bank, (4, 4)), brute)
+
+
+def clustered_cells(generator, sizes, channels=4, h=3, w=2):
+    """Maps [M, D, h, w] whose vectors at each cell fall in tight clusters of ``sizes`` (the
+    clusters' centres 10 apart or more, each vector within 0.01 of its centre per channel)."""
+    centres = 10 * torch.eye(channels)[: len(sizes)][:, :, None, None] + torch.randn(
+        len(sizes), channels, h, w, generator=generator
+    )
+    members = torch.cat([centres[i].expand(n, -1, -1, -1) for i, n in enumerate(sizes)])
+    return members + 0.01 * torch.rand(members.shape, generator=generator)
+
+
+def cell_sets(maps):
+    """Each cell's vectors of maps [M, D, h, w]: [h*w, M, D]."""
+    return maps.flatten(2).permute(2, 0, 1)
+
+
+def same(vectors, others):
+    """[..., len(vectors), len(others)]: which of ``vectors`` [..., K, D] equal which of
+    ``others`` [..., M, D], exactly."""
+    return (vectors[..., :, None, :] == others[..., None, :, :]).all(dim=-1)
+
+
+def coverage(bank_sets, kept_sets):
+    """The largest distance from a bank vector to its nearest kept vector, over every set."""
+    return torch.cdist(bank_sets, kept_sets).min(dim=2).values.max()
+
+
+@pytest.mark.parametrize("radius", [-1, 2])
+def test_a_coreset_of_the_whole_bank_is_the_bank_itself(radius):
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.randn(6, 3, 5, 5, generator=generator)
+    features = [maps[:3], maps[3:]]
+    query = torch.randn(2, 3, 5, 5, generator=generator)
+    settings = ScoreSettings(search_radius=radius, bank_vectors=100)
+    exact = search_for(list(features), settings)
+    assert coreset(exact, 1.0).inner is exact.inner
+    assert coreset(exact.inner, 0.999) is exact.inner
+    kept = search_for(list(features), settings).distances(query, (7, 7))
+    assert torch.equal(kept, exact.distances(query, (7, 7)))
+
+
+def test_a_cell_coreset_keeps_a_share_of_each_cells_own_vectors():
+    maps = torch.randn(10, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    for share in (0.1, 0.25, 0.5):
+        kept = coreset(NearbySearch(maps, radius=1), share)
+        count = math.ceil(share * 10)
+        assert kept.radius == 1 and kept.bank.shape == (count, 3, 4, 5)
+        matches = same(cell_sets(kept.bank), cell_sets(maps))  # [h*w, count, M]
+        assert (matches.sum(dim=2) == 1).all()  # each kept vector is its own cell's
+        assert (matches.sum(dim=1) <= 1).all()  # and none is kept twice
+
+
+def test_a_row_coreset_keeps_a_share_of_distinct_rows():
+    rows = torch.randn(200, 130, generator=torch.Generator().manual_seed(0))  # projected
+    kept = coreset(AnywhereSearch(rows), 0.05).bank
+    matches = same(kept, rows)
+    assert kept.shape == (10, 130) and (matches.sum(dim=1) == 1).all()
+    assert (matches.sum(dim=0) <= 1).all()
+
+
+def test_the_greedy_coreset_covers_every_cluster_that_a_random_subset_misses():
+    """37 vectors at one place of a cell and one at each of three others: four greedy picks
+    land one in each cluster; four random ones almost always miss a single vector."""
+    generator = torch.Generator().manual_seed(0)
+    maps = clustered_cells(generator, [37, 1, 1, 1])
+    kept = coreset(NearbySearch(maps, radius=0), 0.1).bank
+    assert len(kept) == 4 and coverage(cell_sets(maps), cell_sets(kept)) < 0.05
+    chosen = torch.randperm(len(maps), generator=generator)[:4]
+    assert coverage(cell_sets(maps), cell_sets(maps[chosen])) > 5
+    rows = cell_sets(maps)[0]
+    assert coverage(rows[None], coreset(AnywhereSearch(rows), 0.1).bank[None]) < 0.05
+
+
+def test_coreset_distances_are_at_least_exact_and_equal_where_the_nearest_was_kept():
+    generator = torch.Generator().manual_seed(2)
+    maps = torch.randn(40, 3, 4, 4, generator=generator)
+    query = torch.randn(5, 3, 4, 4, generator=generator)
+    exact, cored = {}, {}
+    for radius in (0, 1):
+        exact[radius] = NearbySearch(maps, radius).distances(query, (4, 4))
+        cored[radius] = coreset(NearbySearch(maps, radius), 0.25).distances(query, (4, 4))
+        assert (cored[radius] >= exact[radius] - 1e-5).all()
+        assert (cored[radius] > exact[radius] + 1e-3).any()
+    kept = coreset(NearbySearch(maps, 0), 0.25).bank
+    bank_sets = cell_sets(maps)  # [h*w, M, D]
+    closest = torch.cdist(cell_sets(query), bank_sets).argmin(dim=2)  # [h*w, N]
+    nearest = bank_sets.gather(1, closest[..., None].expand(-1, -1, 3))  # its vectors
+    was_kept = same(nearest, cell_sets(kept)).any(dim=2).T.reshape(5, 4, 4)
+    assert was_kept.any() and not was_kept.all()
+    torch.testing.assert_close(cored[0][was_kept], exact[0][was_kept])
+
+
+def test_row_coreset_distances_are_at_least_exact_and_equal_where_the_nearest_was_kept():
+    generator = torch.Generator().manual_seed(3)
+    rows = torch.randn(300, 4, generator=generator)
+    query = torch.randn(2, 4, 5, 5, generator=generator)
+    kept = coreset(AnywhereSearch(rows), 0.2)
+    exact, cored = (s.distances(query, (5, 5)) for s in (AnywhereSearch(rows), kept))
+    nearest = rows[torch.cdist(query.permute(0, 2, 3, 1), rows).argmin(dim=3)]
+    was_kept = same(nearest, kept.bank).any(dim=3)
+    assert (cored >= exact - 1e-5).all() and was_kept.any() and not was_kept.all()
+    torch.testing.assert_close(cored[was_kept], exact[was_kept])
+
+
+def test_the_coreset_is_chosen_in_the_whitened_space_searched():
+    """search_for cuts the whitened bank: the searched bank is a coreset of whitened vectors,
+    and the whitening is the whole bank's."""
+    generator = torch.Generator().manual_seed(4)
+    maps = torch.randn(20, 3, 4, 4, generator=generator)
+    maps[:, 1] *= 50  # a loud channel: whitening changes which vectors are far apart
+    white = whitened(NearbySearch(maps, radius=1))
+    cut = search_for([maps], ScoreSettings(coreset=0.2))
+    torch.testing.assert_close(cut.whitening.matrix, white.whitening.matrix)
+    assert torch.equal(cut.inner.bank, coreset(white.inner, 0.2).bank)

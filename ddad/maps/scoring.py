@@ -38,6 +38,7 @@ class ScoreSettings:
     feature_weight: float = 1.0
     bank_images: int = 500
     bank_vectors: int = 60000
+    coreset: float = 1.0
     reference_images: int = 25
     search_radius: int = 2
     whiten: bool = True

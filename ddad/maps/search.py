@@ -4,7 +4,8 @@ of searching, each with ``distances(features, size)``.
 ``NearbySearch`` looks near the same place (``score.search_radius`` feature cells, so parts
 need only be roughly aligned); ``AnywhereSearch`` looks anywhere in a bank of at most
 ``score.bank_vectors`` rows (radius -1); ``WhitenedSearch`` maps features through the bank's
-whitening first (``score.whiten``: Mahalanobis distances); ddad.maps.position_gaussian's
+whitening first (``score.whiten``: Mahalanobis distances); ``coreset`` keeps a greedy share of
+either bank (``score.coreset``); ddad.maps.position_gaussian's
 ``PositionGaussian`` answers the same call for ``score.feature_model: gaussian``.
 docs/accuracy.md measures each choice on real photographs.
 """
@@ -12,8 +13,9 @@ docs/accuracy.md measures each choice on real photographs.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple, Protocol
 
 import faiss
@@ -27,6 +29,9 @@ from ddad.maps.scoring import ScoreSettings
 FEATURE_MODELS = ("nearest", "gaussian")  # score.feature_model
 _CHUNK = 4096
 _BATCH = 32
+_CORESET_VALUES = 2**24  # values one chunk of cells' coreset holds (64 MiB of float32)
+_GRAM_SIZE = 2048  # sets of at most this many vectors pick their coreset off a Gram matrix
+_SKETCH = 128  # dimensions the rows' coreset is chosen in, by a random projection
 
 
 class Search(Protocol):
@@ -189,6 +194,87 @@ def _channel_moments(bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, (products - count * torch.outer(mean, mean)) / (count - 1)
 
 
+def coreset(
+    search: AnywhereSearch | NearbySearch | WhitenedSearch, share: float
+) -> AnywhereSearch | NearbySearch | WhitenedSearch:
+    """``search`` over a greedy k-center coreset of ``share`` of its bank, in the space it
+    searches (the whitened one inside a ``WhitenedSearch``): at each grid cell, ceil(share * M)
+    of the M maps' vectors there for ``NearbySearch``; ceil(share * rows) of the rows for
+    ``AnywhereSearch``, chosen on a random projection to ``_SKETCH`` dimensions when the rows
+    have more. A share that keeps every vector returns ``search`` itself, so a share of 1
+    searches exactly the bank's bytes.
+
+    Fewer vectors cost proportionally less to search, and farthest-first picks keep every good
+    vector close to a kept one (PatchCore's memory-bank subsampling), which a random subset of
+    the same size does not: it misses rare kinds of good patch.
+    """
+    if isinstance(search, WhitenedSearch):
+        return replace(search, inner=coreset(search.inner, share))
+    count = math.ceil(share * len(search.bank))
+    if count >= len(search.bank):
+        return search
+    if isinstance(search, NearbySearch):
+        return replace(search, bank=_cell_coreset(search.bank, count))
+    return replace(search, bank=_row_coreset(search.bank, count))
+
+
+def _cell_coreset(bank: torch.Tensor, count: int) -> torch.Tensor:
+    """[count, D, h, w]: at each cell of ``bank`` maps [M, D, h, w], the ``count`` of its M
+    vectors that ``_farthest_first`` picks, in the order picked. The map index no longer names
+    one good image; ``NearbySearch`` reads each cell's vectors as a set. Cells go in chunks
+    whose vectors and Gram matrices hold about ``_CORESET_VALUES`` values."""
+    m, d, h, w = bank.shape
+    cells = bank.flatten(2)  # [M, D, h*w]
+    kept = bank.new_empty(count, d, h * w)
+    step = max(1, _CORESET_VALUES // (m * max(m, d)))
+    for start in range(0, h * w, step):
+        vectors = cells[:, :, start : start + step].permute(2, 0, 1).contiguous()  # [c, M, D]
+        picks = _farthest_first(vectors, count)
+        rows = torch.arange(len(vectors), device=bank.device)[:, None]
+        kept[:, :, start : start + step] = vectors[rows, picks].permute(1, 2, 0)
+    return kept.reshape(count, d, h, w)
+
+
+def _row_coreset(rows: torch.Tensor, count: int, seed: int = 0) -> torch.Tensor:
+    """``count`` of ``rows`` [R, D] that ``_farthest_first`` picks, comparing them on a seeded
+    Gaussian projection to ``_SKETCH`` dimensions when D is larger (random projections keep
+    distances roughly, and each pick reads every row once)."""
+    sketch = rows.float()
+    if rows.shape[1] > _SKETCH:
+        generator = torch.Generator().manual_seed(seed)
+        projection = torch.randn(rows.shape[1], _SKETCH, generator=generator) / _SKETCH**0.5
+        sketch = sketch @ projection.to(sketch.device)
+    return rows[_farthest_first(sketch[None], count)[0]]
+
+
+def _farthest_first(vectors: torch.Tensor, count: int) -> torch.Tensor:
+    """[B, count] indices of a greedy k-center coreset of each of B sets of M vectors
+    [B, M, D]: first the vector nearest the set's mean, then, one pick at a time, the vector
+    farthest from every pick so far. A picked vector is never picked again, so duplicates in a
+    set (a bank of repeated images) still yield ``count`` distinct indices.
+
+    Sets of at most ``_GRAM_SIZE`` vectors compute every product up front in one batched
+    matrix product, so each pick reads one row of it; larger sets (a bank of rows) compute a
+    pick's products with every vector when it is picked, in memory that grows only with M."""
+    batch = torch.arange(len(vectors), device=vectors.device)
+    norms = vectors.square().sum(dim=2)  # [B, M]
+    gram = torch.bmm(vectors, vectors.mT) if vectors.shape[1] <= _GRAM_SIZE else None
+    centred = vectors - vectors.mean(dim=1, keepdim=True)
+    picks = [centred.square().sum(dim=2).argmin(dim=1)]
+    nearest_pick = torch.full_like(norms, torch.inf)  # squared distances to it
+    for _ in range(count - 1):
+        last = picks[-1]
+        if gram is None:
+            products = torch.bmm(vectors, vectors[batch, last][:, :, None])[:, :, 0]
+        else:
+            products = gram[batch, last]
+        squared = norms - 2 * products + norms[batch, last][:, None]
+        nearest_pick = torch.minimum(nearest_pick, squared)
+        nearest_pick[batch, last] = -torch.inf
+        picks.append(nearest_pick.argmax(dim=1))
+    return torch.stack(picks, dim=1)
+
+
 def feature_bank(features: Iterable[torch.Tensor], max_vectors: int, seed: int = 0) -> torch.Tensor:
     """Every position of every [N, D, h, w] feature batch as rows [M, D], at most ``max_vectors``.
 
@@ -205,8 +291,9 @@ def feature_bank(features: Iterable[torch.Tensor], max_vectors: int, seed: int =
 def search_for(features: list[torch.Tensor], settings: ScoreSettings) -> Search:
     """The search over good ``features`` (batches of [N, D, h, w] maps) that ``settings`` ask
     for: near the same place (``search_radius`` >= 0, the maps as the bank) or anywhere (-1, at
-    most ``bank_vectors`` rows of them), whitened when ``settings.whiten``; per-position
-    Gaussians of the maps, fitted batch by batch, for ``feature_model: gaussian``.
+    most ``bank_vectors`` rows of them), whitened when ``settings.whiten``, then cut to a
+    ``settings.coreset`` share of its bank; per-position Gaussians of the maps, fitted batch by
+    batch, for ``feature_model: gaussian``.
 
     The list is emptied once the bank holds its contents: a large model's batches and bank
     would otherwise fill memory twice, and three times while the bank is whitened (gigabytes
@@ -223,4 +310,4 @@ def search_for(features: list[torch.Tensor], settings: ScoreSettings) -> Search:
     else:
         search = NearbySearch(torch.cat(features), settings.search_radius)
     features.clear()
-    return whitened(search) if settings.whiten else search
+    return coreset(whitened(search) if settings.whiten else search, settings.coreset)

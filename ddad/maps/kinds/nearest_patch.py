@@ -57,7 +57,8 @@ class NearestPatch(FeatureKind):
     def fit_for_timing(self, images: np.ndarray) -> None:
         """A search shaped like the real one, over ``images``' features repeated: as many maps
         as ``bank_images`` (or per-position Gaussians of them), or enough for ``bank_vectors``
-        rows (radius -1); a typical map when ``reference_images`` asks for one."""
+        rows (radius -1), cut to the same ``coreset`` share; a typical map when
+        ``reference_images`` asks for one."""
         s = self.settings
         maps = self.source(list(images))
         if s.search_radius >= 0 or s.feature_model == "gaussian":
@@ -111,7 +112,10 @@ class NearestPatch(FeatureKind):
             )
         if s.search_radius >= 0:
             where = f"within {s.search_radius} cells in {s.bank_images} good images"
+            kept = " at each cell"
         else:
-            where = f"of {s.bank_vectors:,} patches"
+            where, kept = f"of {s.bank_vectors:,} patches", ""
+        if s.coreset < 1:
+            where += f" (a greedy coreset of {100 * s.coreset:g}% of them{kept})"
         space = "whitened features" if s.whiten else "features"
         return f"feature map (1 {eyes}, nearest in {space} {where}{typical})"
