@@ -53,6 +53,12 @@ class MapKind(ABC):
         self.device = device
         self.typical: np.ndarray | None = None
         self.source: FeatureSource | None = None
+        self.setup(unet, denoiser)
+
+    def setup(  # noqa: B027
+        self, unet: torch.nn.Module | None, denoiser: TrainedDenoiser | None
+    ) -> None:
+        """Prepare what the kind maps with (the networks it reads, given where it needs them)."""
 
     @classmethod
     def needs_unet(cls, settings: ScoreSettings) -> bool:
@@ -104,15 +110,8 @@ class FeatureKind(MapKind):
     """A kind that reads features: its ``source`` is the one ``score.backbone`` names, and it
     needs the trained UNet exactly when that is the UNet's."""
 
-    def __init__(
-        self,
-        settings: ScoreSettings,
-        device: torch.device,
-        unet: torch.nn.Module | None = None,
-        denoiser: TrainedDenoiser | None = None,
-    ) -> None:
-        super().__init__(settings, device, unet, denoiser)
-        self.source = feature_source(settings, device, unet)
+    def setup(self, unet: torch.nn.Module | None, denoiser: TrainedDenoiser | None) -> None:
+        self.source = feature_source(self.settings, self.device, unet)
 
     @classmethod
     def needs_unet(cls, settings: ScoreSettings) -> bool:

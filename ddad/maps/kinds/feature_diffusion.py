@@ -29,20 +29,14 @@ class FeatureDiffusionKind(FeatureKind):
 
     learns_from_good_images = True
 
-    def __init__(
-        self,
-        settings: ScoreSettings,
-        device: torch.device,
-        unet: torch.nn.Module | None = None,
-        denoiser: TrainedDenoiser | None = None,
-    ) -> None:
-        super().__init__(settings, device, unet, denoiser)
+    def setup(self, unet: torch.nn.Module | None, denoiser: TrainedDenoiser | None) -> None:
+        super().setup(unet, denoiser)
         if denoiser is None:
             raise DdadError(
                 f"score.map {self.name} reads the category's feature denoiser; "
                 "`dvc repro` trains it (stage denoiser@<category>)"
             )
-        self.denoiser = denoiser.to(device)
+        self.denoiser = denoiser.to(self.device)
         self.alphas = feature_diffusion().alphas_cumprod
 
     @classmethod

@@ -39,17 +39,10 @@ class Fused(MapKind):
     name = "fused"
     learns_from_good_images = True
 
-    def __init__(
-        self,
-        settings: ScoreSettings,
-        device: torch.device,
-        unet: torch.nn.Module | None = None,
-        denoiser: TrainedDenoiser | None = None,
-    ) -> None:
-        super().__init__(settings, device, unet, denoiser)
+    def setup(self, unet: torch.nn.Module | None, denoiser: TrainedDenoiser | None) -> None:
         self.parts = [
-            kind_class(name)(replace(settings, map=name), device, unet, denoiser)
-            for name in self.part_names(settings)
+            kind_class(name)(replace(self.settings, map=name), self.device, unet, denoiser)
+            for name in self.part_names(self.settings)
         ]
 
     @staticmethod

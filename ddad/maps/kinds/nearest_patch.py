@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from ddad.errors import DdadError
-from ddad.maps.denoiser import TrainedDenoiser
 from ddad.maps.good_images import (
     BatchMap,
     GoodImages,
@@ -27,7 +26,7 @@ from ddad.maps.good_images import (
     typical_map,
 )
 from ddad.maps.kinds.base import FeatureKind, MapInput, each_batch, register
-from ddad.maps.scoring import ScoreSettings, blur
+from ddad.maps.scoring import blur
 from ddad.maps.search import Search, search_for
 from ddad.maps.sources import Cost, describe_source
 
@@ -39,15 +38,7 @@ class NearestPatch(FeatureKind):
     name = "features"
     learns_from_good_images = True
 
-    def __init__(
-        self,
-        settings: ScoreSettings,
-        device: torch.device,
-        unet: torch.nn.Module | None = None,
-        denoiser: TrainedDenoiser | None = None,
-    ) -> None:
-        super().__init__(settings, device, unet, denoiser)
-        self.search: Search | None = None
+    search: Search | None = None  # fit's, over the bank
 
     def fit(self, good: GoodImages, over_batches: BatchMap = in_this_process) -> None:
         """The search over the bank images' features, then the typical map of the others."""
