@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ddad.diffusion.threads import one_thread
 from ddad.maps.position_gaussian import fit_position_gaussian
 from ddad.maps.scoring import ScoreSettings
 
@@ -153,10 +154,12 @@ def whitened(search: AnywhereSearch | NearbySearch) -> WhitenedSearch:
     directions decide which good patch is nearest. The covariance is shrunk toward its mean
     variance by 0.1 % so a direction that the bank never varies in cannot blow a distance up.
     """
-    mean, covariance = _channel_moments(search.bank)
-    shrink = 1e-3 * covariance.diagonal().mean()
-    covariance += shrink * torch.eye(len(covariance), dtype=covariance.dtype, device=mean.device)
-    precision_root = torch.linalg.cholesky(torch.linalg.inv(covariance))
+    # MKL's long products and LAPACK round by the thread count (ddad.diffusion.threads)
+    with one_thread():
+        mean, covariance = _channel_moments(search.bank)
+        shrink = 1e-3 * covariance.diagonal().mean()
+        eye = torch.eye(len(covariance), dtype=covariance.dtype, device=mean.device)
+        precision_root = torch.linalg.cholesky(torch.linalg.inv(covariance + shrink * eye))
     whitening = Whitening(mean.float(), precision_root.float())
     bank = torch.cat([whitening.apply(chunk) for chunk in search.bank.split(_BATCH)])
     inner = AnywhereSearch(bank) if isinstance(search, AnywhereSearch) else NearbySearch(
