@@ -187,6 +187,31 @@ def test_a_killed_rank_ends_in_one_line_and_dvc_repro_finishes_only_the_missing_
     assert len(_recon_arrays(project)) == 42
 
 
+def _threads_of_a_rank() -> int:
+    """A launched rank's torch thread count once it has joined the group."""
+    with distributed.process_group(torch.device("cpu")):
+        return torch.get_num_threads()
+
+
+CORES = len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    "omp_num_threads, expected", [(None, max(1, CORES // 2)), ("2", min(2, CORES))]
+)
+def test_each_of_two_ranks_computes_on_half_the_cores_unless_omp_num_threads_says(
+    monkeypatch, omp_num_threads, expected
+):
+    """Each rank would otherwise start torch's full thread count, and two ranks would fight for
+    the same cores. (torch takes OMP_NUM_THREADS up to the cores there are.)"""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    if omp_num_threads:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp_num_threads)
+    launch = distributed.Launch(nproc_per_node=2)
+    threads = distributed.launch(launch, _threads_of_a_rank, [], "nothing to resume")
+    assert threads == {0: expected, 1: expected}
+
+
 def _bare_project(folder: Path, **dist: object) -> Path:
     """Only a params.yaml: the rendezvous fails before a stage reads anything else."""
     folder.mkdir()

@@ -5,7 +5,9 @@ A stage asked for more than one process re-runs itself under
 stage already started by ``torchrun`` or ``srun`` + torchrun just joins the group. Work is
 sharded by batches, never by images: rank r takes batches r, r + W, r + 2W, ... of the list one
 process would make, so every batch holds the same images as with one process and the numbers
-come out bit for bit the same. With one process nothing here starts a process group.
+come out bit for bit the same. Each rank computes on its share of the node's cores, fewer
+threads than one process has: ddad.diffusion.threads keeps the steps that round by the thread
+count out of the numbers. With one process nothing here starts a process group.
 """
 
 from __future__ import annotations
@@ -119,7 +121,8 @@ def _summed(value: float) -> float:
 @contextlib.contextmanager
 def process_group(device: torch.device) -> Iterator[None]:
     """Join the launcher's group for the duration: NCCL on CUDA (one GPU per local rank),
-    gloo on the CPU."""
+    gloo on the CPU; this rank computes on its share of the node's cores (``_share_cores``)."""
+    _share_cores()
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -127,6 +130,28 @@ def process_group(device: torch.device) -> Iterator[None]:
         yield
     finally:
         dist.destroy_process_group()
+
+
+def _share_cores() -> None:
+    """Let this rank's torch use its share of the cores: those this process may run on,
+    divided by the ranks on this node (``LOCAL_WORLD_SIZE``, set by the launcher), at least one.
+
+    Each rank would otherwise start torch's full thread count, as one process does, and the
+    ranks' threads would fight for the same cores (elastic_launch, unlike torchrun's command,
+    does not set OMP_NUM_THREADS). An OMP_NUM_THREADS set by the user, or by torchrun, is
+    kept.
+    """
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(max(1, _usable_cores() // local_ranks))
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. under taskset or SLURM)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def report_failure(message: str) -> bool:

@@ -18,6 +18,7 @@ from guided_diffusion.gaussian_diffusion import GaussianDiffusion
 
 from ddad.diffusion.fitting import in_fitting_chunks, samples_for
 from ddad.diffusion.reconstruct import Plan, reconstruct
+from ddad.diffusion.threads import same_kernels_on_any_thread_count
 from ddad.errors import DdadError
 from ddad.progress import progress_bar
 
@@ -50,11 +51,12 @@ def resolve_device(wanted: str | torch.device) -> torch.device:
 
 
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Move to ``device`` in eval mode; channels-last on CUDA (faster convolutions there)."""
+    """Move to ``device`` in eval mode; channels-last on CUDA (faster convolutions there); on
+    the CPU with the same kernels on any thread count (a rank may have one: threads.py)."""
     model = model.to(device).eval()
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model
+        return model.to(memory_format=torch.channels_last)
+    return same_kernels_on_any_thread_count(model)
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:

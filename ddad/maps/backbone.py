@@ -111,11 +111,9 @@ def backbone_features(
     if not (fits(height) and fits(width)):
         raise ValueError(f"backbone input {height} x {width}: {SIDES}")
     device = next(net.parameters()).device
-    x = images.to(device=device, dtype=torch.float32)
+    x = _resized(images.to(device=device, dtype=torch.float32), (height, width))
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
-    if tuple(x.shape[-2:]) != (height, width):
-        x = F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
     last: dict[int, torch.Tensor] = {}  # the last block's output at each grid height
     with torch.no_grad():
         h = net._swish(net._bn0(net._conv_stem(x)))
@@ -129,3 +127,20 @@ def backbone_features(
     return torch.cat(
         [F.interpolate(p, size=grid, mode="bilinear", align_corners=False) for p in pooled], 1
     )
+
+
+def _resized(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``images`` [N, C, H, W] resized bilinearly to ``size``, each channel as an image of one.
+
+    One channel at a time is what keeps the bytes independent of torch's thread count: on one
+    thread, torch resizes three channels with another kernel (channels-last), which rounds
+    differently, and a rank given one core (ddad.diffusion.distributed) would score otherwise
+    than one process on several. A one-channel image is resized once, before it is repeated.
+    """
+    if images.shape[-2:] == size:
+        return images
+    n, c, h, w = images.shape
+    each = F.interpolate(
+        images.reshape(n * c, 1, h, w), size=size, mode="bilinear", align_corners=False
+    )
+    return each.reshape(n, c, *size)

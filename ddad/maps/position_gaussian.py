@@ -17,6 +17,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from ddad.diffusion.threads import one_thread
+
 SHRINK = 0.01  # covariance shrinkage toward its mean variance, per position
 
 
@@ -36,9 +38,11 @@ class PositionGaussian(NamedTuple):
             raise ValueError(
                 f"features on a {h}x{w} grid; the Gaussians were fitted on {self.grid}"
             )
+        # laid out row by row: a product of the permuted layout rounds by the thread count
+        # (ddad.diffusion.threads)
         centred = (
             features.permute(2, 3, 0, 1).reshape(h * w, n, d) - self.mean.to(features)[:, None]
-        )
+        ).contiguous()
         squared = torch.bmm(centred, self.precision_root.to(features)).square().sum(dim=2)
         grid = squared.sqrt().T.reshape(n, 1, h, w)
         return F.interpolate(grid, size=size, mode="bilinear", align_corners=False)[:, 0]
@@ -74,5 +78,6 @@ def fit_position_gaussian(batches: Iterable[torch.Tensor]) -> PositionGaussian:
     mean = shift + origin[:, 0]
     spread = covariance.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-12)
     covariance += SHRINK * spread[:, None, None] * torch.eye(d, device=mean.device)
-    precision_root = torch.linalg.cholesky(torch.linalg.inv(covariance))
+    with one_thread():  # MKL's LAPACK rounds by the thread count (ddad.diffusion.threads)
+        precision_root = torch.linalg.cholesky(torch.linalg.inv(covariance))
     return PositionGaussian(mean, precision_root, grid)

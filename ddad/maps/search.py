@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ddad.diffusion.threads import one_thread
 from ddad.maps.position_gaussian import fit_position_gaussian
 from ddad.maps.scoring import ScoreSettings
 
@@ -171,10 +172,12 @@ def fit_whitening(bank: torch.Tensor) -> Whitening:
     """The whitening of rows [M, D] or maps [M, D, h, w]: channels centred and decorrelated
     over every row or position. The covariance is shrunk toward its mean variance by 0.1 % so
     a direction that the bank never varies in cannot blow a distance up."""
-    mean, covariance = _channel_moments(bank)
-    shrink = 1e-3 * covariance.diagonal().mean()
-    covariance += shrink * torch.eye(len(covariance), dtype=covariance.dtype, device=mean.device)
-    precision_root = torch.linalg.cholesky(torch.linalg.inv(covariance))
+    # MKL's long products and LAPACK round by the thread count (ddad.diffusion.threads)
+    with one_thread():
+        mean, covariance = _channel_moments(bank)
+        shrink = 1e-3 * covariance.diagonal().mean()
+        eye = torch.eye(len(covariance), dtype=covariance.dtype, device=mean.device)
+        precision_root = torch.linalg.cholesky(torch.linalg.inv(covariance + shrink * eye))
     return Whitening(mean.float(), precision_root.float())
 
 

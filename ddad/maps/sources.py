@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from guided_diffusion.nn import timestep_embedding
 
+from ddad.diffusion.threads import same_kernels_on_any_thread_count
 from ddad.maps.backbone import BACKBONES, backbone_features, load_backbone, seen_size
 from ddad.maps.scoring import ScoreSettings
 
@@ -70,6 +71,8 @@ def feature_source(
             raise ValueError("score.backbone unet reads the trained UNet's features; pass it")
         return FeatureSource(lambda images: unet_features(unet, images), device, reads_unet=True)
     net = load_backbone(settings.backbone).to(device)
+    if device.type == "cpu":  # a rank may have one thread (ddad.diffusion.threads)
+        same_kernels_on_any_thread_count(net)
 
     def extract(images: torch.Tensor) -> torch.Tensor:
         size = seen_size(settings.backbone_size, images.shape[-2:])
