@@ -98,11 +98,12 @@ def single(tmp_path_factory) -> Path:
     return project
 
 
-def test_two_ranks_reconstruct_and_score_the_same_bytes_and_only_train_depends_on_dist(
+def test_two_ranks_reconstruct_and_score_the_same_bytes_and_only_training_depends_on_dist(
     single, tmp_path
 ):
     project = _copy(single, tmp_path / "two", _dist(nproc_per_node=2))
-    assert stale_stages(project) - stale_stages(single) == {"check_params", "train@stripes"}
+    trainings = {"check_params", "train@stripes", "denoiser@stripes"}
+    assert stale_stages(project) - stale_stages(single) == trainings
     shutil.rmtree(project / "runs" / "stripes")
     assert "2 process(es)" in _ok(project, "reconstruct")
     _ok(project, "score")
