@@ -25,7 +25,7 @@ ALPHAS = feature_diffusion().alphas_cumprod
 def denoiser() -> torch.nn.Module:
     torch.manual_seed(0)
     features = torch.randn(64, CHANNELS, 8, 8)
-    config = TrainConfig(steps=200, batch_size=8, lr=3e-3, t_range=(0, 999), crop=0, seed=0)
+    config = TrainConfig(steps=300, batch_size=16, lr=3e-3, t_range=(0, 999), crop=0, seed=0)
     model = FeatureDenoiser(CHANNELS, DenoiserShape(width=32, blocks=2))
     trained, _ = train_diffusion(model, feature_diffusion(), features, config, progress=False)
     return trained.eval()
