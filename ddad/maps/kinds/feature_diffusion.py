@@ -2,8 +2,8 @@
 the denoiser was trained on them, turned into one number per feature cell, resized to the
 image, blurred, and finished over the typical map of good images apart from the denoiser's.
 
-Without the typical map these maps rank images barely better than chance: a cell near the
-border or on a busy texture is scored high in every image, good ones too.
+The typical map matters here as for the nearest patch: a cell near the border or on a busy
+texture scores high in every image, good ones too (docs/accuracy.md measures the maps).
 """
 
 from __future__ import annotations

@@ -41,8 +41,8 @@ class Fused(MapKind):
 
     def setup(self, unet: torch.nn.Module | None, denoiser: TrainedDenoiser | None) -> None:
         self.parts = [
-            kind_class(name)(replace(self.settings, map=name), self.device, unet, denoiser)
-            for name in self.part_names(self.settings)
+            kind(asked, self.device, unet, denoiser)
+            for kind, asked in self._part_classes(self.settings)
         ]
 
     @staticmethod
@@ -57,15 +57,16 @@ class Fused(MapKind):
 
     @classmethod
     def needs_unet(cls, settings: ScoreSettings) -> bool:
-        return any(
-            kind_class(n).needs_unet(replace(settings, map=n)) for n in cls.part_names(settings)
-        )
+        return any(part.needs_unet(asked) for part, asked in cls._part_classes(settings))
 
     @classmethod
     def needs_denoiser(cls, settings: ScoreSettings) -> bool:
-        return any(
-            kind_class(n).needs_denoiser(replace(settings, map=n)) for n in cls.part_names(settings)
-        )
+        return any(part.needs_denoiser(asked) for part, asked in cls._part_classes(settings))
+
+    @classmethod
+    def _part_classes(cls, settings: ScoreSettings) -> list[tuple[type[MapKind], ScoreSettings]]:
+        """Each part's kind with the settings it is built with."""
+        return [(kind_class(n), replace(settings, map=n)) for n in cls.part_names(settings)]
 
     def fit(self, good: GoodImages, over_batches: BatchMap = in_this_process) -> None:
         """Each part fitted on ``good``, then the typical map of their combination."""
