@@ -2,20 +2,19 @@
 unlike every good one, a bounded bank, the windowed search, the whitening that evens out
 loud and redundant channels, and the greedy coreset that searches a share of the bank."""
 
+import itertools
 import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from tiny_model import stripes
 
 from ddad.maps.scoring import ScoreSettings
 from ddad.maps.search import (
     AnywhereSearch,
-    NearbySearch,
-    _replicate_padded_cells,
     coreset,
     feature_bank,
+    nearby_search,
     search_for,
     whitened,
 )
@@ -27,7 +26,7 @@ def nearest_distance_maps(features, bank, size):
 
 
 def nearby_distance_maps(features, bank, radius, size):
-    return NearbySearch(bank, radius).distances(features, size)
+    return nearby_search([bank], radius).distances(features, size)
 
 
 def test_a_good_image_is_at_zero_distance_and_a_spot_is_not(tiny_unet):
@@ -50,22 +49,26 @@ def test_the_bank_is_a_seeded_subset_of_at_most_max_vectors():
     assert torch.equal(small, feature_bank(features, 50, seed=1))
 
 
-def test_nearby_search_matches_a_brute_force_window():
-    generator = torch.Generator().manual_seed(0)
-    features = torch.randn(2, 3, 5, 6, generator=generator)
+@pytest.mark.parametrize("radius", [0, 1, 2, 4])
+def test_nearby_search_matches_a_brute_force_window_at_every_cell(radius):
+    """Every cell, the border's cut-off windows included, and banks given in several batches."""
+    generator = torch.Generator().manual_seed(radius)
+    features = torch.randn(3, 3, 5, 6, generator=generator)
     bank = torch.randn(4, 3, 5, 6, generator=generator)
-    found = nearby_distance_maps(features, bank, radius=1, size=(5, 6))
-    for i, j in [(0, 0), (2, 3), (4, 5)]:
-        window = bank[:, :, max(0, i - 1) : i + 2, max(0, j - 1) : j + 2]
+    found = nearby_search([bank[:1], bank[1:]], radius).distances(features, (5, 6))
+    for i, j in itertools.product(range(5), range(6)):
+        window = bank[
+            :, :, max(0, i - radius) : i + radius + 1, max(0, j - radius) : j + radius + 1
+        ]
         rows = window.permute(0, 2, 3, 1).reshape(-1, 3)
         expected = torch.cdist(features[:, :, i, j], rows).min(dim=1).values
         torch.testing.assert_close(found[:, i, j], expected)
 
 
-def test_the_bank_is_padded_as_replicate_padding_pads_it():
-    bank = torch.randn(3, 2, 4, 5, generator=torch.Generator().manual_seed(1))
-    padded = F.pad(bank, (2, 2, 2, 2), mode="replicate").permute(2, 3, 1, 0)
-    assert torch.equal(_replicate_padded_cells(bank, 2), padded)
+def test_the_bank_is_its_cells_as_maps():
+    bank = torch.randn(5, 2, 4, 3, generator=torch.Generator().manual_seed(1))
+    search = nearby_search([bank[:2], bank[2:]], 1)
+    assert search.cells.shape == (4, 3, 2, 5) and torch.equal(search.bank, bank)
 
 
 def test_a_patch_found_only_far_away_is_far_for_the_nearby_search():
@@ -84,7 +87,7 @@ def test_whitened_features_have_unit_covariance_over_the_bank():
     mixing = torch.tensor([[1.0, 0.0, 0.0], [2.0, 3.0, 0.0], [0.5, 0.5, 1.0]])
     rows = torch.randn(4000, 3, generator=generator, dtype=torch.float64) @ mixing.double().T
     bank = (rows.float() + 3).reshape(10, 20, 20, 3).permute(0, 3, 1, 2)  # maps [M, D, h, w]
-    white = whitened(NearbySearch(bank, radius=1))
+    white = whitened(nearby_search([bank], radius=1))
     flat = white.inner.bank.permute(0, 2, 3, 1).reshape(-1, 3).double()
     torch.testing.assert_close(
         flat.mean(dim=0), torch.zeros(3, dtype=torch.float64), atol=1e-4, rtol=0
@@ -97,7 +100,7 @@ def test_whitened_features_have_unit_covariance_over_the_bank():
 def test_a_direction_the_bank_never_varies_in_is_shrunk_not_divided_by_zero():
     bank = torch.zeros(2, 2, 4, 4)
     bank[:, 0] = torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(0))
-    white = whitened(NearbySearch(bank, radius=1))
+    white = whitened(nearby_search([bank], radius=1))
     assert torch.isfinite(white.whitening.matrix).all()
     query = bank[:1].clone()
     query[0, 1, 2, 2] = 1.0  # a move in the constant channel: far, but finite
@@ -111,7 +114,7 @@ def test_whitened_distances_are_those_of_whitened_features():
     query = torch.randn(2, 2, 5, 5, generator=generator)
     for radius in (-1, 2):
         rows = bank.permute(0, 2, 3, 1).reshape(-1, 2)
-        search = AnywhereSearch(rows) if radius < 0 else NearbySearch(bank, radius)
+        search = AnywhereSearch(rows) if radius < 0 else nearby_search([bank], radius)
         white = whitened(search)
         plain = white.inner
         expected = plain.distances(white.whitening.apply(query), (5, 5))
@@ -170,7 +173,7 @@ def test_a_coreset_of_the_whole_bank_is_the_bank_itself(radius):
 def test_a_cell_coreset_keeps_a_share_of_each_cells_own_vectors():
     maps = torch.randn(10, 3, 4, 5, generator=torch.Generator().manual_seed(0))
     for share in (0.1, 0.25, 0.5):
-        kept = coreset(NearbySearch(maps, radius=1), share)
+        kept = coreset(nearby_search([maps], radius=1), share)
         count = math.ceil(share * 10)
         assert kept.radius == 1 and kept.bank.shape == (count, 3, 4, 5)
         matches = same(cell_sets(kept.bank), cell_sets(maps))  # [h*w, count, M]
@@ -191,7 +194,7 @@ def test_the_greedy_coreset_covers_every_cluster_that_a_random_subset_misses():
     land one in each cluster; four random ones almost always miss a single vector."""
     generator = torch.Generator().manual_seed(0)
     maps = clustered_cells(generator, [37, 1, 1, 1])
-    kept = coreset(NearbySearch(maps, radius=0), 0.1).bank
+    kept = coreset(nearby_search([maps], radius=0), 0.1).bank
     assert len(kept) == 4 and coverage(cell_sets(maps), cell_sets(kept)) < 0.05
     chosen = torch.randperm(len(maps), generator=generator)[:4]
     assert coverage(cell_sets(maps), cell_sets(maps[chosen])) > 5
@@ -205,11 +208,11 @@ def test_coreset_distances_are_at_least_exact_and_equal_where_the_nearest_was_ke
     query = torch.randn(5, 3, 4, 4, generator=generator)
     exact, cored = {}, {}
     for radius in (0, 1):
-        exact[radius] = NearbySearch(maps, radius).distances(query, (4, 4))
-        cored[radius] = coreset(NearbySearch(maps, radius), 0.25).distances(query, (4, 4))
+        exact[radius] = nearby_search([maps], radius).distances(query, (4, 4))
+        cored[radius] = coreset(nearby_search([maps], radius), 0.25).distances(query, (4, 4))
         assert (cored[radius] >= exact[radius] - 1e-5).all()
         assert (cored[radius] > exact[radius] + 1e-3).any()
-    kept = coreset(NearbySearch(maps, 0), 0.25).bank
+    kept = coreset(nearby_search([maps], 0), 0.25).bank
     bank_sets = cell_sets(maps)  # [h*w, M, D]
     closest = torch.cdist(cell_sets(query), bank_sets).argmin(dim=2)  # [h*w, N]
     nearest = bank_sets.gather(1, closest[..., None].expand(-1, -1, 3))  # its vectors
@@ -236,7 +239,7 @@ def test_the_coreset_is_chosen_in_the_whitened_space_searched():
     generator = torch.Generator().manual_seed(4)
     maps = torch.randn(20, 3, 4, 4, generator=generator)
     maps[:, 1] *= 50  # a loud channel: whitening changes which vectors are far apart
-    white = whitened(NearbySearch(maps, radius=1))
+    white = whitened(nearby_search([maps], radius=1))
     cut = search_for([maps], ScoreSettings(coreset=0.2))
     torch.testing.assert_close(cut.whitening.matrix, white.whitening.matrix)
     assert torch.equal(cut.inner.bank, coreset(white.inner, 0.2).bank)

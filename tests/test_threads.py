@@ -12,7 +12,7 @@ from ddad.diffusion.threads import LinearOnOneThread, one_thread
 from ddad.maps.good_images import GoodImages
 from ddad.maps.kinds import MapInput, map_kind
 from ddad.maps.scoring import ScoreSettings
-from ddad.maps.search import NearbySearch, whitened
+from ddad.maps.search import nearby_search, whitened
 
 
 def _on(threads: int, work: Callable[[], object]) -> object:
@@ -53,7 +53,7 @@ def test_the_whitening_is_the_same_bytes_on_one_two_and_four_threads():
     mixing = torch.randn(152, 8, generator=generator)
     noise = torch.randn(12, 152, 16, 16, generator=generator)
     bank = torch.einsum("cd,mdhw->mchw", mixing, shared) + 1e-3 * noise
-    one, *others = (_on(n, lambda: whitened(NearbySearch(bank, 2)).whitening) for n in (1, 2, 4))
+    one, *others = (_on(n, lambda: whitened(nearby_search([bank], 2)).whitening) for n in (1, 2, 4))
     for other in others:
         assert torch.equal(one.mean, other.mean) and torch.equal(one.matrix, other.matrix)
 

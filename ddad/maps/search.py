@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import NamedTuple, Protocol
 
 import faiss
@@ -29,6 +30,8 @@ from ddad.maps.scoring import ScoreSettings
 
 FEATURE_MODELS = ("nearest", "gaussian")  # score.feature_model
 _CHUNK = 4096
+_PRODUCT_VALUES = 2**20  # products one step of the nearby search holds on the CPU (4 MiB, cached)
+_PRODUCT_VALUES_CUDA = 2**26  # ... and on a GPU, where fewer, larger products run faster
 _BATCH = 32
 _CORESET_VALUES = 2**24  # values one chunk of cells' coreset holds (64 MiB of float32)
 _GRAM_SIZE = 2048  # sets of at most this many vectors pick their coreset off a Gram matrix
@@ -75,55 +78,77 @@ class AnywhereSearch:
 
 @dataclass(frozen=True)
 class NearbySearch:
-    """The nearest patch of the good images' whole feature maps ``bank`` [M, D, h, w] (the same
-    h x w as the queries) at most ``radius`` feature cells away, in rows and in columns.
+    """The nearest patch of good images' whole feature maps at most ``radius`` feature cells
+    away, in rows and in columns. ``cells`` [h, w, D, M] holds, at each cell of the grid (the
+    queries' h x w), the M good maps' vectors there as columns (``nearby_search`` lays maps
+    out so); ``bank`` is the same bytes as maps [M, D, h, w].
 
     Searching near the same place keeps a dark blob in the middle of a part from matching a
     dark border patch, so blobs light up inside and not only at their rim.
     """
 
-    bank: torch.Tensor
+    cells: torch.Tensor
     radius: int
+
+    @property
+    def bank(self) -> torch.Tensor:
+        """The good maps [M, D, h, w], a view of ``cells``."""
+        return self.cells.permute(3, 2, 0, 1)
+
+    @cached_property
+    def norms(self) -> torch.Tensor:
+        """[h, w, 1, M] squared norms of the cells' vectors, computed once for every query."""
+        return self.cells.square().sum(dim=2, keepdim=True)
 
     def distances(self, features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Each position's Euclidean distance to the nearest bank patch in its window, in any
-        bank image. Near the border the window is cut off (replicate padding repeats the last
-        row and column, which are in the window already).
+        bank image. Near the border the window is cut off.
 
-        The padded bank is laid out one grid cell after another (``_replicate_padded_cells``),
-        and the queries on the same grid (the padding columns hold zeros whose results are
-        dropped), so the bank cells one offset (dy, dx) pairs with every query are one
-        contiguous slice: each offset is one batched product (|q|^2 + |b|^2 - 2 q.b) that reads
-        the bank in place, rather than copying each query's window out first.
+        The search goes bank cell by bank cell: the queries that one bank cell's M vectors
+        serve (the (2r+1)^2 positions around it, in every query image) are one batched product
+        (|b|^2 - 2 q.b, |q|^2 added at the end) against those vectors as they lie, so each bank
+        vector is read from memory once per batch of queries rather than once per offset, and
+        the products are large enough to run near the CPU's peak. Each (query, bank cell) pair
+        outside the grid is computed on a zero query and never read.
         """
-        radius = self.radius
+        r, side = self.radius, 2 * self.radius + 1
         n, d, h, w = features.shape
-        width = w + 2 * radius
-        count = h * width - 2 * radius  # grid cells up to the last real query
-        cells = _replicate_padded_cells(self.bank.to(features), radius)
-        cells = cells.reshape(-1, d, len(self.bank))
-        norms = cells.square().sum(dim=1, keepdim=True)  # [(h+2r)(w+2r), 1, M]
-        queries = F.pad(features, (0, 2 * radius)).permute(2, 3, 0, 1).reshape(h * width, n, d)
-        queries = queries[:count].contiguous()
-        nearest = torch.full((count, n), torch.inf, dtype=queries.dtype, device=queries.device)
-        for dy, dx in itertools.product(range(2 * radius + 1), repeat=2):
-            window = slice(dy * width + dx, dy * width + dx + count)
-            squared = torch.baddbmm(norms[window], queries, cells[window], alpha=-2)
-            nearest = torch.minimum(nearest, squared.min(dim=2).values)
-        nearest = (nearest + queries.square().sum(dim=2)).clamp_min(0).sqrt()
-        nearest = F.pad(nearest.T, (0, 2 * radius)).reshape(n, 1, h, width)[..., :w]
-        return _resized(nearest, size)
+        cells, norms = self.cells.to(features), self.norms.to(features)
+        slots = side * side * n
+        grid = F.pad(features, (r, r, r, r)).permute(2, 3, 0, 1).contiguous()  # [h+2r, w+2r, n, D]
+        row, cell = grid.stride(0), grid.stride(1)
+        windows = grid.as_strided((h, w, side, side * n, d), (row, cell, row, d, 1))
+        budget = _PRODUCT_VALUES_CUDA if features.is_cuda else _PRODUCT_VALUES
+        step = max(1, budget // (slots * max(cells.shape[-1], d)))
+        served = features.new_empty(h, w, slots)  # [bank cell, its window's query slot]
+        for y, x in itertools.product(range(h), range(0, w, step)):
+            queries = windows[y, x : x + step].reshape(-1, slots, d)
+            products = torch.baddbmm(
+                norms[y, x : x + step], queries, cells[y, x : x + step], alpha=-2
+            )
+            served[y, x : x + step] = products.min(dim=2).values
+        # query (y, x) is slot (a, b) of bank cell (y+r-a, x+r-b): pad the bank cells by r
+        # with inf, as cells past the border serve nothing, then read each slot's shifted grid
+        padded = served.new_full((h + 2 * r, w + 2 * r, side, side, n), torch.inf)
+        padded[r : r + h, r : r + w] = served.reshape(h, w, side, side, n)
+        nearest = served.new_full((h, w, n), torch.inf)
+        for a, b in itertools.product(range(side), repeat=2):
+            shifted = padded[2 * r - a : 2 * r - a + h, 2 * r - b : 2 * r - b + w, a, b]
+            nearest = torch.minimum(nearest, shifted)
+        squared = nearest + features.square().sum(dim=1).permute(1, 2, 0)
+        return _resized(squared.clamp_min(0).sqrt().permute(2, 0, 1)[:, None], size)
 
 
-def _replicate_padded_cells(bank_maps: torch.Tensor, radius: int) -> torch.Tensor:
-    """[h+2r, w+2r, D, M]: ``bank_maps`` [M, D, h, w] padded by ``radius`` cells that repeat the
-    border, one grid cell after another. Gathered by index rather than by F.pad: CUDA's
-    replicate padding refuses tensors of 2^31 values or more, which 500 bank maps of the 256
-    model's 512 channels at 128 x 128 exceed."""
-    _, _, h, w = bank_maps.shape
-    rows = torch.arange(-radius, h + radius, device=bank_maps.device).clamp(0, h - 1)
-    cols = torch.arange(-radius, w + radius, device=bank_maps.device).clamp(0, w - 1)
-    return bank_maps.permute(2, 3, 1, 0)[rows][:, cols]
+def nearby_search(maps: Sequence[torch.Tensor], radius: int) -> NearbySearch:
+    """The ``NearbySearch`` over good feature maps, batches of [N, D, h, w], laid out cell by
+    cell batch by batch (a concatenated copy of the maps would double their memory)."""
+    _, d, h, w = maps[0].shape
+    cells = maps[0].new_empty(h, w, d, sum(len(batch) for batch in maps))
+    start = 0
+    for batch in maps:
+        cells[..., start : start + len(batch)] = batch.permute(2, 3, 1, 0)
+        start += len(batch)
+    return NearbySearch(cells, radius)
 
 
 class Whitening(NamedTuple):
@@ -159,13 +184,13 @@ def whitened(search: AnywhereSearch | NearbySearch) -> WhitenedSearch:
     directions decide which good patch is nearest.
     """
     whitening = fit_whitening(search.bank)
-    bank = torch.cat([whitening.apply(chunk) for chunk in search.bank.split(_BATCH)])
-    inner = (
-        AnywhereSearch(bank)
-        if isinstance(search, AnywhereSearch)
-        else NearbySearch(bank, search.radius)
-    )
-    return WhitenedSearch(inner, whitening)
+    if isinstance(search, AnywhereSearch):
+        rows = torch.cat([whitening.apply(chunk) for chunk in search.bank.split(_BATCH)])
+        return WhitenedSearch(AnywhereSearch(rows), whitening)
+    cells = torch.empty_like(search.cells)
+    for y, row in enumerate(search.cells):  # [w, D, M]: the vectors along dimension 1
+        cells[y] = whitening.apply(row)
+    return WhitenedSearch(NearbySearch(cells, search.radius), whitening)
 
 
 def fit_whitening(bank: torch.Tensor) -> Whitening:
@@ -217,25 +242,25 @@ def coreset(
     if count >= len(search.bank):
         return search
     if isinstance(search, NearbySearch):
-        return replace(search, bank=_cell_coreset(search.bank, count))
+        return replace(search, cells=_cell_coreset(search.cells, count))
     return replace(search, bank=_row_coreset(search.bank, count))
 
 
-def _cell_coreset(bank: torch.Tensor, count: int) -> torch.Tensor:
-    """[count, D, h, w]: at each cell of ``bank`` maps [M, D, h, w], the ``count`` of its M
+def _cell_coreset(cells: torch.Tensor, count: int) -> torch.Tensor:
+    """[h, w, D, count]: at each cell of ``cells`` [h, w, D, M], the ``count`` of its M
     vectors that ``_farthest_first`` picks, in the order picked. The map index no longer names
     one good image; ``NearbySearch`` reads each cell's vectors as a set. Cells go in chunks
     whose vectors and Gram matrices hold about ``_CORESET_VALUES`` values."""
-    m, d, h, w = bank.shape
-    cells = bank.flatten(2)  # [M, D, h*w]
-    kept = bank.new_empty(count, d, h * w)
+    h, w, d, m = cells.shape
+    flat = cells.reshape(h * w, d, m)
+    kept = cells.new_empty(h * w, d, count)
     step = max(1, _CORESET_VALUES // (m * max(m, d)))
     for start in range(0, h * w, step):
-        vectors = cells[:, :, start : start + step].permute(2, 0, 1).contiguous()  # [c, M, D]
+        vectors = flat[start : start + step].transpose(1, 2)  # [c, M, D]
         picks = _farthest_first(vectors, count)
-        rows = torch.arange(len(vectors), device=bank.device)[:, None]
-        kept[:, :, start : start + step] = vectors[rows, picks].permute(1, 2, 0)
-    return kept.reshape(count, d, h, w)
+        rows = torch.arange(len(vectors), device=cells.device)[:, None]
+        kept[start : start + step] = vectors[rows, picks].transpose(1, 2)
+    return kept.reshape(h, w, d, count)
 
 
 def _row_coreset(rows: torch.Tensor, count: int, seed: int = 0) -> torch.Tensor:
@@ -311,6 +336,6 @@ def search_for(features: list[torch.Tensor], settings: ScoreSettings) -> Search:
             feature_bank(features, settings.bank_vectors)
         )
     else:
-        search = NearbySearch(torch.cat(features), settings.search_radius)
+        search = nearby_search(features, settings.search_radius)
     features.clear()
     return coreset(whitened(search) if settings.whiten else search, settings.coreset)
