@@ -213,3 +213,13 @@ def test_the_main_job_on_a_fresh_clone_leaves_it_clean_and_prints_the_readmes_fi
     judged = _bash(clone, line, check=False)
     assert judged.returncode == 1, judged.stderr  # the tiles' defects among them
     assert len(pd.read_csv("/tmp/line1000.csv")) == 1000
+    command, printed = transcript("Speed, and several GPUs")
+    timed = [_untimed(line) for line in _bash(clone, command).stdout.splitlines()]
+    assert [line for line in printed if _untimed(line) not in timed] == []
+
+
+def _untimed(line: str) -> str:
+    """A line of ``ddad bench``'s output without what the machine's speed sets: a table row
+    (two or more spaces apart) cut to its first four columns, the procedure and its passes."""
+    cells = re.split(r"\s{2,}", line.strip())
+    return "  ".join(cells[:4]) if len(cells) > 4 else line

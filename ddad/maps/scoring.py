@@ -40,7 +40,7 @@ class ScoreSettings:
     bank_vectors: int = 60000
     coreset: float = 1.0
     reference_images: int = 25
-    search_radius: int = 2
+    search_radius: int = 1
     whiten: bool = True
     feature_model: str = "nearest"
     closing: int = 0

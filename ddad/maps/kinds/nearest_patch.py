@@ -102,7 +102,8 @@ class NearestPatch(FeatureKind):
                 f"Gaussian at each position, from {s.bank_images} good images{typical})"
             )
         if s.search_radius >= 0:
-            where = f"within {s.search_radius} cells in {s.bank_images} good images"
+            cells = "cell" if s.search_radius == 1 else "cells"
+            where = f"within {s.search_radius} {cells} in {s.bank_images} good images"
             kept = " at each cell"
         else:
             where, kept = f"of {s.bank_vectors:,} patches", ""
