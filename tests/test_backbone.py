@@ -112,3 +112,20 @@ def test_the_backbone_map_finds_a_spot_on_good_stripes():
     assert good.shape == (64, 64) and good.max() < 0.1 * bad.max()
     peak = np.unravel_index(np.argmax(bad), bad.shape)
     assert 16 <= peak[0] < 40 and 28 <= peak[1] < 52
+
+
+@pytest.mark.parametrize(("strides", "last_block"), [((8, 16), 10), ((4, 8), 4)])
+def test_the_blocks_run_up_to_the_last_one_at_the_coarsest_stride(lite0, strides, last_block):
+    """Lite0's last blocks at strides 2, 4, 8 and 16 are blocks 0, 2, 4 and 10; block 11 halves
+    the grid again. A block past the coarsest stride would only cost time."""
+    ran: list[int] = []
+    hooks = [
+        block.register_forward_hook(lambda *_, i=i: ran.append(i))
+        for i, block in enumerate(lite0._blocks)
+    ]
+    try:
+        backbone_features(lite0, torch.zeros(1, 3, 64, 64), strides=strides)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert ran == list(range(last_block + 1))

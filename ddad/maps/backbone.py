@@ -104,7 +104,7 @@ def backbone_features(
 
     Each stage's features are averaged over ``pooling`` x ``pooling`` cells (odd; 1: none)
     before the deeper ones are resized onto that grid. One channel is repeated to three. The
-    blocks run only until the first one past the coarsest stride; the rest of the network
+    blocks run only up to the last one at the coarsest stride; the rest of the network
     would be thrown away.
     """
     height, width = size or images.shape[-2:]
@@ -118,9 +118,9 @@ def backbone_features(
     with torch.no_grad():
         h = net._swish(net._bn0(net._conv_stem(x)))
         for block in net._blocks:
+            if -(-h.shape[-2] // block._depthwise_conv.stride[0]) < height // max(strides):
+                break  # this block and the rest go past the coarsest stride
             h = block(h)
-            if h.shape[-2] < height // max(strides):
-                break
             last[h.shape[-2]] = h
     grid = (height // min(strides), width // min(strides))
     pooled = [F.avg_pool2d(last[height // s], pooling, 1, pooling // 2) for s in sorted(strides)]
