@@ -486,7 +486,7 @@ def test_bench_searches_as_many_bank_images_as_the_score_stage_uses(
     argv = ["bench", "--model", "toy", "--images", "1", "--seed-share", "1e-4", "--processes", "1"]
     code, out, _ = _run(argv, capsys)
     assert code == 0 and "1 test images of toy" in out
-    assert " cells in 4 good images" in out
+    assert " in 4 good images" in out
 
 
 def test_version_prints_the_package_version(capsys: pytest.CaptureFixture) -> None:
