@@ -250,13 +250,15 @@ def _cell_coreset(cells: torch.Tensor, count: int) -> torch.Tensor:
     """[h, w, D, count]: at each cell of ``cells`` [h, w, D, M], the ``count`` of its M
     vectors that ``_farthest_first`` picks, in the order picked. The map index no longer names
     one good image; ``NearbySearch`` reads each cell's vectors as a set. Cells go in chunks
-    whose vectors and Gram matrices hold about ``_CORESET_VALUES`` values."""
+    whose vectors and Gram matrices hold about ``_CORESET_VALUES`` values; each chunk's vectors
+    are laid out row by row first, as a product of a permuted view rounds by the thread count
+    (ddad.diffusion.threads)."""
     h, w, d, m = cells.shape
     flat = cells.reshape(h * w, d, m)
     kept = cells.new_empty(h * w, d, count)
     step = max(1, _CORESET_VALUES // (m * max(m, d)))
     for start in range(0, h * w, step):
-        vectors = flat[start : start + step].transpose(1, 2)  # [c, M, D]
+        vectors = flat[start : start + step].transpose(1, 2).contiguous()  # [c, M, D]
         picks = _farthest_first(vectors, count)
         rows = torch.arange(len(vectors), device=cells.device)[:, None]
         kept[start : start + step] = vectors[rows, picks].transpose(1, 2)
